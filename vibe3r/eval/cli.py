@@ -1,0 +1,73 @@
+"""``vibe3r eval``: benchmarks against ground truth.
+
+Example (the classical peer at the model's resolution, then the no-motion prior)::
+
+    vibe3r eval pairs --pairs ../shared/data/real/eval-pairs/7scenes-redkitchen-second-half.txt \\
+        --method sift --size 128
+    vibe3r eval pairs --pairs ../shared/data/real/eval-pairs/tum-fr3-long-office-sequence.txt --method identity
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vibe3r.errors import InputError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="benchmarks against ground truth")
+
+
+@app.callback()
+def _group() -> None:
+    """Benchmarks against ground truth."""
+
+
+@app.command("pairs")
+def pairs_cmd(
+    pairs: Annotated[Path, typer.Option("--pairs", help="SuperGlue-format pair list (38 fields per line)")],
+    method: Annotated[str, typer.Option("--method", help="identity | sift | model")] = "sift",
+    size: Annotated[int, typer.Option("--size", help="image width in pixels the method sees (aspect kept); 0 = native")] = 640,
+    root: Annotated[Path | None, typer.Option("--root", help="folder the image names are relative to (found automatically)")] = None,
+    ckpt: Annotated[Path | None, typer.Option("--ckpt", help="model checkpoint folder (config.json + model.safetensors)")] = None,
+    pose: Annotated[str, typer.Option("--pose", help="model pose solver: essential | pnp | procrustes")] = "essential",
+    threads: Annotated[int, typer.Option("--threads", help="torch CPU threads for the model")] = 1,
+    save: Annotated[Path | None, typer.Option("--save", help="write the full result (per-pair errors) as JSON")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print a one-line JSON summary last")] = False,
+) -> None:
+    """Relative pose on image pairs: AUC@5/10/20 of max(rot, tdir), median errors, failures."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from vibe3r.eval import pairs as P
+
+    estimator = make_estimator(method, ckpt=ckpt, pose=pose, threads=threads)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeRemainingColumn(), transient=True) as bar:
+        task = bar.add_task(f"{method} {size}px", total=None)
+        ev = P.evaluate_pairs(pairs, estimator, size, root=root, method_name=method,
+                              progress=lambda i, n: bar.update(task, completed=i, total=n))
+    typer.echo(P.format_summary(ev))
+    if save is not None:
+        save.parent.mkdir(parents=True, exist_ok=True)
+        save.write_text(json.dumps(P._nan_to_none(ev.to_json()), indent=1))
+    if as_json:
+        typer.echo(P.dumps(ev))
+
+
+def make_estimator(method: str, ckpt: Path | None = None, pose: str = "essential", threads: int = 1):  # noqa: ANN201
+    """Build the pose estimator for ``--method`` (see ``vibe3r.eval.pairs``)."""
+    from vibe3r.eval import pairs as P
+
+    if method == "identity":
+        return P.identity_estimator
+    if method == "sift":
+        return P.make_sift_estimator()
+    if method == "model":
+        if ckpt is None:
+            raise InputError("--method model needs --ckpt")
+        from vibe3r.recon.pose import make_model_estimator
+
+        return make_model_estimator(ckpt, solver=pose, threads=threads)
+    raise InputError(f"unknown method {method!r}; valid: {', '.join(P.METHODS)}")
