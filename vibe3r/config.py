@@ -49,7 +49,26 @@ class WorldConfig(Section):
         description="folders or files of photos (or real capture frames) to cut image textures from",
     )
     image_texture_prob: float = Field(0.6, ge=0, le=1, description="chance a surface uses an image texture when any are given")
-    texture_res: int = Field(256, ge=16, description="texture resolution in texels per side")
+    texture_res: int = Field(256, ge=16, description="texture resolution in texels per side (power of two)")
+    wall_thickness: float = Field(0.12, gt=0, description="thickness of walls in m (visible in door and window reveals)")
+    lights: tuple[int, int] = Field((1, 3), description="ceiling lights per room (min, max)")
+    light_intensity: float = Field(1.0, gt=0, description="irradiance of the ceiling lights on the floor below them (linear units)")
+    ambient: float = Field(0.25, ge=0, description="bounce-light irradiance relative to light_intensity")
+    clearance: float = Field(0.3, ge=0, description="minimum distance of every camera centre from walls and objects in m")
+    camera_height: tuple[float, float] = Field((1.2, 1.7), description="start height range of a camera path in m (handheld)")
+    min_path_scale: float = Field(0.4, gt=0, le=1, description="a path that does not fit is shrunk down to this factor, then rejected")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> WorldConfig:
+        for name in ("room_height", "openings", "objects", "clutter", "lights", "camera_height"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise ValueError(f"{name}: min {lo} > max {hi}")
+        if self.texture_res & (self.texture_res - 1):
+            raise ValueError(f"texture_res must be a power of two, got {self.texture_res}")
+        if self.lights[0] < 1:
+            raise ValueError("lights: a room needs at least one light")
+        return self
 
 
 class DegradeConfig(Section):
@@ -106,11 +125,107 @@ class DatasetConfig(Section):
 # --------------------------------------------------------------------------------------------
 
 
-class ReconConfig(Section):
-    """Pairwise reconstruction model + training. Filled in by the recon stage."""
+class ReconModelConfig(Section):
+    """The pairwise network (``recon.model.ReconModel``); saved as the checkpoint's ``config.json``.
 
-    model: dict[str, Any] = Field(default_factory=dict, description="model constructor arguments (config.json)")
-    train: dict[str, Any] = Field(default_factory=dict, description="training arguments")
+    Image sides must be multiples of ``patch_size``. ``stem`` picks how pixels become tokens:
+    ``patch`` a ViT patch embedding (one strided conv), ``cnn`` a small conv stack halving the
+    resolution log2(patch_size) times (learns local descriptors fast on CPU). A ``cnn`` stem with
+    ``enc_depth`` > 0 is the hybrid (CNN then ViT); ``enc_depth`` = 0 a pure CNN encoder.
+    """
+
+    arch: str = Field("vibe3r-pair-v1", description="architecture id checked when loading a checkpoint")
+    patch_size: int = Field(8, ge=2, description="token stride in pixels (a power of two)")
+    stem: str = Field("cnn", description="patch | cnn: how pixels become tokens")
+    cnn_channels: list[int] = Field([32, 64, 96], description="CNN stem widths, one per stride-2 stage (len = log2(patch_size))")
+    enc_dim: int = Field(192, ge=8, description="encoder token width")
+    enc_depth: int = Field(4, ge=0, description="encoder transformer blocks (shared by both views)")
+    enc_heads: int = Field(3, ge=1, description="encoder attention heads")
+    dec_dim: int = Field(128, ge=8, description="decoder token width")
+    dec_depth: int = Field(2, ge=0, description="decoder blocks (self-attn + cross-attn to the other view + MLP), one stack per view")
+    dec_heads: int = Field(4, ge=1, description="decoder attention heads")
+    mlp_ratio: float = Field(4.0, gt=0, description="hidden width of transformer MLPs relative to the token width")
+    pos_emb: str = Field("rope", description="rope (2D RoPE, any image size) | none")
+    rope_freq: float = Field(100.0, gt=0, description="RoPE base frequency (CroCo uses 100)")
+    head_channels: int = Field(64, ge=4, description="width of the upsampling head (descriptors and conv pointmaps)")
+    desc_dim: int = Field(32, ge=2, description="dense descriptor dimension (L2-normalised)")
+    desc_stride: int = Field(2, ge=1, description="descriptor resolution: 1 = full, 2 = half (power of two <= patch)")
+    share_desc_head: bool = Field(True, description="one descriptor head for both views (siamese) instead of one per view")
+    pts_head: str = Field("linear", description="linear (DUSt3R linear head, pixel shuffle) | conv (from the upsampling head)")
+    depth_mode: str = Field("exp", description="pointmap activation: exp (xyz/|xyz| * expm1(|xyz|), DUSt3R) | linear")
+    conf_min: float = Field(1.0, ge=0, description="confidence = conf_min + exp(c) (DUSt3R: 1)")
+
+    @model_validator(mode="after")
+    def _check(self) -> ReconModelConfig:
+        p = self.patch_size
+        if p & (p - 1):
+            raise ValueError(f"patch_size must be a power of two, got {p}")
+        if self.stem not in ("patch", "cnn"):
+            raise ValueError(f"stem must be patch or cnn, got {self.stem!r}")
+        if self.stem == "cnn" and len(self.cnn_channels) != p.bit_length() - 1:
+            raise ValueError(f"cnn_channels needs {p.bit_length() - 1} entries for patch_size {p}, got {len(self.cnn_channels)}")
+        s = self.desc_stride
+        if s & (s - 1) or s > p:
+            raise ValueError(f"desc_stride must be a power of two <= patch_size, got {s}")
+        for dim, heads, name in ((self.enc_dim, self.enc_heads, "enc"), (self.dec_dim, self.dec_heads, "dec")):
+            if dim % heads or (self.pos_emb == "rope" and (dim // heads) % 4):
+                raise ValueError(f"{name}_dim/{name}_heads must be an integer (a multiple of 4 with rope): {dim}/{heads}")
+        if self.pos_emb not in ("rope", "none"):
+            raise ValueError(f"pos_emb must be rope or none, got {self.pos_emb!r}")
+        if self.pts_head not in ("linear", "conv"):
+            raise ValueError(f"pts_head must be linear or conv, got {self.pts_head!r}")
+        if self.depth_mode not in ("exp", "linear"):
+            raise ValueError(f"depth_mode must be exp or linear, got {self.depth_mode!r}")
+        return self
+
+
+class ReconLossConfig(Section):
+    """Training objective: ``w_regr * ConfLoss(Regr3D(L21, norm)) + w_match * InfoNCE`` (recon.losses)."""
+
+    regr_weight: float = Field(1.0, ge=0, description="weight of DUSt3R's confidence-aware pointmap regression")
+    conf_alpha: float = Field(0.2, ge=0, description="ConfLoss alpha: loss = conf * l - alpha * log(conf)")
+    norm_mode: str = Field("avg_dis", description="pointmap normalisation: avg_dis (mean distance to the origin of view 1) | none")
+    match_weight: float = Field(1.0, ge=0, description="weight of MASt3R's InfoNCE matching loss")
+    temperature: float = Field(0.07, gt=0, description="InfoNCE temperature on cosine similarities")
+    match_samples: int = Field(512, ge=1, description="ground-truth correspondences sampled per pair")
+    neg_samples: int = Field(0, ge=0, description="negatives per view (random positions); 0 = every descriptor of the other view")
+    match_tol: float = Field(0.05, gt=0, description="relative depth tolerance deciding that a correspondence is visible in both views")
+
+    @model_validator(mode="after")
+    def _check(self) -> ReconLossConfig:
+        if self.norm_mode not in ("avg_dis", "none"):
+            raise ValueError(f"norm_mode must be avg_dis or none, got {self.norm_mode!r}")
+        return self
+
+
+class ReconTrainConfig(Section):
+    """Optimisation, logging and in-training evaluation (recon.train)."""
+
+    steps: int = Field(2000, ge=1, description="optimiser steps")
+    batch_size: int = Field(8, ge=1, description="pairs per step")
+    lr: float = Field(3e-4, gt=0, description="peak AdamW learning rate")
+    min_lr: float = Field(1e-5, ge=0, description="cosine floor")
+    weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay (not on norms, biases)")
+    warmup_steps: int = Field(100, ge=0, description="linear warm-up steps")
+    grad_clip: float = Field(1.0, ge=0, description="max global gradient norm; 0 disables")
+    bf16: bool = Field(False, description="bf16 autocast on CPU")
+    threads: int = Field(2, ge=1, description="torch CPU threads")
+    num_workers: int = Field(0, ge=0, description="DataLoader workers")
+    swap_prob: float = Field(0.5, ge=0, le=1, description="chance of swapping the two views of a pair (symmetrisation)")
+    log_every: int = Field(10, ge=1, description="steps between TensorBoard scalars")
+    ckpt_every: int = Field(200, ge=1, description="steps between checkpoints (and at the end)")
+    eval_every_min: float = Field(0.0, ge=0, description="CPU-minutes between real-pair evaluations; 0 disables")
+    eval_pairs: list[str] = Field(default_factory=list, description="SuperGlue pair lists evaluated during training")
+    eval_size: int = Field(128, ge=16, description="longer image side for the in-training evaluation")
+    seed: int = Field(0, description="seed of weights init, data order and loss sampling")
+
+
+class ReconConfig(Section):
+    """Pairwise reconstruction model + training."""
+
+    model: ReconModelConfig = Field(default_factory=ReconModelConfig)
+    loss: ReconLossConfig = Field(default_factory=ReconLossConfig)
+    train: ReconTrainConfig = Field(default_factory=ReconTrainConfig)
 
 
 # --------------------------------------------------------------------------------------------
