@@ -95,6 +95,36 @@ def test_cues_shift_the_segment_mix_and_magnitudes():
     assert max_pan("pan around, small rotations") < 0.5 * max_pan("pan around, large rotations")
 
 
+@pytest.mark.parametrize(
+    ("prompt", "ok"),
+    [
+        ("dolly forward 1 frames 20", True),
+        ("zoom 1.5", True),
+        ("pan left 10", True),
+        ("spin 90", False),  # does not parse
+        ("dolly forward 5", False),  # leaves a room
+        ("pedestal up 1.5", False),  # through the ceiling
+        ("dolly forward 1 frames 400", False),  # over the frame budget
+        ("dolly forward 1 frames 10 look_at 0.5 0 0", False),  # passes through its look_at target
+        ("still frames 20", False),  # nothing happens
+        ("pan right 0.5 then dolly forward 0.01", False),  # next to nothing happens
+    ],
+)
+def test_check_prompt_keeps_usable_prompts_only(prompt, ok):
+    assert (check_prompt(prompt, parse_task("indoor rooms")) is not None) == ok
+    if prompt == "dolly forward 5":  # a large hall allows more
+        assert check_prompt(prompt, parse_task("a large hall")) is not None
+
+
+def test_task_cues():
+    c = parse_task("Indoor rooms, SLOW handheld motion, small rotations, loop closures")
+    assert (c.speed, c.rotation, c.scale, c.loop, c.static) == (0.45, 0.35, 1.0, True, False)
+    assert c.weights["handheld"] > 3 * c.weights["orbit"]
+    c = parse_task("fast tripod pans in a large hall")
+    assert (c.speed, c.static, c.scale) == (2.0, True, 1.8) and c.weights["dolly"] == 0.0
+    assert parse_task("indoor rooms").weights == parse_task("ROOMS").weights
+
+
 def test_bad_writer_arguments_raise_input_errors(tmp_path):
     with pytest.raises(InputError, match=">= 1"):
         write_prompts("indoor rooms", 0, seed=0)
@@ -116,6 +146,15 @@ CORPUS = [
     "truck left 0.5 frames 12 then pan right 30 frames 12",
     "tilt up 10 frames 8 then still frames 6",
 ]
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run far faster on one thread on a shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def _tiny_lm(path, train_steps: int) -> None:
@@ -152,7 +191,7 @@ def test_few_shot_text_shows_task_grammar_and_examples():
     assert text.endswith("prompt: pan left 10\nprompt: dolly forward 1\nprompt:")
 
 
-def test_lm_mode_keeps_parsing_lines_from_a_trained_tiny_model(tmp_path, caplog):
+def test_lm_mode_keeps_parsing_lines_from_a_trained_tiny_model(tmp_path, caplog, one_thread):
     _tiny_lm(tmp_path, train_steps=40)
     with caplog.at_level(logging.INFO, logger="vibe3r.video_gen.prompts"):
         specs = write_prompts("indoor rooms", 6, seed=0, lm_path=str(tmp_path))
@@ -164,7 +203,7 @@ def test_lm_mode_keeps_parsing_lines_from_a_trained_tiny_model(tmp_path, caplog)
     assert any(f"{len(lm)} of 6 prompts from the LM" in r.getMessage() for r in caplog.records)
 
 
-def test_lm_mode_falls_back_to_templates_with_an_untrained_model(tmp_path):
+def test_lm_mode_falls_back_to_templates_with_an_untrained_model(tmp_path, one_thread):
     _tiny_lm(tmp_path, train_steps=0)
     specs = write_prompts("indoor rooms", 5, seed=0, lm_path=str(tmp_path), lm_rounds=1, max_new_tokens=16)
     assert len(specs) == 5

@@ -19,10 +19,10 @@ short / long           1-2 / 3-5 segments (default 2-3)
 large, hall, outdoor   translation magnitudes and the allowed extent x1.8 (indoor, room: x1)
 =====================  ======================================================================
 
-Every prompt is checked before it is returned: it parses, its frame count is at most
-``max_frames``, and its path from the canonical start (``MotionProgram.extent``) stays inside a
-room-sized box (horizontal span <= 3 m x scale, height change <= 0.7 m x scale), with no
-``look_at`` target on the path. Prompts are drawn per index from ``default_rng([seed, i, hash(cues)])``, so
+Every prompt is checked before it is returned (``check_prompt``): it parses, its frame count is
+at most ``max_frames``, its path from the canonical start (``MotionProgram.extent``) stays inside
+a room-sized box (horizontal span <= 3 m x scale, height change <= 0.7 m x scale), no ``look_at``
+target lies on the path, and the camera actually moves, turns or zooms. Prompts are drawn per index from ``default_rng([seed, i, hash(cues)])``, so
 the first k prompts of a larger n are the same; the scene seed of prompt i depends only on
 (seed, i), the prompt text also on the task's cues.
 
@@ -290,7 +290,7 @@ def _template(cues: TaskCues, rng: np.random.Generator, seed: int, max_frames: i
         for _attempt in range(8):  # redraw a segment that leaves the room box or the frame budget
             kind = str(rng.choice(kinds, p=q / q.sum()))
             seg = comp.segment(kind)
-            if check_prompt(" then ".join([*comp.parts, seg]), cues, seed, max_frames) is not None:
+            if check_prompt(" then ".join([*comp.parts, seg]), cues, seed, max_frames, require_motion=False) is not None:
                 comp.add(seg)
                 prev = kind
                 break
@@ -302,18 +302,34 @@ def _loop_style_p(cues: TaskCues) -> list[float]:
     return list(w / w.sum())
 
 
-def check_prompt(prompt: str, cues: TaskCues, seed: int = 0, max_frames: int = 240) -> MotionProgram | None:
-    """The parsed program if ``prompt`` is valid and fits a room (see module doc), else None."""
+def check_prompt(
+    prompt: str, cues: TaskCues, seed: int = 0, max_frames: int = 240, require_motion: bool = True
+) -> MotionProgram | None:
+    """The parsed program if ``prompt`` is usable, else None.
+
+    Usable: it parses, has at most ``max_frames`` frames, its path from the canonical start fits
+    the room box (horizontal span <= ``MAX_SPAN * scale``, height range <= ``MAX_RISE * scale``),
+    no look_at target lies on it, and (``require_motion``) the camera moves at least 5 cm, turns at
+    least 5 degrees or zooms by at least 5 % somewhere.
+    """
     try:
         prog = parse_prompt(prompt)
         if prog.n_frames > max_frames:
             return None
-        e = prog.extent(seed)
+        t = prog.trajectory(_CANON, np.eye(3), 1, 1, seed)
     except InputError:
         return None
+    e = t.c2w[:, :3, 3]
     span = e[:, :2].max(0) - e[:, :2].min(0)
     if span.max() > MAX_SPAN * cues.scale or np.ptp(e[:, 2]) > MAX_RISE * cues.scale:
         return None
+    if require_motion:
+        moved = np.linalg.norm(e - e[0], axis=1).max()
+        cos = (np.trace(t.c2w[0, :3, :3].T @ t.c2w[:, :3, :3], axis1=1, axis2=2) - 1) / 2
+        turned = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))).max()
+        zoomed = np.abs(np.log(t.K[:, 0, 0])).max()
+        if moved < 0.05 and turned < 5.0 and zoomed < math.log(1.05):
+            return None
     return prog
 
 
@@ -415,6 +431,7 @@ def _lm_lines(model: torch.nn.Module, tok, text: str, seed: int, n_samples: int,
             row = row[: row.index(eos)]
         for line in tok.decode(row, skip_special_tokens=True).split("\n"):
             line = re.sub(r"^(\s*prompt\s*:)*\s*", "", line, flags=re.I).strip()
+            line = line.strip("`'\" ").rstrip(".;")  # quotes and full stops chatty LMs add
             if line:
                 lines.append(" ".join(line.split()))
     return lines
