@@ -168,6 +168,19 @@ def _read_matrix(path: Path, shape: tuple[int, int]) -> np.ndarray:
     return m.reshape(shape)
 
 
+def _orthonormalize(c2w: np.ndarray, meta: dict) -> np.ndarray:
+    """Project the rotation blocks onto SO(3) (KinectFusion's float poses are off by up to ~4e-4;
+    ``geometry.inv_pose`` uses R^T), recording the largest |R^T R - I| in ``meta``."""
+    if len(c2w) == 0:
+        return c2w
+    R = torch.as_tensor(c2w[:, :3, :3])
+    err = (R.transpose(-1, -2) @ R - torch.eye(3, dtype=R.dtype)).abs().amax()
+    meta["pose_orthonormality_error"] = float(err)
+    out = c2w.copy()
+    out[:, :3, :3] = roma.special_procrustes(R).numpy()
+    return out
+
+
 def quat_pose(txyz: np.ndarray, qxyzw: np.ndarray) -> np.ndarray:
     """4x4 camera-to-world poses (..., 4, 4) from translations (..., 3) and unit quaternions xyzw (..., 4)."""
     q = torch.as_tensor(np.asarray(qxyzw, dtype=np.float64))
@@ -488,6 +501,7 @@ def _sevenscenes_source(folder: Path) -> _Source:
             meta["dropped_unposed"] = [names[i] for i in np.flatnonzero(~ok)]
             names, colors, c2w = [names[i] for i in keep], [colors[i] for i in keep], c2w[keep]
             meta["frame_numbers"] = [meta["frame_numbers"][i] for i in keep]
+        c2w = _orthonormalize(c2w, meta)
     intr = folder / "camera-intrinsics.txt"
     if intr.is_file():
         K1 = _read_matrix(intr, (3, 3))
