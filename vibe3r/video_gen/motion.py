@@ -16,6 +16,11 @@ Grammar (``|`` alternatives, ``[...]`` optional)::
               | "zoom" F                       | "handheld" "walk" D
               | "walk" "path" x,y [x,y ...]    | "look_at" X Y Z       | "still" | "hold"
 
+Numbers may carry a sign: a negative magnitude after a direction word reverses it
+(``dolly forward -1`` == ``dolly backward 1``). ``hold`` is ``still``; ``lookat``/``look-at`` are
+``look_at``. Errors (``MotionSyntaxError``, an ``InputError``) are one line naming the bad token,
+its 1-based word position, and what was expected.
+
 Semantics (``c2w = [R | p]``, OpenCV camera axes, world z-up; R0, p0 = pose at the segment start):
 
 * ``orbit ANGLE`` — rotate the camera about a vertical axis through a centre ``c`` that lies on
