@@ -104,3 +104,16 @@ def test_shards_stream_consistent_supervision(tmp_path):
 def test_not_a_dataset_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="no index.json"):
         PairShardDataset(tmp_path)
+
+
+def test_batched_covisibility_equals_pairwise_reference():
+    rng = np.random.default_rng(5)
+    gt = wall_video(n=5)
+    gt.depth = gt.depth * rng.uniform(0.7, 1.3, gt.depth.shape).astype(np.float32)  # bumpy wall, some occlusions
+    gt.depth[:, :3, :5] = 0  # holes
+    C = covisibility_matrix(gt.depth, gt.K, gt.c2w)
+    for a in range(5):
+        for b in range(5):
+            if a != b:
+                ref = geometry.covisibility(gt.depth[a], gt.depth[b], gt.K[a], gt.K[b], geometry.relative_pose(gt.c2w[a], gt.c2w[b]))
+                assert C[a, b] == pytest.approx(ref, abs=2e-3)
