@@ -59,6 +59,9 @@ def test_loop_closure_prompts_return_to_their_start():
         assert np.linalg.norm(c - c[0], axis=1).max() > 0.3, s.prompt  # it did go somewhere
         cos = np.clip((np.trace(t.c2w[0, :3, :3].T @ t.c2w[-1, :3, :3]) - 1) / 2, -1, 1)
         assert np.degrees(np.arccos(cos)) < 5.0, s.prompt  # and looks the way it started
+    # the look-around in out-and-back loops is a real turn (20-70 degrees, written in full)
+    pans = [seg for s in write_prompts("loop closures", 24, seed=0) for seg in parse_prompt(s.prompt).segments if isinstance(seg, Pan)]
+    assert pans and all(20 <= abs(p.angle) <= 70 for p in pans)
     # without the cue most prompts end away from the start
     ends = [np.linalg.norm(parse_prompt(s.prompt).extent(s.seed)[-1]) for s in write_prompts("indoor rooms", 12, seed=1)]
     assert np.median(ends) > 0.3

@@ -140,7 +140,10 @@ def parse_task(task: str) -> TaskCues:
 
 
 def _fmt(x: float, nd: int = 2) -> str:
-    s = f"{x:.{nd}f}".rstrip("0").rstrip(".")
+    """``x`` with at most ``nd`` decimals and no trailing zeros: 1.50 -> '1.5', 30 -> '30'."""
+    s = f"{x:.{nd}f}"
+    if "." in s:
+        s = s.rstrip("0").rstrip(".")
     return "0" if s in ("-0", "") else s
 
 
