@@ -44,6 +44,7 @@ class WorldConfig(Section):
     openings: tuple[int, int] = Field((1, 3), description="doors/windows cut into walls (min, max)")
     objects: tuple[int, int] = Field((4, 10), description="furniture-like objects per room (min, max)")
     clutter: tuple[int, int] = Field((5, 20), description="small clutter items per room (min, max)")
+    decor: tuple[int, int] = Field((2, 6), description="posters, pictures and boards on the walls per room (min, max)")
     texture_dirs: list[str] = Field(
         default_factory=list,
         description="folders or files of photos (or real capture frames) to cut image textures from",
@@ -53,17 +54,21 @@ class WorldConfig(Section):
     wall_thickness: float = Field(0.12, gt=0, description="thickness of walls in m (visible in door and window reveals)")
     lights: tuple[int, int] = Field((1, 3), description="ceiling lights per room (min, max)")
     light_intensity: float = Field(1.0, gt=0, description="irradiance of the ceiling lights on the floor below them (linear units)")
-    ambient: float = Field(0.25, ge=0, description="bounce-light irradiance relative to light_intensity")
+    ambient: float = Field(0.35, ge=0, description="bounce-light irradiance relative to light_intensity")
     clearance: float = Field(0.3, ge=0, description="minimum distance of every camera centre from walls and objects in m")
     camera_height: tuple[float, float] = Field((1.2, 1.7), description="start height range of a camera path in m (handheld)")
     min_path_scale: float = Field(0.4, gt=0, le=1, description="a path that does not fit is shrunk down to this factor, then rejected")
 
     @model_validator(mode="after")
     def _ranges(self) -> WorldConfig:
-        for name in ("room_height", "openings", "objects", "clutter", "lights", "camera_height"):
+        for name in ("room_height", "openings", "objects", "clutter", "decor", "lights", "camera_height"):
             lo, hi = getattr(self, name)
             if lo > hi:
                 raise ValueError(f"{name}: min {lo} > max {hi}")
+        if any(a > b for a, b in zip(self.room_size_min, self.room_size_max, strict=True)):
+            raise ValueError(f"room_size_min {self.room_size_min} exceeds room_size_max {self.room_size_max}")
+        if min(self.room_size_min) < 1.0:
+            raise ValueError(f"room_size_min {self.room_size_min}: rooms must be at least 1 m wide")
         if self.texture_res & (self.texture_res - 1):
             raise ValueError(f"texture_res must be a power of two, got {self.texture_res}")
         if self.lights[0] < 1:
@@ -72,11 +77,17 @@ class WorldConfig(Section):
 
 
 class DegradeConfig(Section):
-    """Phone-like image degradations; each strength 0 disables it."""
+    """Phone-like image degradations on colour only (GT stays exact); each strength 0 disables it."""
 
-    noise_std: float = Field(0.01, ge=0, description="std of Gaussian+shot noise on [0,1] intensities")
-    motion_blur: float = Field(0.5, ge=0, description="blur length as a fraction of the inter-frame pixel motion")
+    noise_std: float = Field(0.004, ge=0, description="read-noise std on the exposed linear signal (mid-grey = exposure_key)")
+    shot_noise: float = Field(0.0003, ge=0, description="photon shot-noise gain: noise variance added per unit of linear signal")
+    motion_blur: float = Field(0.5, ge=0, le=1, description="exposure time as a fraction of the frame interval (blur length / inter-frame motion)")
+    blur_step_px: float = Field(1.5, gt=0, description="max image motion in pixels between motion-blur time samples (more samples when faster)")
+    blur_max_passes: int = Field(4, ge=1, description="cap on motion-blur samples per pixel, in multiples of supersample²")
     exposure_drift: float = Field(0.1, ge=0, description="std of the smooth log-exposure random walk")
+    auto_exposure: bool = Field(True, description="phone-like auto-exposure: log-average luminance mapped to exposure_key")
+    exposure_key: float = Field(0.18, gt=0, description="auto-exposure target for the log-average linear luminance")
+    ae_lag: float = Field(0.5, ge=0, lt=1, description="auto-exposure lag per frame (0 = instant, towards 1 = slow)")
     vignetting: float = Field(0.3, ge=0, le=1, description="relative brightness loss at the image corners")
     jpeg_quality: int = Field(0, ge=0, le=100, description="JPEG round-trip quality; 0 disables")
 
@@ -89,6 +100,10 @@ class RenderConfig(Section):
     fov_deg: tuple[float, float] = Field((55.0, 70.0), description="horizontal field of view range in degrees")
     supersample: int = Field(2, ge=1, le=8, description="rays per pixel side for anti-aliasing (s*s rays per pixel)")
     fps: float = Field(10.0, gt=0, description="frame rate written into video.mp4")
+    shadows: bool = Field(True, description="cast shadow rays to every light")
+    ao_strength: float = Field(0.6, ge=0, le=1, description="ambient-occlusion darkening of the bounce light (0 disables the AO ray)")
+    ao_distance: float = Field(0.5, gt=0, description="length of ambient-occlusion rays in m")
+    max_rays: int = Field(400_000, ge=1000, description="rays per open3d cast call (frames are batched up to this)")
     degrade: DegradeConfig = Field(default_factory=DegradeConfig)
 
 
@@ -110,6 +125,8 @@ class DatasetConfig(Section):
     covis_min: float = Field(0.3, ge=0, le=1, description="minimum co-visibility of a pair")
     covis_max: float = Field(0.95, ge=0, le=1, description="maximum co-visibility of a pair (skip near-duplicates)")
     covis_tol: float = Field(0.02, gt=0, description="relative depth tolerance deciding co-visibility")
+    covis_stride: int = Field(2, ge=1, description="pixel stride when estimating co-visibility (speed)")
+    max_gap: int | None = Field(60, ge=1, description="largest frame gap of a pair; None for any")
     shard_size: int = Field(256, ge=1, description="pairs per shard file")
     seed: int = 0
 

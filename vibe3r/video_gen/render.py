@@ -1,0 +1,394 @@
+"""Ray-cast renderer for procedural scenes, and the prompt -> video pipeline (:func:`render_video`).
+
+Image formation, per frame (all in linear light, OpenCV camera, ``c2w`` camera-to-world):
+
+* **depth**: one ray through each pixel *centre* ``(u, v)`` with direction ``R K^-1 [u, v, 1]^T``
+  (z-normalised in the camera frame), so open3d's ``t_hit`` *is* the z-depth. Depth is never averaged
+  across samples or across the shutter; a miss is 0.
+* **colour**: ``s x s`` stratified, jittered sub-pixel samples per pixel (``RenderConfig.supersample``).
+  With motion blur, sample k of a pixel is taken at shutter time bin ``π(k)`` (a random permutation
+  per pixel) from the interpolated pose of that bin (``degrade.shutter_poses``): colour integrates
+  over the exposure, physically like a rolling-free global shutter.
+* **shading** of a hit at point p with normal n (facing the ray), albedo ``ρ`` from the material's
+  mip-mapped texture (level of detail from the sample footprint ``z / (f s)`` projected on the surface):
+
+      L = ρ · Σ_k E_k V_k max(n·l_k, 0) + k_s Σ_k E_k V_k (n·h_k)^m (m+8)/8 + ρ · A · (0.85 + 0.15 n_z) · (1 - a·O)
+
+  with ``E_k = I_k c_k / (d_k² + ε)`` from disc area lights (a random point on the disc per sample:
+  soft shadows), ``V_k`` the shadow-ray visibility, ``A`` the ambient (bounce) irradiance, ``O`` a
+  short ambient-occlusion ray (cosine-weighted hemisphere) and ``a`` its strength. Emissive
+  surfaces return ``emission · ρ``.
+
+The result is a linear HDR radiance image; :mod:`vibe3r.video_gen.degrade` exposes, tone-maps and
+degrades it like a phone camera.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import open3d as o3d
+
+from vibe3r.config import Config, RenderConfig
+from vibe3r.video_gen.world import CYLINDER, FLAT, SPHERE, Scene
+
+GENERATOR_NAME = "vibe3r-sim"
+GENERATOR_VERSION = "1.0"
+
+
+# --------------------------------------------------------------------------------------------
+# rays
+# --------------------------------------------------------------------------------------------
+
+
+def subpixel_offsets(H: int, W: int, s: int, rng: np.random.Generator) -> np.ndarray:
+    """(H, W, s*s, 2) stratified jittered offsets in [-0.5, 0.5)² (pixel centre at 0); s=1 -> centre."""
+    if s == 1:
+        return np.zeros((H, W, 1, 2), np.float32)
+    gy, gx = np.meshgrid(np.arange(s), np.arange(s), indexing="ij")
+    cells = np.stack([gx.ravel(), gy.ravel()], -1).astype(np.float32)  # S,2
+    jit = rng.random((H, W, s * s, 2), dtype=np.float32)
+    return (cells + jit) / s - 0.5
+
+
+def pixel_centre_rays(K: np.ndarray, c2w: np.ndarray, H: int, W: int) -> tuple[np.ndarray, np.ndarray]:
+    """Origins and z-normalised world directions (H, W, 3) of pixel centres (float64 maths)."""
+    v, u = np.mgrid[0:H, 0:W].astype(np.float64)
+    Kinv = np.linalg.inv(K)
+    d_cam = np.stack([u, v, np.ones_like(u)], -1) @ Kinv.T  # z = 1
+    d = d_cam @ c2w[:3, :3].T
+    return np.broadcast_to(c2w[:3, 3], d.shape), d
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# shading
+# --------------------------------------------------------------------------------------------
+
+
+def _uv(c: np.ndarray, axis: np.ndarray, sign: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Planar projection along local ``axis`` (0/1/2) of texture coords c (M,3) -> (u, v) in repeats.
+
+    Oriented so that a face seen from outside reads left-to-right and top-to-bottom
+    (image rows go down with world z on vertical faces).
+    """
+    pos = sign > 0
+    u = np.where(axis == 0, np.where(pos, c[:, 1], 1 - c[:, 1]),
+                 np.where(axis == 1, np.where(pos, 1 - c[:, 0], c[:, 0]), c[:, 0]))
+    v = np.where(axis == 2, np.where(pos, 1 - c[:, 1], c[:, 1]), 1 - c[:, 2])
+    return u, v
+
+
+def _albedo(scene: Scene, g: np.ndarray, p: np.ndarray, n: np.ndarray, foot: np.ndarray) -> np.ndarray:
+    """Texture-mapped albedo (M,3) of hits on geometries g at world points p with normals n.
+
+    ``foot`` is the world-space footprint (m) of one sample on the surface. Flat parts use a planar
+    projection along the dominant local axis of the normal; curved parts (spheres, cylinders) blend
+    the three projections with weights ``|n_k|^4`` (triplanar mapping).
+    """
+    A = scene.arrays
+    bank = scene.textures
+    R = bank.res
+    mat = A["geo_mat"][g]
+    tex = A["mat_tex"][mat]
+    Rw = A["geo_R"][g]  # M,3,3
+    pl = np.einsum("mij,mj->mi", Rw, p) + A["geo_t"][g]
+    nl = np.einsum("mij,mj->mi", Rw, n)
+    scale = A["geo_scale"][g]
+    c = (pl + A["geo_offset"][g]) / scale
+    an = np.abs(nl)
+    curved = A["geo_normal"][g] != FLAT
+    dom = np.argmax(an, -1)
+    out = np.zeros((len(g), 3), np.float32)
+    wsum = np.zeros((len(g), 1), np.float32)
+    w4 = an**4
+    w4 /= w4.sum(-1, keepdims=True)
+    for axis in range(3):
+        w = np.where(curved, w4[:, axis], (dom == axis).astype(np.float32))
+        m = w > 0.02
+        if not m.any():
+            continue
+        idx = np.flatnonzero(m)
+        u, v = _uv(c[idx], np.full(len(idx), axis), np.sign(nl[idx, axis]))
+        others = [k for k in range(3) if k != axis]
+        dens = R / np.sqrt(scale[idx, others[0]] * scale[idx, others[1]])  # texels per metre
+        lod = np.log2(np.maximum(foot[idx] * dens, 1e-6))
+        out[idx] += w[idx, None] * bank.sample(tex[idx], u * R, v * R, lod)
+        wsum[idx] += w[idx, None]
+    out /= np.maximum(wsum, 1e-6)
+    # non-periodic grime at an incommensurate scale (detail > 0)
+    det = A["mat_detail"][mat]
+    dm = det > 0
+    if dm.any():
+        idx = np.flatnonzero(dm)
+        gs = 2.718 * np.sqrt(scale[idx, 0] * scale[idx, 1])
+        cg = (pl[idx] + 0.37 * A["geo_offset"][g[idx]]) / gs[:, None]
+        sgn = np.sign(np.take_along_axis(nl[idx], dom[idx, None], 1)[:, 0])
+        u, v = _uv(cg, dom[idx], sgn)
+        lod = np.log2(np.maximum(foot[idx] * R / gs, 1e-6))
+        grime = bank.sample(np.full(len(idx), scene.grime_tex), u * R, v * R, lod)[:, 0]
+        out[idx] *= (1 + det[idx] * (2 * grime - 1))[:, None]  # grime is 0.5 + n/6 in linear units
+    return out * A["mat_tint"][mat]
+
+
+def _normals(scene: Scene, g: np.ndarray, p: np.ndarray, prim_n: np.ndarray) -> np.ndarray:
+    """Shading normals: flat triangle normals; analytic ones for spheres and cylinder sides."""
+    A = scene.arrays
+    kind = A["geo_normal"][g]
+    n = prim_n.astype(np.float32).copy()
+    sph = kind == SPHERE
+    if sph.any():
+        i = np.flatnonzero(sph)
+        centre = -np.einsum("mji,mj->mi", A["geo_R"][g[i]], A["geo_t"][g[i]])  # local origin in world
+        n[i] = _unit(p[i] - centre)
+    cyl = kind == CYLINDER
+    if cyl.any():
+        i = np.flatnonzero(cyl)
+        Rw = A["geo_R"][g[i]]
+        nl = np.einsum("mij,mj->mi", Rw, prim_n[i])
+        side = np.abs(nl[:, 2]) < 0.9
+        pl = np.einsum("mij,mj->mi", Rw, p[i]) + A["geo_t"][g[i]]
+        radial = pl * np.array([1, 1, 0], np.float32)
+        nw = np.einsum("mji,mj->mi", Rw, _unit(radial))
+        n[i[side]] = nw[side]
+    return n
+
+
+def shade(scene: Scene, o: np.ndarray, d: np.ndarray, hit: dict[str, np.ndarray], focal: np.ndarray,
+          rcfg: RenderConfig, rng: np.random.Generator) -> np.ndarray:
+    """Radiance (M,3) float32 of rays (o, d) (d z-normalised in its camera) given open3d hits.
+
+    ``focal`` (M,) is f·s: the focal length in pixels times the supersampling factor, so that
+    ``t / focal`` is the sample's footprint at z-depth t.
+    """
+    M = len(o)
+    out = np.zeros((M, 3), np.float32)
+    t = hit["t_hit"]
+    ok = np.isfinite(t)
+    if not ok.any():
+        return out
+    i = np.flatnonzero(ok)
+    g = hit["geometry_ids"][i].astype(np.int64)
+    dd = d[i]
+    p = o[i] + t[i, None] * dd
+    du = _unit(dd)
+    n = _normals(scene, g, p, hit["primitive_normals"][i])
+    flip = np.sum(n * du, -1) > 0
+    n[flip] *= -1
+    cos_v = np.abs(np.sum(n * du, -1))
+    foot = t[i] / focal[i] / np.sqrt(np.maximum(cos_v, 0.05))
+    A = scene.arrays
+    mat = A["geo_mat"][g]
+    albedo = _albedo(scene, g, p, n, foot)
+    emit = A["mat_emit"][mat]
+    lit = emit <= 0
+    rad = np.zeros((len(i), 3), np.float32)
+    rad[~lit] = albedo[~lit] * emit[~lit, None]
+    li = np.flatnonzero(lit)
+    if len(li):
+        P, N, Alb, V = p[li], n[li], albedo[li], -du[li]
+        spec = A["mat_spec"][mat[li]]
+        shin = A["mat_shin"][mat[li]]
+        origin = P + N * 2e-3
+        acc = np.zeros((len(li), 3), np.float32)
+        rays = []
+        contrib = []
+        for L in scene.lights:
+            r = L.radius * np.sqrt(rng.random(len(li), dtype=np.float32))
+            phi = rng.random(len(li), dtype=np.float32) * np.float32(2 * math.pi)
+            lp = L.pos[None].astype(np.float32) + np.stack([r * np.cos(phi), r * np.sin(phi), np.zeros_like(r)], -1)
+            Lv = lp - origin
+            dist2 = np.sum(Lv * Lv, -1)
+            l = Lv / np.sqrt(dist2)[:, None]
+            cos = np.maximum(np.sum(N * l, -1), 0)
+            E = (L.intensity / (dist2 + 0.01) * cos)[:, None] * L.colour[None]
+            h = _unit(l + V)
+            sp = spec * (shin + 8) / 8 * np.maximum(np.sum(N * h, -1), 0) ** shin
+            contrib.append(E * (Alb + sp[:, None]))
+            rays.append(np.concatenate([origin, Lv * 0.999], -1))
+        if rcfg.shadows:
+            occl = scene.raycaster.test_occlusions(o3d.core.Tensor(np.concatenate(rays).astype(np.float32)), 0.0, 1.0).numpy()
+            occl = occl.reshape(len(scene.lights), len(li))
+        else:
+            occl = np.zeros((len(scene.lights), len(li)), bool)
+        for k in range(len(scene.lights)):
+            acc += contrib[k] * (~occl[k])[:, None]
+        amb = scene.ambient[None] * (0.85 + 0.15 * N[:, 2:3])
+        if rcfg.ao_strength > 0:
+            # cosine-weighted hemisphere direction around N
+            u1 = rng.random(len(li), dtype=np.float32)
+            u2 = rng.random(len(li), dtype=np.float32) * np.float32(2 * math.pi)
+            tmp = np.where(np.abs(N[:, :1]) < 0.9, np.array([[1, 0, 0]], np.float32), np.array([[0, 1, 0]], np.float32))
+            T1 = _unit(np.cross(N, tmp))
+            T2 = np.cross(N, T1)
+            rr = np.sqrt(u1)[:, None]
+            dirn = T1 * (rr * np.cos(u2)[:, None]) + T2 * (rr * np.sin(u2)[:, None]) + N * np.sqrt(1 - u1)[:, None]
+            ao_rays = np.concatenate([origin, dirn * rcfg.ao_distance], -1).astype(np.float32)
+            occ = scene.raycaster.test_occlusions(o3d.core.Tensor(ao_rays), 0.0, 1.0).numpy()
+            amb = amb * (1 - rcfg.ao_strength * occ)[:, None]
+        acc += Alb * amb
+        rad[li] = acc
+    out[i] = rad
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# frames
+# --------------------------------------------------------------------------------------------
+
+
+def render_frames(
+    scene: Scene,
+    c2w: np.ndarray,
+    K: np.ndarray,
+    width: int,
+    height: int,
+    rcfg: RenderConfig,
+    seed: int = 0,
+    shutter_c2w: np.ndarray | None = None,
+    progress: Any = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Render frames: ``(hdr (N,H,W,3) float32 linear radiance, depth (N,H,W) float32 z-depth m)``.
+
+    ``c2w`` (N,4,4) are the frames' poses (depth is cast from them), ``K`` (3,3) or (N,3,3).
+    ``shutter_c2w`` (N,T,4,4) optional poses of T shutter time bins for motion blur; T must be 1 or
+    a multiple ``m · supersample²``: each pixel then takes T samples (m stratified passes), each at
+    its own time bin. Frame i's random numbers come from ``default_rng([seed, i])``, so a frame
+    renders identically whatever other frames are rendered with it. ``progress(n_done)`` is
+    called after each chunk.
+    """
+    c2w = np.asarray(c2w, np.float64).reshape(-1, 4, 4)
+    N, H, W = len(c2w), int(height), int(width)
+    K = np.broadcast_to(np.asarray(K, np.float64), (N, 3, 3))
+    s = rcfg.supersample
+    S = s * s
+    if shutter_c2w is None:
+        shutter_c2w = c2w[:, None]
+    shutter_c2w = np.asarray(shutter_c2w, np.float64)
+    T = shutter_c2w.shape[1]
+    if T != 1 and T % S:
+        raise ValueError(f"shutter_c2w has {T} time bins; expected 1 or a multiple of supersample² = {S}")
+    passes = max(1, T // S)
+    S = S * passes  # samples per pixel
+    hdr = np.zeros((N, H, W, 3), np.float32)
+    depth = np.zeros((N, H, W), np.float32)
+    per_frame = H * W * (S + 1)
+    chunk = max(1, rcfg.max_rays // per_frame)
+    v, u = np.mgrid[0:H, 0:W].astype(np.float64)
+    for f0 in range(0, N, chunk):
+        fr = range(f0, min(N, f0 + chunk))
+        # ---- depth: pixel-centre rays from the frame pose
+        o_list, d_list = [], []
+        for f in fr:
+            o_, d_ = pixel_centre_rays(K[f], c2w[f], H, W)
+            o_list.append(o_.reshape(-1, 3))
+            d_list.append(d_.reshape(-1, 3))
+        res = scene.cast(np.concatenate(o_list), np.concatenate(d_list))
+        t = res["t_hit"].reshape(len(fr), H, W)
+        depth[f0:f0 + len(fr)] = np.where(np.isfinite(t), t, 0)
+        # ---- colour: jittered sub-pixel samples over the shutter
+        O, D, F, rngs = [], [], [], []
+        for f in fr:
+            rng = np.random.default_rng([seed, f])
+            off = np.concatenate([subpixel_offsets(H, W, s, rng) for _ in range(passes)], 2)  # H,W,S,2
+            Kinv = np.linalg.inv(K[f])
+            uu = u[..., None] + off[..., 0]
+            vv = v[..., None] + off[..., 1]
+            d_cam = np.stack([uu, vv, np.ones_like(uu)], -1) @ Kinv.T  # H,W,S,3
+            if T == 1:
+                Rb = shutter_c2w[f, 0, :3, :3]
+                d_w = d_cam @ Rb.T
+                o_w = np.broadcast_to(shutter_c2w[f, 0, :3, 3], d_w.shape)
+            else:
+                bins = np.argsort(rng.random((H, W, S)), -1)  # a random permutation of time bins per pixel
+                Rb = shutter_c2w[f, bins, :3, :3]  # H,W,S,3,3
+                d_w = np.einsum("hwsij,hwsj->hwsi", Rb, d_cam)
+                o_w = shutter_c2w[f, bins, :3, 3]
+            O.append(o_w.reshape(-1, 3))
+            D.append(d_w.reshape(-1, 3))
+            F.append(np.full(H * W * S, K[f, 0, 0] * s, np.float32))
+            rngs.append(rng)
+        O_, D_ = np.concatenate(O).astype(np.float32), np.concatenate(D).astype(np.float32)
+        hit = scene.cast(O_, D_)  # one cast for the whole chunk
+        focal = np.concatenate(F)
+        rad = np.empty((len(O_), 3), np.float32)
+        n_px = H * W * S
+        for k in range(len(fr)):  # shading randomness per frame: independent of chunking
+            sl = slice(k * n_px, (k + 1) * n_px)
+            rad[sl] = shade(scene, O_[sl], D_[sl], {kk: vv_[sl] for kk, vv_ in hit.items()}, focal[sl], rcfg, rngs[k])
+        hdr[f0:f0 + len(fr)] = rad.reshape(len(fr), H, W, S, 3).mean(3)
+        if progress is not None:
+            progress(len(fr))
+    return hdr, depth
+
+
+# --------------------------------------------------------------------------------------------
+# prompt -> video folder
+# --------------------------------------------------------------------------------------------
+
+
+def make_intrinsics(rcfg: RenderConfig, rng: np.random.Generator) -> np.ndarray:
+    """K (3,3) float64 for a horizontal field of view drawn from ``rcfg.fov_deg``."""
+    from vibe3r.geometry import intrinsics_from_fov
+
+    fov = float(rng.uniform(*rcfg.fov_deg))
+    return intrinsics_from_fov(fov, rcfg.width, rcfg.height).numpy()
+
+
+def render_video(prompt: str, scene_seed: int, cfg: Config, out_dir: str | Path, traj_seed: int | None = None,
+                 progress: Any = None) -> Path:
+    """Render the motion ``prompt`` in the procedural room ``scene_seed`` into a video folder.
+
+    World (``cfg.world``) -> path placement in free space (shrunk if needed) -> ray-cast frames
+    (``cfg.render``) -> phone degradations (``cfg.render.degrade``) -> ``out_dir`` written
+    atomically in the DESIGN.md format. ``traj_seed`` (default: ``scene_seed``) drives the random
+    parts of the motion, the field of view and the placement. Returns ``out_dir``.
+    """
+    from vibe3r.video_gen import degrade
+    from vibe3r.video_gen.motion import parse_prompt
+    from vibe3r.video_gen.video_io import write_video
+    from vibe3r.video_gen.world import build_scene
+
+    t0 = time.time()
+    traj_seed = scene_seed if traj_seed is None else int(traj_seed)
+    program = parse_prompt(prompt)
+    scene = build_scene(scene_seed, cfg.world)
+    rng = np.random.default_rng([scene_seed, traj_seed, 1])
+    rc = cfg.render
+    K = make_intrinsics(rc, rng)
+    wc = cfg.world
+    start, scale = scene.fit_trajectory(program, rng, wc.clearance, wc.camera_height, wc.min_path_scale, seed=traj_seed)
+    traj = program.trajectory(start, K, rc.width, rc.height, seed=traj_seed)
+    c2w = traj.c2w.copy()
+    if scale < 1:
+        c2w[:, :3, 3] = start[:3, 3] + scale * (c2w[:, :3, 3] - start[:3, 3])
+    dc = rc.degrade
+    bins = degrade.blur_bins(c2w, traj.K, dc.motion_blur, rc.supersample**2, dc.blur_step_px, dc.blur_max_passes)
+    shutter = degrade.shutter_poses(c2w, dc.motion_blur, bins)
+    seed = int(np.random.default_rng([scene_seed, traj_seed, 2]).integers(2**31))
+    hdr, depth = render_frames(scene, c2w, traj.K, rc.width, rc.height, rc, seed=seed, shutter_c2w=shutter, progress=progress)
+    rgb = degrade.apply(hdr, rc.degrade, seed=seed)
+    meta = {
+        "prompt": traj.prompt,
+        "scene_seed": int(scene_seed),
+        "traj_seed": int(traj_seed),
+        "generator": {"name": GENERATOR_NAME, "version": GENERATOR_VERSION},
+        "n_frames": int(len(c2w)),
+        "width": int(rc.width),
+        "height": int(rc.height),
+        "fps": float(rc.fps),
+        "path_scale": float(scale),
+        "room_size_m": [round(float(x), 4) for x in scene.size],
+        "segment_frames": [list(x) for x in traj.segment_frames],
+        "render_seconds": round(time.time() - t0, 3),
+    }
+    json.dumps(meta)
+    return write_video(out_dir, rgb, traj.K, c2w, depth, meta, cfg=cfg)
