@@ -113,6 +113,7 @@ class PromptsConfig(Section):
     task: str = Field("indoor rooms, slow handheld motion, small rotations", description="one-line description")
     n: int = Field(8, ge=1, description="number of prompts")
     lm_path: str | None = Field(None, description="local transformers causal LM folder; templates when unset")
+    max_frames: int = Field(120, ge=2, description="longest video a prompt may ask for, in frames")
     seed: int = 0
 
 

@@ -199,7 +199,9 @@ def build_dataset(cfg: Config, out_dir: str | Path, progress: bool = True) -> di
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
     dc = cfg.dataset
-    specs = write_prompts(cfg.prompts.task, dc.n_videos, seed=cfg.prompts.seed, lm_path=cfg.prompts.lm_path)
+    specs = write_prompts(
+        cfg.prompts.task, dc.n_videos, seed=cfg.prompts.seed, lm_path=cfg.prompts.lm_path, max_frames=cfg.prompts.max_frames
+    )
     writer = ShardWriter(out / "shards", dc.shard_size)
     rng = np.random.default_rng(dc.seed)
     videos = []
