@@ -71,7 +71,21 @@ def render(
     Console().print(f"video written to [bold]{path}[/bold]")
 
 
-# ``vibe3r video dataset`` is registered here by video_gen.dataset's owner (build_dataset).
+@app.command()
+def dataset(
+    out: Annotated[Path, typer.Option("--out", "-o", help="dataset folder (videos/, shards/, index.json)")],
+    config: ConfigOpt = None,
+    set: SetOpt = None,  # noqa: A002 - the CLI option is --set
+) -> None:
+    """Render videos from written prompts and write co-visible training pairs as shards (resumable)."""
+    from vibe3r.video_gen.dataset import build_dataset
+
+    cfg = load_config(config, set)
+    index = build_dataset(cfg, out)
+    Console().print(
+        f"{index['n_pairs']} pairs from {len(index['videos'])} videos in {len(index['shards'])} shards "
+        f"({index['width']}x{index['height']}) written to [bold]{out}[/bold]"
+    )
 
 
 def demo(
