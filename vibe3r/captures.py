@@ -301,7 +301,7 @@ def _video_rotation(stream: Any, frame: Any) -> int:
     """
     rot = int(getattr(frame, "rotation", 0) or 0)
     if rot == 0:
-        tag = stream.metadata.get("rotate")
+        tag = next((v for k, v in stream.metadata.items() if k.lower() == "rotate"), None)
         if tag not in (None, ""):
             try:
                 rot = -int(float(tag))
@@ -319,7 +319,7 @@ def _open_video(path: Path) -> Any:
         raise InputError(f"not a decodable video: {path} ({type(exc).__name__})") from None
     if not container.streams.video:
         container.close()
-        raise InputError(f"not a decodable video: {path} (no video stream)")
+        raise InputError(f"video has no frames: {path} (no video stream)")
     return container
 
 
@@ -332,36 +332,43 @@ def _video_source(path: Path) -> _Source:
         stream = container.streams.video[0]
         tb = float(stream.time_base) if stream.time_base else None
         pts: list[int] = []
+        n_packets = 0
         try:
             for packet in container.demux(stream):
-                if packet.size > 0 and packet.pts is not None:
-                    pts.append(packet.pts)
+                if packet.size > 0:
+                    n_packets += 1
+                    if packet.pts is not None:
+                        pts.append(packet.pts)
         except av.error.FFmpegError as exc:
             raise InputError(f"not a decodable video: {path} ({type(exc).__name__} while reading)") from None
-        container.seek(0)
-        first = None
-        try:
-            for frame in container.decode(stream):
-                first = frame
-                break
-        except av.error.FFmpegError as exc:
-            raise InputError(f"not a decodable video: {path} ({type(exc).__name__} while decoding)") from None
-        if first is None:
-            raise InputError(f"video has no frames: {path}")
-        rot = _video_rotation(stream, first)
-        h, w = first.height, first.width
         rate = stream.average_rate or stream.guessed_rate
         fps = float(rate) if rate else None
         codec = stream.codec_context.name
     finally:
         container.close()
+    if n_packets == 0:
+        raise InputError(f"video has no frames: {path}")
+    container = _open_video(path)
+    first = None
+    try:
+        stream = container.streams.video[0]
+        for frame in container.decode(stream):
+            first = frame
+            break
+        if first is not None:
+            rot = _video_rotation(stream, first)
+            h, w = first.height, first.width
+    except av.error.FFmpegError as exc:
+        raise InputError(f"not a decodable video: {path} ({type(exc).__name__} while decoding)") from None
+    finally:
+        container.close()
+    if first is None:
+        raise InputError(f"video has no frames: {path} (no packet decodes)")
     if rot % 180:
         h, w = w, h
-    n = len(pts)
-    if n == 0:  # container without pts: count by decoding later; assume one frame known
-        n = 1
+    n = len(pts) if len(pts) == n_packets else n_packets  # packets without pts: count them
     pts_sorted = sorted(pts)
-    if tb is not None and pts_sorted:
+    if tb is not None and len(pts_sorted) == n:
         t0 = pts_sorted[0]
         times = np.array([(p - t0) * tb for p in pts_sorted], dtype=np.float64)
     elif fps:
@@ -946,7 +953,7 @@ def select_frames(
             raise InputError("fps sampling needs frame timestamps, which this capture does not have; use stride or max_frames")
         t = np.asarray(timestamps, dtype=np.float64)[idx]
         if len(t):
-            grid = np.arange(t[0], t[-1] + 0.5 / fps, 1.0 / fps)
+            grid = t[0] + np.arange(int(np.floor((t[-1] - t[0]) * fps + 1e-6)) + 1) / fps
             j, _ = associate(grid, t, np.inf)
             idx = [idx[k] for k in sorted(set(j.tolist()))]
     if max_frames is not None:
