@@ -36,6 +36,7 @@ import numpy as np
 
 from vibe3r import geometry
 from vibe3r.captures import load_pair_images, load_pairs
+from vibe3r.recon.pose import estimate_pose_essential
 
 METHODS = ("identity", "sift", "model")
 THRESHOLDS = (5.0, 10.0, 20.0)
@@ -44,42 +45,6 @@ THRESHOLDS = (5.0, 10.0, 20.0)
 # --------------------------------------------------------------------------------------------
 # Pose from matches
 # --------------------------------------------------------------------------------------------
-
-
-def estimate_pose_essential(
-    kpts0: np.ndarray,
-    kpts1: np.ndarray,
-    K0: np.ndarray,
-    K1: np.ndarray,
-    thresh_px: float = 1.0,
-    conf: float = 0.99999,
-    seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Relative pose from pixel matches (N, 2) by essential-matrix RANSAC + cheirality check.
-
-    Keypoints are normalised by K, so the pixel threshold becomes ``thresh_px / mean(f)`` with f the
-    focal lengths of both cameras (SuperGlue's ``estimate_pose``). Every E candidate returned by
-    the 5-point solver is passed to ``recoverPose`` and the one with most inliers wins.
-    Returns ``(R (3,3), t (3,) unit, inlier mask (N,))`` with ``X_1 = R X_0 + t``, or None when
-    fewer than 5 matches or RANSAC finds no model.
-    """
-    if len(kpts0) < 5:
-        return None
-    k0 = (kpts0 - K0[[0, 1], [2, 2]][None]) / K0[[0, 1], [0, 1]][None]
-    k1 = (kpts1 - K1[[0, 1], [2, 2]][None]) / K1[[0, 1], [0, 1]][None]
-    norm_thresh = thresh_px / np.mean([K0[0, 0], K1[1, 1], K0[0, 0], K1[1, 1]])
-    cv2.setRNGSeed(seed)
-    E, mask = cv2.findEssentialMat(k0, k1, np.eye(3), threshold=norm_thresh, prob=conf, method=cv2.RANSAC)
-    if E is None:
-        return None
-    best = None
-    best_n = 0
-    for _E in np.split(E, len(E) // 3):
-        n, R, t, m = cv2.recoverPose(_E, k0, k1, np.eye(3), 1e9, mask=mask)
-        if n > best_n:
-            best_n = n
-            best = (R, t[:, 0], m.ravel() > 0)
-    return best
 
 
 def sift_matches(img0: np.ndarray, img1: np.ndarray, n_features: int = 8000, ratio: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
