@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import typer
 
 from vibe3r.config import ConfigError
 from vibe3r.errors import Vibe3rError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="vibe3r: self-improving spatial intelligence.")
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="vibe3r: self-improving spatial intelligence."
+)
 
 
 @app.callback()
@@ -30,42 +33,27 @@ def _register() -> None:
     app.add_typer(video_app, name="video", help="motion prompts, procedural world, rendering, datasets")
     app.add_typer(captures_app, name="captures", help="read real captures")
     app.command("demo")(demo)
-    try:  # stages land one by one; a missing stage must not break the others
+    from vibe3r.eval.cli import app as eval_app
+
+    app.add_typer(eval_app, name="eval", help="benchmarks against ground truth")
+    if (Path(__file__).parent / "recon" / "cli.py").is_file():  # the recon CLI lands with its trainer
         from vibe3r.recon.cli import app as recon_app
 
         app.add_typer(recon_app, name="recon", help="pairwise reconstruction: train, run")
-    except ImportError:
-        pass
-    try:
-        from vibe3r.eval.cli import app as eval_app
-
-        app.add_typer(eval_app, name="eval", help="benchmarks against ground truth")
-    except ImportError:
-        pass
 
 
 _register()
 
 
 def main() -> None:
+    """Console entry point: click handles usage errors; ours become one line and exit code 2."""
     try:
-        app(standalone_mode=False)
+        app()
     except (ConfigError, Vibe3rError) as exc:
         if os.environ.get("VIBE3R_DEBUG"):
             raise
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors etc.
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        raise
 
 
 if __name__ == "__main__":
