@@ -215,6 +215,25 @@ def test_vibe3r_folder_with_resize_rescales_K_and_depth_nearest(tmp_path):
     np.testing.assert_allclose(uv_half.numpy(), (uv_full.numpy() + 0.5) * 0.5 - 0.5, atol=1e-9)
 
 
+def test_reads_video_folders_written_by_video_gen(tmp_path):
+    """The folder format of vibe3r.video_gen.video_io round-trips: exact frames, GT, fps from meta.json."""
+    from vibe3r.video_gen.video_io import write_video
+
+    n, H, W = 3, 15, 21
+    K = np.stack([G.intrinsics_from_fov(60, W, H).numpy()] * n)
+    c2w = np.stack([G.look_at([0.1 * i, 0, 1], [0, 3, 1]).numpy() for i in range(n)])
+    depth = np.random.default_rng(2).uniform(1, 3, (n, H, W)).astype(np.float32)
+    frames = np.random.default_rng(3).integers(0, 255, (n, H, W, 3), dtype=np.uint8)
+    out = write_video(tmp_path / "v", frames, K, c2w, depth, {"prompt": "pan left 30", "scene_seed": 1, "fps": 7.0})
+    cap = load_capture(out)
+    assert cap.source == "vibe3r"
+    np.testing.assert_array_equal(cap.images, frames)
+    np.testing.assert_array_equal(cap.depth, depth)
+    np.testing.assert_allclose(cap.K, K)
+    np.testing.assert_allclose(cap.cam2world, c2w)
+    np.testing.assert_allclose(cap.timestamps, np.arange(n) / 7.0)
+
+
 def test_tum_folder_association_quaternions_and_intrinsics(tmp_path):
     """Timestamp-named pngs with groundtruth.txt one level up: nearest pose within 20 ms, frames
     further away dropped; quaternions are xyzw; fr3 intrinsics from the folder name."""

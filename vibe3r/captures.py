@@ -453,13 +453,15 @@ def _vibe3r_source(folder: Path) -> _Source:
             meta["video_meta"] = json.loads((folder / "meta.json").read_text())
         except json.JSONDecodeError:
             pass
-    fps = None
-    if (folder / "config.yaml").is_file():
+    fps = meta.get("video_meta", {}).get("fps") if isinstance(meta.get("video_meta"), dict) else None
+    fps = float(fps) if isinstance(fps, (int, float)) and fps > 0 else None
+    if fps is None and (folder / "config.yaml").is_file():
         import yaml
 
         try:
             cfg = yaml.safe_load((folder / "config.yaml").read_text()) or {}
-            fps = float(cfg.get("render", {}).get("fps")) if isinstance(cfg, dict) and cfg.get("render", {}).get("fps") else None
+            render = cfg.get("render", {}) if isinstance(cfg, dict) else {}
+            fps = float(render["fps"]) if isinstance(render, dict) and render.get("fps") else None
         except (yaml.YAMLError, AttributeError, TypeError, ValueError):
             fps = None
     meta["fps"] = fps
