@@ -180,6 +180,9 @@ def test_image_folder_natural_order_and_resize(tmp_path):
     assert [int(im.mean()) for im in cap.images] == [20, 40, 200]
     with pytest.raises(InputError, match="timestamps"):
         load_capture(tmp_path, fps=5)
+    _write_png(tmp_path / "img11.png", np.zeros((40, 30, 3), np.uint8))  # a portrait frame among landscape ones
+    with pytest.raises(InputError, match="different sizes: img11.png is 30x40"):
+        load_capture(tmp_path)
 
 
 def _vibe3r_folder(root: Path, n: int = 4, H: int = 24, W: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

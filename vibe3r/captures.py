@@ -268,11 +268,18 @@ class _Source:
         return len(self.frame_names)
 
 
-def _file_images(paths: list[Path]) -> Callable[[list[int], tuple[int, int]], list[np.ndarray]]:
+def _file_images(paths: list[Path], native_hw: tuple[int, int]) -> Callable[[list[int], tuple[int, int]], list[np.ndarray]]:
+    """Reader of image files that must all have ``native_hw`` (K and resizing assume one size)."""
+
     def read(idx: list[int], hw: tuple[int, int]) -> list[np.ndarray]:
         out = []
         for i in idx:
             img = read_rgb(paths[i])
+            if img.shape[:2] != tuple(native_hw):
+                raise InputError(
+                    f"frames of different sizes: {paths[i].name} is {img.shape[1]}x{img.shape[0]}, "
+                    f"{paths[0].name} is {native_hw[1]}x{native_hw[0]}"
+                )
             out.append(resize_image(img, hw))
         return out
 
@@ -422,12 +429,13 @@ def _video_source(path: Path) -> _Source:
 
 def _images_source(folder: Path) -> _Source:
     files = _list_images(folder)
+    hw = _image_hw(files[0])
     return _Source(
         source="images",
         path=folder,
         frame_names=[p.stem for p in files],
-        hw=_image_hw(files[0]),
-        read_images=_file_images(files),
+        hw=hw,
+        read_images=_file_images(files, hw),
     )
 
 
@@ -468,12 +476,13 @@ def _vibe3r_source(folder: Path) -> _Source:
     read_depth = None
     if depth is not None:
         read_depth = lambda i: np.asarray(depth[i], dtype=np.float32)  # noqa: E731
+    hw = _image_hw(files[0])
     return _Source(
         source="vibe3r",
         path=folder,
         frame_names=[p.stem for p in files],
-        hw=_image_hw(files[0]),
-        read_images=_file_images(files),
+        hw=hw,
+        read_images=_file_images(files, hw),
         K=K,
         cam2world=c2w,
         timestamps=np.arange(n, dtype=np.float64) / fps if fps else None,
@@ -531,7 +540,7 @@ def _sevenscenes_source(folder: Path) -> _Source:
         path=folder,
         frame_names=names,
         hw=hw,
-        read_images=_file_images(colors),
+        read_images=_file_images(colors, hw),
         K=np.repeat(K1[None], len(names), axis=0),
         cam2world=c2w,
         timestamps=ts,
@@ -559,12 +568,13 @@ def _slambook_source(folder: Path) -> _Source:
     if all(d is not None for d in depth_files):
         read_depth = lambda i: read_depth_png(depth_files[i], 1e-3)  # noqa: E731
     K1 = _intrinsics(*SLAMBOOK_INTRINSICS)
+    hw = _image_hw(colors[0])
     return _Source(
         source="slambook",
         path=folder,
         frame_names=[p.stem for p in colors],
-        hw=_image_hw(colors[0]),
-        read_images=_file_images(colors),
+        hw=hw,
+        read_images=_file_images(colors, hw),
         K=np.repeat(K1[None], len(colors), axis=0),
         cam2world=c2w,
         read_depth=read_depth,
@@ -696,12 +706,13 @@ def _tum_source(folder: Path, max_dt: float = TUM_MAX_DT) -> _Source:
     if depth_files is not None:
         dfs = depth_files
         read_depth = lambda i: read_depth_png(dfs[i], 1.0 / TUM_DEPTH_FACTOR)  # noqa: E731
+    hw = _image_hw(files[0])
     return _Source(
         source="tum",
         path=folder,
         frame_names=[p.stem for p in files],
-        hw=_image_hw(files[0]),
-        read_images=_file_images(files),
+        hw=hw,
+        read_images=_file_images(files, hw),
         K=None if K1 is None else np.repeat(K1[None], len(files), axis=0),
         cam2world=c2w,
         timestamps=ts,
@@ -772,7 +783,7 @@ def _nerfstudio_source(json_path: Path) -> _Source:
         path=json_path,
         frame_names=[p.stem for p in files],
         hw=hw0,
-        read_images=_file_images(files),
+        read_images=_file_images(files, hw0),
         K=np.stack(Ks),
         cam2world=np.stack(c2ws),
         read_depth=read_depth,
@@ -818,7 +829,7 @@ def _llff_source(npy_path: Path) -> _Source:
         path=npy_path,
         frame_names=[p.stem for p in files],
         hw=hw0,
-        read_images=_file_images(files),
+        read_images=_file_images(files, hw0),
         K=np.stack(Ks),
         cam2world=c2w,
         meta={"bounds": arr[:, 15:17].tolist()},
