@@ -79,8 +79,9 @@ class WorldConfig(Section):
 class DegradeConfig(Section):
     """Phone-like image degradations on colour only (GT stays exact); each strength 0 disables it."""
 
-    noise_std: float = Field(0.004, ge=0, description="read-noise std on the exposed linear signal (mid-grey = exposure_key)")
-    shot_noise: float = Field(0.0003, ge=0, description="photon shot-noise gain: noise variance added per unit of linear signal")
+    noise_std: float = Field(0.01, ge=0, description="read-noise std on the exposed linear signal (mid-grey = exposure_key) at noise_ref_width")
+    shot_noise: float = Field(0.001, ge=0, description="photon shot-noise gain (variance per unit linear signal) at noise_ref_width")
+    noise_ref_width: int = Field(640, ge=8, description="sensor width the noise strengths refer to; narrower frames are downscaled sensor images, std x W/ref")
     motion_blur: float = Field(0.5, ge=0, le=1, description="exposure time as a fraction of the frame interval (blur length / inter-frame motion)")
     blur_step_px: float = Field(1.5, gt=0, description="max image motion in pixels between motion-blur time samples (more samples when faster)")
     blur_max_passes: int = Field(4, ge=1, description="cap on motion-blur samples per pixel, in multiples of supersample²")
@@ -230,6 +231,8 @@ class ReconTrainConfig(Section):
     threads: int = Field(2, ge=1, description="torch CPU threads")
     num_workers: int = Field(0, ge=0, description="DataLoader workers")
     swap_prob: float = Field(0.5, ge=0, le=1, description="chance of swapping the two views of a pair (symmetrisation)")
+    color_jitter: float = Field(0.0, ge=0, le=1, description="per-image brightness/contrast/saturation jitter strength (sim-to-real)")
+    max_cpu_minutes: float = Field(0.0, ge=0, description="stop after this much process CPU time (the cosine follows it); 0 = steps only")
     log_every: int = Field(10, ge=1, description="steps between TensorBoard scalars")
     ckpt_every: int = Field(200, ge=1, description="steps between checkpoints (and at the end)")
     eval_every_min: float = Field(0.0, ge=0, description="CPU-minutes between real-pair evaluations; 0 disables")

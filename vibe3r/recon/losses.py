@@ -123,7 +123,7 @@ def gt_correspondences(batch: dict, b: int, tol: float = 0.05) -> tuple[torch.Te
     dz = torch.zeros_like(z)
     dz[inside] = d2[vi[inside], ui[inside]]
     vis = inside & (dz > 0) & ((z - dz).abs() < tol * dz)
-    p = geometry.pixel_grid(H, W, torch.float64)[vis]  # M,2
+    p = geometry.pixel_grid(H, W, torch.float64).to(vis.device)[vis]  # M,2
     q = uv[vis]  # M,2
     return p.float(), q.float()
 
@@ -160,20 +160,23 @@ class InfoNCEMatching(nn.Module):
         h, w, D = other.shape
         H, W = image_hw
         sx, sy = W / w, H / h
-        cells = geometry.pixel_grid(h, w).reshape(-1, 2)  # h*w,2 cell indices (x, y)
+        dev = other.device
+        cells = geometry.pixel_grid(h, w).reshape(-1, 2).to(dev)  # h*w,2 cell indices (x, y)
         neg = other.reshape(-1, D)
         if self.n_neg and self.n_neg < len(neg):
-            idx = torch.randperm(len(neg), generator=gen)[: self.n_neg]
+            idx = torch.randperm(len(neg), generator=gen)[: self.n_neg].to(dev)
             neg, cells = neg[idx], cells[idx]
-        neg_uv = (cells + 0.5) * torch.tensor([sx, sy]) - 0.5  # cell centres in full-res pixels
+        step = torch.tensor([sx, sy], device=dev)
+        neg_uv = (cells + 0.5) * step - 0.5  # cell centres in full-res pixels
         cand = torch.cat([dpos, neg])  # N+M,D
         cand_uv = torch.cat([pos_uv, neg_uv])  # N+M,2
         logits = dq @ cand.T / self.temperature  # N,N+M
-        close = ((pos_uv[:, None] - cand_uv[None]).abs() < torch.tensor([sx, sy])).all(-1)  # N,N+M
+        close = ((pos_uv[:, None] - cand_uv[None]).abs() < step).all(-1)  # N,N+M
         N = len(dq)
-        close[torch.arange(N), torch.arange(N)] = False
+        diag = torch.arange(N, device=dev)
+        close[diag, diag] = False
         logits = logits.masked_fill(close, float("-inf"))
-        target = torch.arange(N)
+        target = diag
         loss = F.cross_entropy(logits, target)
         acc = (logits.argmax(1) == target).float().mean()
         return loss, acc
@@ -187,7 +190,7 @@ class InfoNCEMatching(nn.Module):
             if len(p) < 2:
                 continue
             if len(p) > self.n_samples:
-                idx = torch.randperm(len(p), generator=generator)[: self.n_samples]
+                idx = torch.randperm(len(p), generator=generator)[: self.n_samples].to(p.device)
                 p, q = p[idx], q[idx]
             n_used += len(p)
             f1, f2 = sample_desc(d1[b], p, (H, W)), sample_desc(d2[b], q, (H, W))  # N,D
