@@ -7,12 +7,18 @@ Supported formats (``detect_format`` decides from the path):
 * ``images``    a folder of jpg/png images, natural sort order (``img2`` before ``img10``).
 * ``vibe3r``    a rendered video folder: ``frames/NNNNN.png`` + ``gt.npz`` (K, cam2world, depth).
 * ``7scenes``   7-Scenes / 3DMatch / SUN3D layout: ``frame-NNNNNN.color.{jpg,png}``, ``.pose.txt``
-  (4x4 camera-to-world), ``.depth.png`` (uint16 mm; 65535 and 0 invalid), ``camera-intrinsics.txt``.
+  (4x4 camera-to-world, rotation projected onto SO(3)), ``.depth.png`` (uint16 mm; 65535 and 0
+  invalid), ``camera-intrinsics.txt``. In 7-Scenes colour and depth come from two uncalibrated
+  cameras: K (585) fits the depth; the colour images fit K ~ (518, 532, 314, 239) at 640x480
+  (measured in tests/test_real_gt.py). 3DMatch/SUN3D depth is registered to colour.
 * ``slambook``  slambook2 ``ch5/rgbd``: ``pose.txt`` (``tx ty tz qx qy qz qw`` per line), ``color/N.png``,
   ``depth/N.pgm`` (uint16 mm).
 * ``tum``       TUM RGB-D: ``rgb.txt`` [+ ``depth.txt``], or a folder of timestamp-named pngs, with a
-  ``groundtruth.txt`` (``t tx ty tz qx qy qz qw``, camera-to-world) here or one level up.
-* ``nerfstudio`` ``transforms.json`` (OpenGL camera axes, converted to OpenCV).
+  ``groundtruth.txt`` (``t tx ty tz qx qy qz qw``, camera-to-world) here or one level up; the
+  nearest pose within 20 ms, frames without one are dropped (listed in ``meta``); K from the
+  fr1/fr2/fr3 name in the path, depth / 5000 = m.
+* ``nerfstudio`` ``transforms.json`` (OpenGL camera axes, converted to OpenCV; its cx, cy put pixel
+  centres at +0.5, so vibe3r's are 0.5 smaller).
 * ``llff``      ``poses_bounds.npy`` + ``images/`` (camera axes [down, right, back], converted to OpenCV).
 
 Conventions of the result: OpenCV camera axes, camera-to-world poses, K in pixels of the returned
@@ -1016,9 +1022,10 @@ def load_capture(
     meta.update(path=str(path), native_size=list(src.hw), source_index=idx, n_source_frames=len(src))
     if "frame_numbers" in meta:
         meta["frame_numbers"] = [meta["frame_numbers"][i] for i in idx]
-    name = path.stem if path.is_file() and path.name not in ("transforms.json", "poses_bounds.npy") else path.resolve().name
     if path.name in ("transforms.json", "poses_bounds.npy"):
-        name = path.resolve().parent.name
+        name = path.resolve().parent.name  # the capture is the folder
+    else:
+        name = path.stem if path.is_file() else path.resolve().name
     return Capture(
         name=name,
         images=images,
@@ -1034,11 +1041,12 @@ def load_capture(
 
 def trajectory_stats(c2w: np.ndarray) -> dict[str, float]:
     """Path length (sum of centre steps, in the pose units), centre extent (bounding-box diagonal),
-    and the largest rotation between any two frames (degrees)."""
+    and the largest rotation between any two frames (degrees; over <= 400 evenly spread frames)."""
     c = np.asarray(c2w, dtype=np.float64)
     centres = c[:, :3, 3]
-    R = torch.as_tensor(c[:, :3, :3])
-    if len(c) > 1:
+    sub = np.unique(np.round(np.linspace(0, len(c) - 1, min(len(c), 400))).astype(int))
+    R = torch.as_tensor(c[sub, :3, :3])
+    if len(sub) > 1:
         ang = geometry.rotation_error_deg(R[:, None], R[None, :])  # N,N
         max_rot = float(ang.max())
         rot_first = float(ang[0].max())
