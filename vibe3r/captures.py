@@ -336,6 +336,84 @@ def _open_video(path: Path) -> Any:
     return container
 
 
+def _frame_rgb(stream: Any, frame: Any, hw: tuple[int, int]) -> np.ndarray:
+    """Decoded frame -> upright (display rotation applied) uint8 RGB resized to ``hw``."""
+    img = frame.to_ndarray(format="rgb24")
+    k = _video_rotation(stream, frame) // 90
+    if k:
+        img = np.ascontiguousarray(np.rot90(img, k=k))
+    return resize_image(img, hw)
+
+
+def _decode_sequential(path: Path, idx: list[int], hw: tuple[int, int]) -> list[np.ndarray]:
+    """Decode from the start, keeping the frames whose ordinal index is in ``idx`` (ascending)."""
+    import av
+
+    want = {i: k for k, i in enumerate(idx)}
+    out: list[np.ndarray | None] = [None] * len(idx)
+    last = max(idx)
+    i = -1
+    c = _open_video(path)
+    try:
+        st = c.streams.video[0]
+        st.thread_type = "AUTO"
+        try:
+            for frame in c.decode(st):
+                i += 1
+                if i in want:
+                    out[want[i]] = _frame_rgb(st, frame, hw)
+                if i >= last:
+                    break
+        except av.error.FFmpegError as exc:
+            raise InputError(f"not a decodable video: {path} ({type(exc).__name__} at frame {i + 1})") from None
+    finally:
+        c.close()
+    if any(o is None for o in out):
+        raise InputError(f"video ended early: {path} decoded {i + 1} frames, needed frame {last}")
+    return out  # type: ignore[return-value]
+
+
+def _decode_seeking(path: Path, targets: list[int], keyframes: list[int], hw: tuple[int, int]) -> list[np.ndarray] | None:
+    """Decode only from the keyframe before each target pts (ascending) instead of from the start.
+
+    Between two targets in the same group of pictures decoding just continues. Returns None (the
+    caller then decodes sequentially) if seeking fails or lands on a frame other than the target.
+    """
+    import bisect
+
+    import av
+
+    out: list[np.ndarray] = []
+    c = _open_video(path)
+    try:
+        st = c.streams.video[0]
+        st.thread_type = "AUTO"
+        gen = None
+        last_pts: int | None = None
+        for tp in targets:
+            kf = keyframes[max(bisect.bisect_right(keyframes, tp) - 1, 0)]
+            if gen is None or last_pts is None or last_pts >= tp or kf > last_pts:
+                c.seek(kf, stream=st, backward=True)
+                gen = c.decode(st)
+                last_pts = None
+            hit = None
+            for frame in gen:
+                if frame.pts is None:
+                    return None
+                last_pts = frame.pts
+                if frame.pts >= tp:
+                    hit = frame
+                    break
+            if hit is None or hit.pts != tp:
+                return None
+            out.append(_frame_rgb(st, hit, hw))
+    except av.error.FFmpegError:
+        return None
+    finally:
+        c.close()
+    return out
+
+
 def _video_source(path: Path) -> _Source:
     """Index a video by demuxing (no decoding) and decode the first frame for size and rotation."""
     import av
@@ -345,6 +423,7 @@ def _video_source(path: Path) -> _Source:
         stream = container.streams.video[0]
         tb = float(stream.time_base) if stream.time_base else None
         pts: list[int] = []
+        keyframes: list[int] = []
         n_packets = 0
         try:
             for packet in container.demux(stream):
@@ -352,6 +431,8 @@ def _video_source(path: Path) -> _Source:
                     n_packets += 1
                     if packet.pts is not None:
                         pts.append(packet.pts)
+                        if packet.is_keyframe:
+                            keyframes.append(packet.pts)
         except av.error.FFmpegError as exc:
             raise InputError(f"not a decodable video: {path} ({type(exc).__name__} while reading)") from None
         rate = stream.average_rate or stream.guessed_rate
@@ -390,34 +471,15 @@ def _video_source(path: Path) -> _Source:
         times = None
     duration = float(times[-1] + 1.0 / fps) if (times is not None and fps) else None
 
+    exact_pts = pts_sorted if len(pts_sorted) == n else None
+    keyframes.sort()
+
     def read(idx: list[int], hw: tuple[int, int]) -> list[np.ndarray]:
-        want = {i: k for k, i in enumerate(idx)}
-        out: list[np.ndarray | None] = [None] * len(idx)
-        last = max(idx)
-        c = _open_video(path)
-        try:
-            st = c.streams.video[0]
-            st.thread_type = "AUTO"
-            i = -1
-            try:
-                for frame in c.decode(st):
-                    i += 1
-                    if i in want:
-                        img = frame.to_ndarray(format="rgb24")
-                        k = _video_rotation(st, frame) // 90
-                        if k:
-                            img = np.ascontiguousarray(np.rot90(img, k=k))
-                        out[want[i]] = resize_image(img, hw)
-                    if i >= last:
-                        break
-            except av.error.FFmpegError as exc:
-                raise InputError(f"not a decodable video: {path} ({type(exc).__name__} at frame {i + 1})") from None
-        finally:
-            c.close()
-        got = [o for o in out if o is not None]
-        if len(got) < len(out):
-            raise InputError(f"video ended early: {path} decoded {i + 1} frames, needed frame {last}")
-        return got
+        if exact_pts is not None and keyframes:
+            got = _decode_seeking(path, [exact_pts[i] for i in idx], keyframes, hw)
+            if got is not None:
+                return got
+        return _decode_sequential(path, idx, hw)
 
     return _Source(
         source="video",
@@ -1107,13 +1169,15 @@ def write_capture_video(
     *,
     display_rotation: int = 0,
     crf: int = 18,
+    gop: int | None = None,
 ) -> Path:
     """Encode frames (N, H, W, 3) uint8 RGB as an H.264 mp4 (yuv420p).
 
     yuv420p needs even sizes: an odd last row/column is cropped (K stays valid). With
     ``display_rotation`` (degrees counter-clockwise, multiple of 90) the frames are stored
     rotated by the inverse and the container gets that display matrix, as a phone does: a player
-    (or :func:`load_capture`) shows them as given. A phone in portrait writes -90.
+    (or :func:`load_capture`) shows them as given. A phone in portrait writes -90. ``gop`` sets
+    the keyframe interval (x264's default otherwise).
     """
     import av
 
@@ -1133,7 +1197,10 @@ def write_capture_video(
 
     rate = Fraction(fps).limit_denominator(1001)
     with av.open(str(out), "w") as container:
-        stream = container.add_stream("libx264", rate=rate, options={"crf": str(crf), "preset": "veryfast"})
+        options = {"crf": str(crf), "preset": "veryfast"}
+        if gop is not None:
+            options.update(g=str(gop), keyint_min=str(gop), sc_threshold="0")
+        stream = container.add_stream("libx264", rate=rate, options=options)
         stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
         if display_rotation % 360:
             stream.set_display_rotation(display_rotation)
