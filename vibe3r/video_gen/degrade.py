@@ -135,8 +135,10 @@ def jpeg_roundtrip(img: np.ndarray, quality: int) -> np.ndarray:
 def apply(hdr: np.ndarray, cfg: DegradeConfig, seed: int = 0) -> np.ndarray:
     """Linear radiance (N, H, W, 3) -> degraded uint8 sRGB frames (N, H, W, 3); deterministic in ``seed``.
 
-    Noise is added to the exposed linear signal x: ``x + sqrt(shot_noise · x + noise_std²) · n``,
-    n ~ N(0, 1) per pixel and channel (photon shot noise + read noise).
+    Noise is added to the exposed linear signal x: ``x + g · sqrt(shot_noise · x + noise_std²) · n``,
+    n ~ N(0, 1) per pixel and channel (photon shot noise + read noise). The strengths are those of a
+    ``noise_ref_width``-pixel-wide sensor image; a frame of width W < ref is that image downscaled,
+    which averages (ref/W)² sensor pixels, so ``g = W / ref`` (g = 1 for W ≥ ref).
     """
     hdr = np.asarray(hdr, np.float32)
     N, H, W, _ = hdr.shape
@@ -149,7 +151,8 @@ def apply(hdr: np.ndarray, cfg: DegradeConfig, seed: int = 0) -> np.ndarray:
     for i in range(N):
         xi = x[i]
         if cfg.noise_std > 0 or cfg.shot_noise > 0:
-            sd = np.sqrt(cfg.shot_noise * np.maximum(xi, 0) + cfg.noise_std**2)
+            g = min(1.0, W / cfg.noise_ref_width)
+            sd = g * np.sqrt(cfg.shot_noise * np.maximum(xi, 0) + cfg.noise_std**2)
             xi = xi + sd * np.random.default_rng([seed, 6, i]).standard_normal(xi.shape, dtype=np.float32)
         img = np.round(tone_map(xi) * 255).astype(np.uint8)
         if cfg.jpeg_quality > 0:

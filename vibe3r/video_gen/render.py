@@ -14,9 +14,10 @@ Image formation, per frame (all in linear light, OpenCV camera, ``c2w`` camera-t
 
       L = ρ · Σ_k E_k V_k max(n·l_k, 0) + k_s Σ_k E_k V_k (n·h_k)^m (m+8)/8 + ρ · A · (0.85 + 0.15 n_z) · (1 - a·O)
 
-  with ``E_k = I_k c_k / (d_k² + ε)`` from disc area lights (a random point on the disc per sample:
-  soft shadows), ``V_k`` the shadow-ray visibility, ``A`` the ambient (bounce) irradiance, ``O`` a
-  short ambient-occlusion ray (cosine-weighted hemisphere) and ``a`` its strength. Emissive
+  with ``E_k = I_k c_k / (d_k² + ε)`` from disc area lights, ``V_k`` the visibility averaged over
+  ``shadow_samples`` stratified points of the disc (soft shadows), ``A`` the ambient (bounce)
+  irradiance, ``O`` the occluded fraction of ``ao_samples`` short cosine-weighted hemisphere rays
+  (ambient occlusion) and ``a`` its strength. Emissive
   surfaces return ``emission · ρ``.
 
 The result is a linear HDR radiance image; :mod:`vibe3r.video_gen.degrade` exposes, tone-maps and
@@ -162,6 +163,18 @@ def _normals(scene: Scene, g: np.ndarray, p: np.ndarray, prim_n: np.ndarray) -> 
     return n
 
 
+def _strata(rng: np.random.Generator, M: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """k stratified 2D samples in [0,1)² for each of M points: (u1, u2) each (M, k).
+
+    u1 is stratified in k strata; u2 follows a golden-ratio lattice; both get a random shift per
+    point (Cranley-Patterson rotation), so the k samples of a point cover the square evenly.
+    """
+    j = np.arange(k, dtype=np.float32)[None]
+    u1 = (j + rng.random((M, k), dtype=np.float32)) / k
+    u2 = (j * np.float32(0.618034) + rng.random((M, 1), dtype=np.float32)) % 1.0
+    return u1, u2.astype(np.float32)
+
+
 def shade(scene: Scene, o: np.ndarray, d: np.ndarray, hit: dict[str, np.ndarray], focal: np.ndarray,
           rcfg: RenderConfig, rng: np.random.Generator) -> np.ndarray:
     """Radiance (M,3) float32 of rays (o, d) (d z-normalised in its camera) given open3d hits.
@@ -201,11 +214,10 @@ def shade(scene: Scene, o: np.ndarray, d: np.ndarray, hit: dict[str, np.ndarray]
         acc = np.zeros((len(li), 3), np.float32)
         rays = []
         contrib = []
+        M_ = len(li)
+        ks = rcfg.shadow_samples
         for L in scene.lights:
-            r = L.radius * np.sqrt(rng.random(len(li), dtype=np.float32))
-            phi = rng.random(len(li), dtype=np.float32) * np.float32(2 * math.pi)
-            lp = L.pos[None].astype(np.float32) + np.stack([r * np.cos(phi), r * np.sin(phi), np.zeros_like(r)], -1)
-            Lv = lp - origin
+            Lv = L.pos[None].astype(np.float32) - origin
             dist2 = np.sum(Lv * Lv, -1)
             l = Lv / np.sqrt(dist2)[:, None]
             cos = np.maximum(np.sum(N * l, -1), 0)
@@ -213,27 +225,35 @@ def shade(scene: Scene, o: np.ndarray, d: np.ndarray, hit: dict[str, np.ndarray]
             h = _unit(l + V)
             sp = spec * (shin + 8) / 8 * np.maximum(np.sum(N * h, -1), 0) ** shin
             contrib.append(E * (Alb + sp[:, None]))
-            rays.append(np.concatenate([origin, Lv * 0.999], -1))
+            # ks stratified points on the light's disc (soft shadows): visibility is their mean
+            u1, u2 = _strata(rng, M_, ks)
+            r = L.radius * np.sqrt(u1)
+            phi = u2 * np.float32(2 * math.pi)
+            lp = L.pos[None, None].astype(np.float32) + np.stack([r * np.cos(phi), r * np.sin(phi), np.zeros_like(r)], -1)
+            rays.append(np.concatenate([np.broadcast_to(origin[:, None], lp.shape), (lp - origin[:, None]) * 0.999], -1))
         if rcfg.shadows:
-            occl = scene.raycaster.test_occlusions(o3d.core.Tensor(np.concatenate(rays).astype(np.float32)), 0.0, 1.0).numpy()
-            occl = occl.reshape(len(scene.lights), len(li))
+            allr = np.concatenate([r_.reshape(-1, 6) for r_ in rays]).astype(np.float32)
+            occl = scene.raycaster.test_occlusions(o3d.core.Tensor(allr), 0.0, 1.0).numpy()
+            vis = 1 - occl.reshape(len(scene.lights), M_, ks).mean(-1)
         else:
-            occl = np.zeros((len(scene.lights), len(li)), bool)
+            vis = np.ones((len(scene.lights), M_), np.float32)
         for k in range(len(scene.lights)):
-            acc += contrib[k] * (~occl[k])[:, None]
+            acc += contrib[k] * vis[k][:, None]
         amb = scene.ambient[None] * (0.85 + 0.15 * N[:, 2:3])
-        if rcfg.ao_strength > 0:
-            # cosine-weighted hemisphere direction around N
-            u1 = rng.random(len(li), dtype=np.float32)
-            u2 = rng.random(len(li), dtype=np.float32) * np.float32(2 * math.pi)
+        if rcfg.ao_strength > 0 and rcfg.ao_samples > 0:
+            # ka stratified cosine-weighted hemisphere directions around N (Malley's method)
+            ka = rcfg.ao_samples
+            u1, u2 = _strata(rng, M_, ka)
+            phi = u2 * np.float32(2 * math.pi)
             tmp = np.where(np.abs(N[:, :1]) < 0.9, np.array([[1, 0, 0]], np.float32), np.array([[0, 1, 0]], np.float32))
             T1 = _unit(np.cross(N, tmp))
             T2 = np.cross(N, T1)
-            rr = np.sqrt(u1)[:, None]
-            dirn = T1 * (rr * np.cos(u2)[:, None]) + T2 * (rr * np.sin(u2)[:, None]) + N * np.sqrt(1 - u1)[:, None]
-            ao_rays = np.concatenate([origin, dirn * rcfg.ao_distance], -1).astype(np.float32)
-            occ = scene.raycaster.test_occlusions(o3d.core.Tensor(ao_rays), 0.0, 1.0).numpy()
-            amb = amb * (1 - rcfg.ao_strength * occ)[:, None]
+            rr = np.sqrt(u1)[..., None]
+            dirn = (T1[:, None] * (rr * np.cos(phi)[..., None]) + T2[:, None] * (rr * np.sin(phi)[..., None])
+                    + N[:, None] * np.sqrt(1 - u1)[..., None])
+            ao_rays = np.concatenate([np.broadcast_to(origin[:, None], dirn.shape), dirn * rcfg.ao_distance], -1)
+            occ = scene.raycaster.test_occlusions(o3d.core.Tensor(ao_rays.reshape(-1, 6).astype(np.float32)), 0.0, 1.0).numpy()
+            amb = amb * (1 - rcfg.ao_strength * occ.reshape(M_, ka).mean(-1))[:, None]
         acc += Alb * amb
         rad[li] = acc
     out[i] = rad

@@ -435,6 +435,50 @@ def poster(R: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(art, 0, 1)
 
 
+def keys(R: int, rng: np.random.Generator) -> np.ndarray:
+    """A keyboard / control panel: a grid of light keys with glyphs on a dark body (face-mapped)."""
+    body = np.full(3, rng.uniform(0.05, 0.25))
+    key = np.full(3, rng.uniform(0.6, 0.9)) if rng.random() < 0.5 else np.full(3, rng.uniform(0.1, 0.2))
+    ink = np.full(3, 0.95) if key[0] < 0.4 else np.full(3, 0.1)
+    img = np.broadcast_to(body, (R, R, 3)).copy()
+    rows, cols = 5, 14
+    kh, kw = R / (rows + 0.5), R / (cols + 0.5)
+    for r in range(rows):
+        off = 0.25 * kw * (r % 3)
+        for c in range(cols):
+            x0, y0 = int(0.25 * kw + c * kw + off), int(0.25 * kh + r * kh)
+            x1, y1 = int(x0 + 0.85 * kw), int(y0 + 0.85 * kh)
+            if x1 >= R:
+                continue
+            img[y0:y1, x0:x1] = key * (1 + 0.05 * rng.standard_normal())
+            if rng.random() < 0.8:
+                g = rng.integers(3)
+                cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+                sz = max(int(0.2 * kw), 1)
+                if g == 0:
+                    cv2.line(img, (cx - sz, cy), (cx + sz, cy - sz), ink.tolist(), max(R // 128, 1), cv2.LINE_AA)
+                elif g == 1:
+                    cv2.circle(img, (cx, cy), sz, ink.tolist(), max(R // 128, 1), cv2.LINE_AA)
+                else:
+                    cv2.line(img, (cx, cy - sz), (cx, cy + sz), ink.tolist(), max(R // 128, 1), cv2.LINE_AA)
+    return np.clip(img, 0, 1)
+
+
+def rug(R: int, rng: np.random.Generator) -> np.ndarray:
+    """A patterned rug: saturated dead-leaves field inside bordered bands, with pile texture (face-mapped)."""
+    hue = rng.random()
+    field = dead_leaves(R, rng, lambda g, n: hsv_colour(hue + g.normal(0, 0.12, n), g.uniform(0.3, 0.8, n), g.uniform(0.2, 0.8, n)),
+                        r_min=2.0, r_max=R / 6, shade=0.05)
+    band = hsv_colour(hue + 0.5, rng.uniform(0.3, 0.7), rng.uniform(0.2, 0.6))
+    img = field.copy()
+    for k, w in enumerate((0.04, 0.07, 0.1)):
+        m = int(R * w)
+        if k % 2 == 0:
+            img[m:m + 3], img[-m - 3:-m], img[:, m:m + 3], img[:, -m - 3:-m] = band, band, band, band
+    pile = 1 + 0.08 * blur_wrap(rng.standard_normal((R, R)), 0.6)
+    return np.clip(img * pile[..., None], 0, 1)
+
+
 def outdoor(R: int, rng: np.random.Generator) -> np.ndarray:
     """What a window shows: sky on top, trees / buildings as dead leaves near the horizon."""
     x, y = _grid(R)
@@ -505,7 +549,7 @@ def image_crop(R: int, rng: np.random.Generator, files: list[Path]) -> np.ndarra
 GENERATORS: dict[str, Callable[..., np.ndarray]] = {
     "wood": wood, "planks": planks, "marble": marble, "tiles": tiles, "bricks": lambda R, rng: tiles(R, rng, bricks=True),
     "fabric": fabric, "carpet": carpet, "paint": paint, "wallpaper": wallpaper, "cardboard": cardboard, "metal": metal,
-    "plastic": plastic, "foliage": foliage, "poster": poster, "outdoor": outdoor,
+    "plastic": plastic, "foliage": foliage, "poster": poster, "outdoor": outdoor, "keys": keys, "rug": rug,
     "dead_leaves": lambda R, rng: dead_leaves(R, rng, room_colours),
 }
 

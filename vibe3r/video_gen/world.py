@@ -38,10 +38,18 @@ R_START = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 
 FLAT, SPHERE, CYLINDER = 0, 1, 2  # how a part's shading normal is obtained
 
+#: part names (before any "-") that make up the room itself rather than things in it
+SHELL = {"floor", "ceiling", "wall0", "wall1", "wall2", "wall3", "corridor", "outdoor", "ground", "sky", "skirting"}
+
 
 def rot_z(yaw: float) -> np.ndarray:
     c, s = math.cos(yaw), math.sin(yaw)
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def rot_x(a: float) -> np.ndarray:
+    c, s = math.cos(a), math.sin(a)
+    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
 
 
 def pose(R: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -173,6 +181,7 @@ class Scene:
                 "geo_scale": np.stack([p.tex_scale for p in self.parts]).astype(np.float32),
                 "geo_offset": np.stack([p.tex_offset for p in self.parts]).astype(np.float32),
                 "geo_normal": np.array([p.normal_kind for p in self.parts], np.int64),
+                "geo_shell": np.array([p.name.split("-")[0] in SHELL for p in self.parts], bool),
                 "mat_tex": np.array([m.tex for m in self.materials], np.int64),
                 "mat_tint": np.stack([m.tint for m in self.materials]).astype(np.float32),
                 "mat_spec": np.array([m.specular for m in self.materials], np.float32),
@@ -227,20 +236,20 @@ class Scene:
         the canonical start (origin, looking +x, level, z-up; ``MotionProgram.extent``). The start
         is level at a height drawn from ``height`` (a person holding a phone), with a random yaw ψ
         and position p: camera centres ``Rz(ψ) · scale · extent + p`` must all be
-        :meth:`free_mask`-free. Among valid placements the one that sees most room is preferred:
-        the score is the 20th percentile over frames of the free depth along the optical axis
-        (for a program, every frame's orientation is known; for a bare extent, only the start's).
+        :meth:`free_mask`-free. Among valid placements the one with the best views is taken
+        (:meth:`_view_scores`: things rather than bare walls, not too close, not out of a window;
+        for a program every frame's orientation is known, for a bare extent the start's is used).
         If nothing fits, the path is shrunk about its start (scale 1, 0.85, 0.7, ... down to
         ``min_scale``); below that an ``InputError`` is raised.
         """
         if hasattr(program_or_extent, "trajectory"):
             canon = program_or_extent.trajectory(pose(R_START, np.zeros(3)), np.eye(3), 1, 1, seed=seed).c2w
-            ext, fwd0 = canon[:, :3, 3], canon[:, :3, 2]
+            ext, Rf = canon[:, :3, 3], canon[:, :3, :3]
         else:
             ext = np.asarray(program_or_extent, np.float64).reshape(-1, 3)
-            fwd0 = np.array([[1.0, 0.0, 0.0]])
+            Rf = np.repeat(R_START[None], len(ext), 0)  # orientation unknown: assume the start's
         ext = ext - ext[0]
-        sub = np.unique(np.linspace(0, len(fwd0) - 1, min(len(fwd0), 12)).round().astype(int))
+        sub = np.unique(np.linspace(0, len(Rf) - 1, min(len(Rf), 8)).round().astype(int))
         Lx, Ly, H = self.size
         scale = 1.0
         while scale >= min_scale - 1e-9:
@@ -253,16 +262,11 @@ class Scene:
             Rz[:, 0, 0], Rz[:, 0, 1], Rz[:, 1, 0], Rz[:, 1, 1], Rz[:, 2, 2] = c, -s, s, c, 1
             pts = np.einsum("cij,nj->cni", Rz, scale * ext) + p[:, None]  # C,N,3
             ok = self.free_mask(pts.reshape(-1, 3), clearance).reshape(tries, -1).all(1)
-            idx = np.flatnonzero(ok)[:64]
+            idx = np.flatnonzero(ok)[:48]
             if len(idx):
-                o = pts[idx][:, sub].reshape(-1, 3)
-                d = np.einsum("cij,nj->cni", Rz[idx], fwd0[sub] if len(fwd0) > 1 else fwd0).reshape(-1, 3)
-                t = self.cast(o, d)["t_hit"]
-                q = o + np.minimum(t, 100.0)[:, None] * d
-                inside = (q[:, 0] > -0.2) & (q[:, 0] < Lx + 0.2) & (q[:, 1] > -0.2) & (q[:, 1] < Ly + 0.2)
-                t = np.where(inside, np.minimum(t, 4.0), 1.0).reshape(len(idx), -1)  # views out of windows: poor
-                score = np.quantile(t, 0.2, axis=1)
-                k = int(idx[np.argmax(score)])
+                score = self._view_scores(pts[idx][:, sub], np.einsum("cij,njk->cnik", Rz[idx], Rf[sub]))
+                good = np.flatnonzero(score >= score.max() - 0.15)  # good views, not always the single best
+                k = int(idx[good[int(rng.integers(len(good)))]])
                 return pose(Rz[k] @ R_START, p[k]), scale
             scale = round(scale - 0.15, 6)
         span = ext.max(0) - ext.min(0)
@@ -271,6 +275,29 @@ class Scene:
             f"{Lx:.1f} x {Ly:.1f} x {H:.1f} m (seed {self.seed}) even shrunk to {min_scale:g}x; "
             "use a smaller motion or another scene seed"
         )
+
+    def _view_scores(self, eyes: np.ndarray, R: np.ndarray) -> np.ndarray:
+        """Score candidate paths: eyes (C,F,3), camera rotations (C,F,3,3) -> (C,).
+
+        A 5x4 grid of rays over a ~60° field of view per frame; score = min(0.6, fraction of rays
+        hitting objects rather than the room shell) + 0.3 · min(1, 20th-percentile depth / 1.5 m),
+        minus the fraction of rays leaving the room through windows and doors.
+        """
+        C, F = eyes.shape[:2]
+        u, v = np.meshgrid(np.linspace(-0.45, 0.45, 5), np.linspace(-0.3, 0.3, 4))
+        d_cam = np.stack([u.ravel(), v.ravel(), np.ones(u.size)], -1)  # G,3
+        d = np.einsum("cfij,gj->cfgi", R, d_cam)
+        o = np.broadcast_to(eyes[:, :, None], d.shape)
+        hit = self.cast(o.reshape(-1, 3), d.reshape(-1, 3))
+        t = np.minimum(hit["t_hit"], 100.0)
+        q = o.reshape(-1, 3) + t[:, None] * d.reshape(-1, 3)
+        Lx, Ly, H = self.size
+        out = ~((q[:, 0] > -0.2) & (q[:, 0] < Lx + 0.2) & (q[:, 1] > -0.2) & (q[:, 1] < Ly + 0.2))
+        gid = np.minimum(hit["geometry_ids"].astype(np.int64), len(self.parts) - 1)
+        thing = ~self.arrays["geo_shell"][gid] & ~out
+        depth = np.where(out, 1.0, t).reshape(C, -1)
+        return (np.minimum(0.6, thing.reshape(C, -1).mean(1)) + 0.3 * np.minimum(1.0, np.quantile(depth, 0.2, axis=1) / 1.5)
+                - out.reshape(C, -1).mean(1))
 
     def place_trajectory(self, program_or_extent: Any, rng: np.random.Generator, clearance: float = 0.3,
                          height: tuple[float, float] = (1.2, 1.7), seed: int = 0) -> np.ndarray:
@@ -318,7 +345,7 @@ class _Builder:
             img, mirror = tx.image_crop(self.R, g, self.image_files), True
         elif kind == "neutral":
             img = tx.plastic(self.R, g, base=np.full(3, 0.8))
-        elif kind == "poster":  # printed once per face: mirror addressing clamps the borders
+        elif kind in ("poster", "keys", "rug"):  # printed once per face: mirror addressing clamps the borders
             img, mirror = tx.GENERATORS[kind](self.R, g), True
         else:
             img = tx.GENERATORS[kind](self.R, g, **kw)
@@ -365,10 +392,14 @@ class _Builder:
         self.parts.append(Part(mesh, mat, frame, np.asarray(scale, np.float64), np.asarray(offset, np.float64), kind, name))
 
     def box(self, centre: np.ndarray, size: np.ndarray, mat: int, yaw: float = 0.0, frame: np.ndarray | None = None,
-            face: bool = False, name: str = "box") -> None:
-        """Axis-aligned (in its yawed frame) box; ``face=True`` maps the texture once per face."""
+            face: bool = False, name: str = "box", tilt: float = 0.0) -> None:
+        """Box of ``size`` in its own frame ``Rz(yaw) Rx(tilt)`` about ``centre``.
+
+        ``face=True`` maps the texture once per face (prints); otherwise it repeats every
+        ``material.tile`` metres in ``frame`` (default: the box's own frame).
+        """
         size = np.asarray(size, np.float64)
-        R = rot_z(yaw)
+        R = rot_z(yaw) @ rot_x(tilt)
         m = _box_mesh(size)
         m.rotate(R, center=np.zeros(3))
         m.translate(np.asarray(centre, np.float64))
@@ -482,8 +513,8 @@ def build_scene(seed: int, cfg: WorldConfig | None = None) -> Scene:
     footprints: list[np.ndarray] = []
     keepout = [_door_keepout(o, Lx, Ly) for o in openings if o.kind == "door"]
     n_obj = int(rng.integers(cfg.objects[0], cfg.objects[1] + 1))
-    kinds = ["table", "desk", "bookcase", "cabinet", "sofa", "chair", "crate", "plant"]
-    probs = np.array([0.16, 0.12, 0.16, 0.18, 0.08, 0.14, 0.08, 0.08])
+    kinds = ["table", "desk", "bookcase", "cabinet", "counter", "sofa", "chair", "crate", "plant"]
+    probs = np.array([0.15, 0.12, 0.14, 0.14, 0.09, 0.07, 0.13, 0.08, 0.08])
     placed = 0
     for _ in range(n_obj * 6):
         if placed >= n_obj:
@@ -491,13 +522,17 @@ def build_scene(seed: int, cfg: WorldConfig | None = None) -> Scene:
         kind = str(rng.choice(kinds, p=probs / probs.sum()))
         if _place_furniture(B, kind, rng, Lx, Ly, H, T, openings, footprints, keepout, surfaces):
             placed += 1
-    _wall_decor(B, rng, int(rng.integers(cfg.decor[0], cfg.decor[1] + 1)), openings, Lx, Ly, H)
+    _wall_decor(B, rng, int(rng.integers(cfg.decor[0], cfg.decor[1] + 1)), openings, Lx, Ly, H, surfaces)
+    _fixtures(B, rng, openings, Lx, Ly, H, m_trim)
+    if rng.random() < 0.6:
+        _rug(B, rng, Lx, Ly)
     n_cl = int(rng.integers(cfg.clutter[0], cfg.clutter[1] + 1))
     floor_surface = _Surface(np.array([Lx / 2, Ly / 2, 0.0]), 0.0, np.array([Lx / 2 - 0.15, Ly / 2 - 0.15]))
+    area = np.array([4 * s_.half[0] * s_.half[1] for s_ in surfaces]) + 0.15
     for _ in range(n_cl):
-        on_floor = not surfaces or rng.random() < 0.25
-        _place_clutter(B, rng, floor_surface if on_floor else surfaces[int(rng.integers(len(surfaces)))], on_floor,
-                       footprints, keepout)
+        on_floor = not surfaces or rng.random() < 0.2
+        surf = floor_surface if on_floor else surfaces[int(rng.choice(len(surfaces), p=area / area.sum()))]
+        _place_clutter(B, rng, surf, on_floor, footprints, keepout)
 
     bank = tx.TextureBank.build(B.tex_images, B.tex_mirror, B.tex_names)
     amb = cfg.ambient * float(rng.uniform(0.7, 1.3)) * np.mean([L.colour for L in lights], 0)
@@ -674,6 +709,7 @@ def _place_furniture(B: _Builder, kind: str, rng: np.random.Generator, Lx: float
         "bookcase": (rng.uniform(0.6, 1.2), rng.uniform(0.25, 0.4), rng.uniform(1.0, min(2.1, H - 0.3))),
         "cabinet": (rng.uniform(0.5, 1.6), rng.uniform(0.4, 0.6), rng.choice([rng.uniform(0.5, 1.0), rng.uniform(1.6, 2.0)])),
         "sofa": (rng.uniform(1.5, 2.2), rng.uniform(0.8, 0.95), rng.uniform(0.75, 0.9)),
+        "counter": (rng.uniform(1.2, 3.0), rng.uniform(0.55, 0.65), rng.uniform(0.88, 0.94)),
         "chair": (rng.uniform(0.42, 0.52), rng.uniform(0.42, 0.52), rng.uniform(0.8, 0.95)),
         "crate": (rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.6), rng.uniform(0.25, 0.6)),
         "plant": (rng.uniform(0.5, 0.8), 0.0, rng.uniform(0.8, 1.6)),
@@ -682,7 +718,7 @@ def _place_furniture(B: _Builder, kind: str, rng: np.random.Generator, Lx: float
     if kind == "plant":
         d = w
     h = float(min(h, H - 0.2))
-    wall_pref = {"bookcase": 1.0, "cabinet": 0.9, "sofa": 0.9, "desk": 0.8, "table": 0.3, "chair": 0.2, "crate": 0.5,
+    wall_pref = {"counter": 1.0, "bookcase": 1.0, "cabinet": 0.9, "sofa": 0.9, "desk": 0.8, "table": 0.3, "chair": 0.2, "crate": 0.5,
                  "plant": 0.6}[kind]
     for _ in range(25):
         if rng.random() < wall_pref:
@@ -694,7 +730,8 @@ def _place_furniture(B: _Builder, kind: str, rng: np.random.Generator, Lx: float
             p = _wall_point(wall, s, Lx, Ly) + _inward(wall) * (d / 2 + 0.02)
             yaw = _wall_yaw(wall)
             # tall things do not stand in front of windows
-            if any(o.wall == wall and o.kind == "window" and h > o.z0 - 0.05 and s + w / 2 > o.a and s - w / 2 < o.b
+            tall = 2.2 if kind == "counter" else h  # counters carry wall cabinets
+            if any(o.wall == wall and o.kind == "window" and tall > o.z0 - 0.05 and s + w / 2 > o.a and s - w / 2 < o.b
                    for o in openings):
                 continue
         else:
@@ -917,8 +954,51 @@ def _plant(B: _Builder, rng: np.random.Generator, c: np.ndarray, yaw: float, w: 
     return top
 
 
+def _counter(B: _Builder, rng: np.random.Generator, c: np.ndarray, yaw: float, w: float, d: float, h: float,
+             surfaces: list[_Surface]) -> float:
+    """Kitchen run against a wall: base cabinets, worktop, tiled splashback, wall cabinets above."""
+    body = B.plain(tx.room_colour(rng), 0.6, specular=0.1) if rng.random() < 0.6 else _wood_mat(B, rng)
+    handle = B.material("metal", 0.3, specular=0.4, shininess=80.0)
+    top_mat = B.material(str(rng.choice(["marble", "wood", "neutral"])), float(rng.uniform(0.6, 1.2)), specular=0.2,
+                         shininess=50.0)
+    th, plinth = 0.035, 0.1
+    _lbox(B, c, yaw, 0, -0.02, plinth, (w, d - 0.04, h - th - plinth), body, name="counter")
+    _lbox(B, c, yaw, 0, -0.04, 0, (w, d - 0.1, plinth), B.plain(np.array([0.12, 0.12, 0.12]), 0.5), name="plinth")
+    _lbox(B, c, yaw, 0, 0.01, h - th, (w, d + 0.02, th), top_mat, name="worktop")
+    n = max(1, int(round(w / 0.5)))
+    dw = w / n
+    drawers = rng.random() < 0.5
+    for k in range(n):
+        lx = -w / 2 + dw * (k + 0.5)
+        if drawers and k % 2 == 0:
+            rows = 3
+            rh = (h - th - plinth) / rows
+            for r in range(rows):
+                _lbox(B, c, yaw, lx, d / 2 - 0.02, plinth + r * rh + 0.003, (dw - 0.006, 0.018, rh - 0.006), body, name="drawer")
+                _lbox(B, c, yaw, lx, d / 2 - 0.002, plinth + r * rh + rh * 0.7, (0.14, 0.02, 0.015), handle, name="handle")
+        else:
+            _lbox(B, c, yaw, lx, d / 2 - 0.02, plinth + 0.003, (dw - 0.006, 0.018, h - th - plinth - 0.006), body, name="door")
+            _lbox(B, c, yaw, lx + (dw / 2 - 0.05) * (1 if k % 2 else -1), d / 2 - 0.002, h - th - 0.2, (0.015, 0.02, 0.12),
+                  handle, name="handle")
+    splash = B.material("tiles", float(rng.uniform(0.3, 0.8)), specular=0.15, shininess=40.0)
+    _lbox(B, c, yaw, 0, -d / 2 + 0.005, h, (w, 0.01, 0.55), splash, name="splashback")
+    if rng.random() < 0.8:  # wall cabinets
+        ud, z0 = 0.33, h + 0.55
+        uh = float(rng.uniform(0.6, 0.75))
+        _lbox(B, c, yaw, 0, -d / 2 + ud / 2, z0, (w, ud, uh), body, name="wallcabinet")
+        for k in range(n):
+            lx = -w / 2 + dw * (k + 0.5)
+            _lbox(B, c, yaw, lx, -d / 2 + ud + 0.009, z0 + 0.003, (dw - 0.006, 0.018, uh - 0.006), body, name="door")
+            _lbox(B, c, yaw, lx + (dw / 2 - 0.05) * (1 if k % 2 else -1), -d / 2 + ud + 0.028, z0 + 0.08, (0.015, 0.02, 0.12),
+                  handle, name="handle")
+        p = _local_to_world(c, yaw, 0, -d / 2 + ud / 2)
+        B.obstacles.append(Obstacle(np.array([p[0], p[1], z0 + uh / 2]), yaw, np.array([w / 2, ud / 2, uh / 2]), "wallcabinet"))
+    surfaces.append(_Surface(np.array([c[0], c[1], h]), yaw, np.array([w / 2, d / 2 - 0.03])))
+    return h
+
+
 _FURNITURE = {"table": _table, "desk": _desk, "bookcase": _bookcase, "cabinet": _cabinet, "sofa": _sofa, "chair": _chair,
-              "crate": _crate, "plant": _plant}
+              "crate": _crate, "plant": _plant, "counter": _counter}
 
 
 # --------------------------------------------------------------------------------------------
@@ -927,7 +1007,8 @@ _FURNITURE = {"table": _table, "desk": _desk, "bookcase": _bookcase, "cabinet": 
 
 
 def _wall_decor(B: _Builder, rng: np.random.Generator, n: int, openings: list[Opening], Lx: float, Ly: float,
-                H: float) -> None:
+                H: float, surfaces: list[_Surface]) -> None:
+    """Posters, framed pictures (prints or photo crops), boards, clocks and floating shelves on the walls."""
     used: list[tuple[int, float, float, float, float]] = []
     for _ in range(n * 8):
         if len(used) >= n:
@@ -935,8 +1016,12 @@ def _wall_decor(B: _Builder, rng: np.random.Generator, n: int, openings: list[Op
         wall = int(rng.integers(4))
         L = Lx if wall < 2 else Ly
         kind = rng.random()
-        if kind < 0.15:
+        if kind < 0.12:
             pw, ph = rng.uniform(0.9, 1.8), rng.uniform(0.6, 1.1)  # whiteboard / pinboard
+        elif kind < 0.3:
+            pw, ph = rng.uniform(0.5, 1.2), 0.3  # floating shelf
+        elif kind < 0.38:
+            pw = ph = rng.uniform(0.22, 0.4)  # clock
         else:
             pw, ph = rng.uniform(0.25, 0.9), rng.uniform(0.3, 0.9)
         if L < pw + 0.4:
@@ -953,9 +1038,28 @@ def _wall_decor(B: _Builder, rng: np.random.Generator, n: int, openings: list[Op
         n_in = _inward(wall)
         frame_d = float(rng.uniform(0.015, 0.04))
         p = _wall_point(wall, s, Lx, Ly) + n_in * frame_d / 2
-        if kind < 0.15:
+        if kind < 0.12:
             board = B.material("poster", 1.0) if rng.random() < 0.5 else B.material("paint", 1.0, base=np.array([0.95, 0.95, 0.95]))
             B.box([p[0], p[1], zc], [pw, frame_d, ph], board, yaw=yaw, face=True, name="board")
+            if rng.random() < 0.6:  # notes pinned on it
+                for _k in range(int(rng.integers(2, 7))):
+                    q = p + n_in * (frame_d / 2 + 0.001)
+                    off = rng.uniform(-0.4, 0.4, 2) * [pw, ph]
+                    qq = q + np.array([math.cos(yaw), math.sin(yaw)]) * off[0]
+                    B.box([qq[0], qq[1], zc + off[1]], [rng.uniform(0.08, 0.21), 0.002, rng.uniform(0.08, 0.3)],
+                          B.material("poster", 1.0), yaw=yaw, face=True, name="note")
+        elif kind < 0.3:
+            dsh = float(rng.uniform(0.18, 0.26))
+            q = _wall_point(wall, s, Lx, Ly) + n_in * dsh / 2
+            B.box([q[0], q[1], zc], [pw, dsh, 0.025], _wood_mat(B, rng), yaw=yaw, name="wallshelf")
+            surfaces.append(_Surface(np.array([q[0], q[1], zc + 0.0125]), yaw, np.array([pw / 2, dsh / 2])))
+        elif kind < 0.38:
+            q = _wall_point(wall, s, Lx, Ly) + n_in * 0.02
+            face = B.material("poster", 1.0)
+            rim = B.plain(tx.NEUTRALS[int(rng.integers(len(tx.NEUTRALS)))], 0.3, specular=0.2)
+            B.box([q[0], q[1], zc], [pw, 0.04, pw], rim, yaw=yaw, name="clock")
+            q2 = q + n_in * 0.021
+            B.box([q2[0], q2[1], zc], [pw * 0.85, 0.002, pw * 0.85], face, yaw=yaw, face=True, name="clockface")
         else:
             if rng.random() < 0.6:  # framed picture: frame box + print slightly in front
                 fm = B.plain(tx.NEUTRALS[int(rng.integers(len(tx.NEUTRALS)))], 0.3, specular=0.1)
@@ -969,15 +1073,80 @@ def _wall_decor(B: _Builder, rng: np.random.Generator, n: int, openings: list[Op
                 B.box([p[0], p[1], zc], [pw, 0.003, ph], art, yaw=yaw, face=True, name="poster")
 
 
+def _fixtures(B: _Builder, rng: np.random.Generator, openings: list[Opening], Lx: float, Ly: float, H: float,
+              trim: int) -> None:
+    """Switches and sockets, radiators under windows, curtains beside them, door leaves."""
+    white = B.plain(np.array([0.93, 0.93, 0.9]), 0.2, specular=0.2)
+    dark = B.plain(np.array([0.15, 0.15, 0.15]), 0.2)
+    for w in range(4):
+        L = Lx if w < 2 else Ly
+        for _ in range(int(rng.integers(0, 3))):
+            s = float(rng.uniform(0.3, L - 0.3))
+            if any(o.wall == w and o.a - 0.1 < s < o.b + 0.1 for o in openings):
+                continue
+            z = float(rng.choice([0.3, 1.05]))
+            n = _inward(w)
+            p = _wall_point(w, s, Lx, Ly) + n * 0.006
+            B.box([p[0], p[1], z], [0.08, 0.012, 0.08], white, yaw=_wall_yaw(w), name="socket")
+            q = p + n * 0.0065
+            for dx in ((-0.012, 0.012) if z < 0.5 else (0.0,)):
+                qq = q + np.array([math.cos(_wall_yaw(w)), math.sin(_wall_yaw(w))]) * dx
+                B.box([qq[0], qq[1], z], [0.007, 0.002, 0.02 if z < 0.5 else 0.035], dark, yaw=_wall_yaw(w), name="slot")
+    for o in openings:
+        yaw, n = _wall_yaw(o.wall), _inward(o.wall)
+        along = np.array([math.cos(yaw), math.sin(yaw)])
+        mid = _wall_point(o.wall, (o.a + o.b) / 2, Lx, Ly)
+        W = o.b - o.a
+        if o.kind == "window" and o.z0 > 0.5 and rng.random() < 0.5:  # radiator with fins
+            rw, rh = W * 0.8, min(0.6, o.z0 - 0.2)
+            p = mid + n * 0.06
+            B.box([p[0], p[1], 0.15 + rh / 2], [rw, 0.03, rh], white, yaw=yaw, name="radiator")
+            for k in range(int(rw / 0.05)):
+                q = p + along * (-rw / 2 + 0.025 + k * 0.05) + n * 0.025
+                B.box([q[0], q[1], 0.15 + rh / 2], [0.012, 0.04, rh], white, yaw=yaw, name="fin")
+        if o.kind == "window" and rng.random() < 0.5:  # curtains: folded fabric beside the window
+            cloth = B.material("fabric", float(rng.uniform(0.3, 0.6)))
+            top = min(o.z1 + 0.15, H - 0.05)
+            cw = float(rng.uniform(0.25, 0.45))
+            for side in (-1, 1):
+                for k in range(5):  # pleats: alternating depth
+                    q = mid + along * side * (W / 2 - 0.05 + (k + 0.5) * cw / 5) + n * (0.08 + 0.025 * (k % 2))
+                    B.box([q[0], q[1], (top + 0.03) / 2], [cw / 5 + 0.005, 0.025, top - 0.03], cloth, yaw=yaw, name="curtain")
+            q = mid + n * 0.08
+            B.cylinder([q[0], q[1], top], 0.012, 0.02, dark, name="rod")
+        if o.kind == "door" and rng.random() < 0.7:  # an open door leaf swung into the corridor
+            leaf = B.material("wood", 0.8, specular=0.1) if rng.random() < 0.5 else B.plain(tx.room_colour(rng), 0.8)
+            hinge = mid - along * W / 2 - n * (B.cfg.wall_thickness + 0.03)
+            ang = float(rng.uniform(0.5, 1.3))  # swung into the corridor
+            vec = math.cos(ang) * along - math.sin(ang) * n
+            q = hinge + vec * W / 2
+            B.box([q[0], q[1], o.z1 / 2 - 0.005], [W - 0.02, 0.04, o.z1 - 0.02], leaf, yaw=math.atan2(vec[1], vec[0]),
+                  name="doorleaf")
+
+
+def _rug(B: _Builder, rng: np.random.Generator, Lx: float, Ly: float) -> None:
+    w, d = rng.uniform(1.2, min(2.6, Lx - 0.6)), rng.uniform(0.8, min(1.8, Ly - 0.6))
+    if w <= 0 or d <= 0:
+        return
+    cx, cy = rng.uniform(0.3 + w / 2, Lx - 0.3 - w / 2), rng.uniform(0.3 + d / 2, Ly - 0.3 - d / 2)
+    B.box([cx, cy, 0.006], [w, d, 0.012], B.material("rug", 1.0), yaw=float(rng.normal(0, 0.05)), face=True, name="rug")
+
+
+CLUTTER = {  # kind: (probability, footprint radius in m)
+    "books": (0.16, 0.14), "box": (0.14, 0.15), "cup": (0.1, 0.05), "bottle": (0.09, 0.045), "ball": (0.05, 0.1),
+    "monitor": (0.04, 0.3), "bowl": (0.06, 0.09), "papers": (0.08, 0.17), "keyboard": (0.04, 0.24), "laptop": (0.04, 0.2),
+    "vase": (0.05, 0.07), "lamp": (0.04, 0.12), "frame": (0.05, 0.1), "cubes": (0.06, 0.08),
+}
+
+
 def _place_clutter(B: _Builder, rng: np.random.Generator, surf: _Surface, on_floor: bool, footprints: list[np.ndarray],
                    keepout: list[np.ndarray]) -> None:
-    kind = str(rng.choice(["books", "box", "cup", "bottle", "ball", "monitor", "bowl"],
-                          p=[0.26, 0.22, 0.14, 0.12, 0.1, 0.06, 0.1]))
-    if on_floor and kind in ("cup", "monitor", "bowl"):
+    names = list(CLUTTER)
+    pr = np.array([CLUTTER[k][0] for k in names])
+    kind = str(rng.choice(names, p=pr / pr.sum()))
+    if on_floor and kind not in ("books", "box", "ball", "bottle", "vase", "cubes"):
         kind = "box"
-    size = {"books": 0.14, "box": 0.15, "cup": 0.05, "bottle": 0.045, "ball": 0.1, "monitor": 0.3, "bowl": 0.09}[kind]
-    if on_floor:
-        size *= 2.0
+    size = CLUTTER[kind][1] * (2.0 if on_floor else 1.0)
     hx, hy = surf.half
     if hx < size or hy < size:
         return
@@ -995,31 +1164,52 @@ def _place_clutter(B: _Builder, rng: np.random.Generator, surf: _Surface, on_flo
         footprints.append(fp)
     surf.items.append((lx, ly, size))
     z = float(surf.centre[2])
-    yaw = float(rng.uniform(0, 2 * math.pi))
+    # things on a shelf or desk mostly face the room (the surface's front), with some scatter
+    yaw = float(surf.yaw + rng.normal(0, 0.3)) if rng.random() < 0.6 else float(rng.uniform(0, 2 * math.pi))
     top = z
+    big = 1.6 if on_floor else 1.0
     if kind == "books":
         for _k in range(int(rng.integers(1, 5))):
-            bw, bd, bh = rng.uniform(0.13, 0.24) * (1.6 if on_floor else 1), rng.uniform(0.1, 0.17) * (1.6 if on_floor else 1), rng.uniform(0.015, 0.05)
-            cov = B.material("poster", 0.3)
-            B.box([p[0], p[1], top + bh / 2], [bw, bd, bh], cov, yaw=yaw + float(rng.normal(0, 0.2)), face=True, name="book")
+            bw, bd, bh = rng.uniform(0.13, 0.24) * big, rng.uniform(0.1, 0.17) * big, rng.uniform(0.015, 0.05)
+            B.box([p[0], p[1], top + bh / 2], [bw, bd, bh], B.material("poster", 0.3), yaw=yaw + float(rng.normal(0, 0.2)),
+                  face=True, name="book")
             top += bh
+    elif kind == "papers":
+        for _k in range(int(rng.integers(1, 4))):
+            B.box([p[0] + rng.normal(0, 0.02), p[1] + rng.normal(0, 0.02), top + 0.002], [0.21, 0.297, 0.003],
+                  B.material("poster", 0.3), yaw=yaw + float(rng.normal(0, 0.3)), face=True, name="paper")
+            top += 0.003
     elif kind == "box":
         s = rng.uniform(0.5, 1.0, 3) * size * np.array([1.6, 1.6, 1.2])
-        m = B.material(str(rng.choice(["cardboard", "poster", "plastic"])), 0.4, image_ok=True)
-        B.box([p[0], p[1], top + s[2] / 2], s, m, yaw=yaw, face=B.materials[m].name == "poster", name="box")
+        m = B.material(str(rng.choice(["cardboard", "poster", "neutral", "poster"])), 0.4, image_ok=True)
+        B.box([p[0], p[1], top + s[2] / 2], s, m, yaw=yaw, face=B.materials[m].name in ("poster", "image"), name="box")
         top += s[2]
-    elif kind in ("cup", "bottle", "bowl"):
+    elif kind == "cubes":  # toy blocks / dice
+        for _k in range(int(rng.integers(1, 4))):
+            e = float(rng.uniform(0.03, 0.08)) * big
+            off = rng.normal(0, size * 0.4, 2)
+            B.box([p[0] + off[0], p[1] + off[1], z + e / 2], [e, e, e], B.material("poster", 0.2), yaw=float(rng.uniform(0, 6.3)),
+                  face=True, name="cube")
+            top = max(top, z + e)
+    elif kind in ("cup", "bottle", "bowl", "vase"):
         r = size * rng.uniform(0.6, 1.0)
-        h = {"cup": rng.uniform(0.07, 0.12), "bottle": rng.uniform(0.18, 0.32), "bowl": rng.uniform(0.04, 0.08)}[kind]
-        m = B.material(str(rng.choice(["plastic", "plastic", "metal", "poster"])), 0.2, specular=0.3, shininess=60.0)
+        h = {"cup": rng.uniform(0.07, 0.12), "bottle": rng.uniform(0.18, 0.32), "bowl": rng.uniform(0.04, 0.08),
+             "vase": rng.uniform(0.15, 0.3)}[kind] * big
+        m = B.material(str(rng.choice(["plastic", "plastic", "metal", "poster", "marble"])), 0.2, specular=0.3, shininess=60.0)
         B.cylinder([p[0], p[1], top], r, h, m, name=kind)
         if kind == "bottle":
             B.cylinder([p[0], p[1], top + h], r * 0.35, h * 0.3, m, name="neck")
             h *= 1.3
+        if kind == "cup":
+            q = _local_to_world(p, yaw, r + 0.012, 0)
+            B.box([q[0], q[1], top + h * 0.55], [0.03, 0.012, h * 0.5], m, yaw=yaw, name="handle")
+        if kind == "vase" and rng.random() < 0.7:
+            B.sphere([p[0], p[1], top + h + 0.08], 0.1, B.material("foliage", 0.3, detail=0.0), name="flowers")
+            h += 0.18
         top += h
     elif kind == "ball":
         r = size * rng.uniform(0.5, 1.0)
-        m = B.material(str(rng.choice(["dead_leaves", "plastic", "fabric"])), 0.3, specular=0.2)
+        m = B.material(str(rng.choice(["dead_leaves", "plastic", "fabric", "poster"])), 0.3, specular=0.2)
         B.sphere([p[0], p[1], top + r], r, m, name="ball")
         top += 2 * r
     elif kind == "monitor":
@@ -1032,5 +1222,35 @@ def _place_clutter(B: _Builder, rng: np.random.Generator, surf: _Surface, on_flo
         scr = B.material("image" if B.image_files else "poster", 1.0, emission=0.0)
         B.box([q[0], q[1], top + 0.12 + h / 2], [w - 0.03, 0.002, h - 0.03], scr, yaw=yaw, face=True, name="screen")
         top += 0.12 + h
+    elif kind == "keyboard":
+        B.box([p[0], p[1], top + 0.012], [0.44, 0.14, 0.024], B.material("keys", 0.5), yaw=yaw, face=True, name="keyboard")
+        top += 0.024
+    elif kind == "laptop":
+        w, d = 0.33, 0.23
+        body = B.plain(np.array(tx.NEUTRALS[int(rng.integers(4))]), 0.3, specular=0.3)
+        B.box([p[0], p[1], top + 0.01], [w, d, 0.02], body, yaw=yaw, name="laptop")
+        kb = _local_to_world(p, yaw, 0, 0.02)
+        B.box([kb[0], kb[1], top + 0.0205], [w - 0.04, d * 0.5, 0.002], B.material("keys", 0.5), yaw=yaw, face=True, name="keys")
+        ang = float(rng.uniform(0.2, 0.5))  # screen opened back by ang from vertical
+        hc = _local_to_world(p, yaw, 0, -d / 2 - math.sin(ang) * d / 2)
+        B.box([hc[0], hc[1], top + 0.02 + math.cos(ang) * d / 2], [w, 0.01, d], body, yaw=yaw, tilt=-ang, name="lid")
+        sc = _local_to_world(p, yaw, 0, -d / 2 - math.sin(ang) * d / 2 + 0.0055 * math.cos(ang))
+        B.box([sc[0], sc[1], top + 0.02 + math.cos(ang) * d / 2 + 0.0055 * math.sin(ang)], [w - 0.03, 0.001, d - 0.03],
+              B.material("image" if B.image_files else "poster", 1.0), yaw=yaw, tilt=-ang, face=True, name="screen")
+        top += 0.02 + d
+    elif kind == "lamp":
+        base = B.plain(tx.room_colour(rng), 0.3, specular=0.3)
+        B.cylinder([p[0], p[1], top], 0.07, 0.02, base, name="lampbase")
+        B.cylinder([p[0], p[1], top + 0.02], 0.008, 0.3, base, name="lamppole")
+        B.cylinder([p[0], p[1], top + 0.28], 0.11, 0.14, B.material("fabric", 0.2), name="lampshade")
+        top += 0.42
+    elif kind == "frame":  # standing photo frame
+        fw, fh = rng.uniform(0.1, 0.2), rng.uniform(0.13, 0.25)
+        fm = B.plain(tx.NEUTRALS[int(rng.integers(len(tx.NEUTRALS)))], 0.3, specular=0.2)
+        B.box([p[0], p[1], top + fh / 2], [fw, 0.015, fh], fm, yaw=yaw, tilt=0.15, name="frame")
+        q = _local_to_world(p, yaw, 0, 0.008)
+        B.box([q[0], q[1], top + fh / 2], [fw * 0.8, 0.002, fh * 0.8], B.material("image" if B.image_files else "poster", 1.0),
+              yaw=yaw, tilt=0.15, face=True, name="photo")
+        top += fh
     if on_floor:
         B.obstacles.append(Obstacle(np.array([p[0], p[1], top / 2]), 0.0, np.array([size, size, top / 2]), kind))
