@@ -10,24 +10,27 @@ Measured on this machine (median |z_ij - d_j| / d_j over valid pixels, images re
 unless said otherwise; run ``pytest tests/test_real_gt.py -s`` to print them again):
 
 * 7-Scenes redkitchen, pairs 20-80 frames apart (rotation 2.7-34 deg, baseline 0.06-0.39 m):
-  GT 0.0055-0.0166, identity 0.078-0.31, poses read as world-to-camera 0.17-0.44.
+  GT 0.0051-0.0166, identity 0.078-0.31, poses read as world-to-camera 0.17-0.44.
   Kinect depth noise/quantisation at 1-3 m plus KinectFusion pose error: ~0.5-1 % (at 640x480 the
   same numbers within 0.0003). Scaling both depth maps by 0.5 or 2 raises the error on every pair
-  (units are mm). The depth K (585, 585, 320, 240) is the best one: scaling f by 0.95/1.05
-  raises the mean over pairs (0.0074 -> 0.0081 / 0.0118).
+  (units are mm). The depth K (585, 585, 320, 240) is the best one: f x0.9 / x1.1 raise the mean
+  over the pairs from 0.0085 to 0.0151 / 0.0200 (at 320x240, f x0.95 / x1.05: 0.0074 -> 0.0081 / 0.0118).
 * 7-Scenes colour/depth misregistration: colour and depth are different, uncalibrated cameras.
   Aligning depth discontinuities with colour gradients (25 frames, search over scale and shift)
   gives colour pixel = (0.885, 0.91) * (depth pixel - (320, 240)) + (320, 240) + (-6, -1) at
   640x480, i.e. the colour images behave like K_colour ~ (518, 532, 314, 239), not the 585 of
   camera-intrinsics.txt / the eval pairs, and are up to ~35 px off at the corners. Edge score
-  with that mapping 86 vs 47 without. Photometric check (median mean-RGB |diff| in [0, 1] on
-  depth-co-visible pixels, 320x240): GT 0.011-0.069 with the mapping, 0.014-0.079 without,
-  identity 0.037-0.19.
+  with that mapping 86 vs 47 without (25 frames; 99.8 vs 53.0 on the test's 5 frames).
+  Photometric check (median mean-RGB |diff| in [0, 1] on depth-co-visible pixels, 320x240, 7
+  pairs): GT 0.011-0.069 with the mapping, 0.014-0.079 without, identity 0.037-0.19 (the test's
+  3 pairs: 0.022-0.052 / 0.029-0.061 / 0.066-0.159). Relative-pose impact on the 100 eval pairs
+  (SIFT 8000 + ratio 0.8 + essential RANSAC, 640x480): AUC@5/10/20 9.3/23.8/46.8 with K=585,
+  9.9/29.1/53.9 with the colour K above.
 * TUM fr3 long office: the ``sequence`` frames have no depth; ``static-rgbd`` (0.44 s, camera
   nearly still: 19 mm of mocap path, 0.6 deg) has. Depth->depth within static-rgbd: GT
   0.0026-0.0035, identity 0.0000-0.0060 (the camera barely moves: this bounds the mocap +
   association noise, it cannot separate GT from identity). Depth is registered to rgb within
-  ~2 px (edge alignment best at scale 0.99, shift (-1, -2)). Photometric, depth of the last
+  ~2 px (edge alignment at 640x480 best at scale 0.99, shift (-1, -2); at 320x240 shift (0, -1)). Photometric, depth of the last
   static-rgbd frame warped into sequence frames 0.5/1.5/2.5/3.5 s later (320x240):
   GT 0.010/0.015/0.023/0.037 vs identity 0.016/0.028/0.089/0.165.
   Timestamps: the README says every frame is within 6 ms of a GT pose; the first sequence frame
@@ -153,7 +156,7 @@ def seven160():
 
 
 def test_7scenes_gt_depth_warp_agrees_identity_does_not(seven160):
-    """GT median 0.0055-0.0166 (Kinect noise + KinectFusion drift); identity 0.078-0.31."""
+    """GT median 0.0051-0.0166 (Kinect noise + KinectFusion drift); identity 0.078-0.31."""
     for i, j in SEVEN_PAIRS:
         a, b = seven160[i], seven160[j]
         T = G.relative_pose(a.cam2world[0], b.cam2world[0])
@@ -203,7 +206,7 @@ SEVEN_REG_640 = (0.885, 0.91, -6.0, -1.0)
 
 def test_7scenes_colour_is_misregistered_with_depth():
     """Depth edges fall on colour edges only after the measured mapping (score 86 vs 47 over 25
-    frames; here 5 frames at 640x480): the colour camera is not the depth camera."""
+    frames; here 5 frames at 640x480: 99.8 vs 53.0): the colour camera is not the depth camera."""
     caps = [load_capture(f"{SEVEN}@{i}") for i in (0, 60, 120, 180, 240)]
     with_map = np.mean([edge_score(c.images[0], c.depth[0], c.K[0], SEVEN_REG_640) for c in caps])
     without = np.mean([edge_score(c.images[0], c.depth[0], c.K[0], None) for c in caps])
@@ -212,8 +215,8 @@ def test_7scenes_colour_is_misregistered_with_depth():
 
 
 def test_7scenes_photometric_gt_vs_identity():
-    """Colour warped with GT depth/poses on depth-co-visible pixels (rel < 5 %): GT 0.011-0.069
-    (with the colour mapping) vs identity 0.037-0.19; the mapping lowers the GT error."""
+    """Colour warped with GT depth/poses on depth-co-visible pixels (rel < 5 %): GT 0.022-0.052
+    with the colour mapping, 0.029-0.061 without, identity 0.066-0.159."""
     size = 320
     reg = (SEVEN_REG_640[0], SEVEN_REG_640[1], SEVEN_REG_640[2] * size / 640, SEVEN_REG_640[3] * size / 640)
     pairs = [(10, 15), (125, 140), (200, 205)]
