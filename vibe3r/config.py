@@ -42,9 +42,9 @@ class WorldConfig(Section):
     room_size_max: tuple[float, float] = Field((7.0, 6.0), description="largest room footprint (x, y) in m")
     room_height: tuple[float, float] = Field((2.4, 3.0), description="ceiling height range in m")
     openings: tuple[int, int] = Field((1, 3), description="doors/windows cut into walls (min, max)")
-    objects: tuple[int, int] = Field((4, 10), description="furniture-like objects per room (min, max)")
-    clutter: tuple[int, int] = Field((5, 20), description="small clutter items per room (min, max)")
-    decor: tuple[int, int] = Field((2, 6), description="posters, pictures and boards on the walls per room (min, max)")
+    objects: tuple[int, int] = Field((5, 12), description="furniture-like objects per room (min, max)")
+    clutter: tuple[int, int] = Field((12, 35), description="small clutter items per room (min, max)")
+    decor: tuple[int, int] = Field((3, 8), description="posters, pictures and boards on the walls per room (min, max)")
     texture_dirs: list[str] = Field(
         default_factory=list,
         description="folders or files of photos (or real capture frames) to cut image textures from",
@@ -104,6 +104,8 @@ class RenderConfig(Section):
     shadows: bool = Field(True, description="cast shadow rays to every light")
     ao_strength: float = Field(0.6, ge=0, le=1, description="ambient-occlusion darkening of the bounce light (0 disables the AO ray)")
     ao_distance: float = Field(0.5, gt=0, description="length of ambient-occlusion rays in m")
+    ao_samples: int = Field(4, ge=0, description="ambient-occlusion rays per colour sample (stratified; less speckle)")
+    shadow_samples: int = Field(2, ge=1, description="shadow rays per light per colour sample (stratified over the light's disc)")
     max_rays: int = Field(400_000, ge=1000, description="rays per open3d cast call (frames are batched up to this)")
     degrade: DegradeConfig = Field(default_factory=DegradeConfig)
 
