@@ -161,24 +161,29 @@ class InfoNCEMatching(nn.Module):
         H, W = image_hw
         sx, sy = W / w, H / h
         dev = other.device
-        cells = geometry.pixel_grid(h, w).reshape(-1, 2).to(dev)  # h*w,2 cell indices (x, y)
+        N = len(dq)
+        # candidates closer than one cell to the true partner are not negatives. Positives part:
+        dx = pos_uv[:, 0, None] - pos_uv[None, :, 0]  # N,N
+        dy = pos_uv[:, 1, None] - pos_uv[None, :, 1]
+        close_pos = (dx.abs() < sx) & (dy.abs() < sy)
+        diag = torch.arange(N, device=dev)
+        close_pos[diag, diag] = False
+        # dense negatives: cell (x, y) has its centre at ((x + .5) sx - .5, (y + .5) sy - .5); test each
+        # axis separately (N,w) and (N,h) and take the outer product -> (N, h*w) without float temporaries
+        cx = (torch.arange(w, device=dev) + 0.5) * sx - 0.5
+        cy = (torch.arange(h, device=dev) + 0.5) * sy - 0.5
+        mx = (pos_uv[:, 0, None] - cx[None]).abs() < sx  # N,w
+        my = (pos_uv[:, 1, None] - cy[None]).abs() < sy  # N,h
+        close_neg = (my[:, :, None] & mx[:, None, :]).reshape(N, h * w)
         neg = other.reshape(-1, D)
         if self.n_neg and self.n_neg < len(neg):
             idx = torch.randperm(len(neg), generator=gen)[: self.n_neg].to(dev)
-            neg, cells = neg[idx], cells[idx]
-        step = torch.tensor([sx, sy], device=dev)
-        neg_uv = (cells + 0.5) * step - 0.5  # cell centres in full-res pixels
-        cand = torch.cat([dpos, neg])  # N+M,D
-        cand_uv = torch.cat([pos_uv, neg_uv])  # N+M,2
-        logits = dq @ cand.T / self.temperature  # N,N+M
-        close = ((pos_uv[:, None] - cand_uv[None]).abs() < step).all(-1)  # N,N+M
-        N = len(dq)
-        diag = torch.arange(N, device=dev)
-        close[diag, diag] = False
-        logits = logits.masked_fill(close, float("-inf"))
-        target = diag
-        loss = F.cross_entropy(logits, target)
-        acc = (logits.argmax(1) == target).float().mean()
+            neg, close_neg = neg[idx], close_neg[:, idx]
+        logits = torch.cat([dq @ dpos.T, dq @ neg.T], 1) / self.temperature  # N,N+M
+        logits = logits.masked_fill(torch.cat([close_pos, close_neg], 1), float("-inf"))
+        loss = F.cross_entropy(logits, diag)
+        with torch.no_grad():
+            acc = (logits.argmax(1) == diag).float().mean()
         return loss, acc
 
     def forward(self, pred: dict, batch: dict, generator: torch.Generator | None = None) -> tuple[torch.Tensor, Details]:
