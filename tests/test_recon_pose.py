@@ -95,3 +95,21 @@ def test_every_solver_recovers_the_ground_truth_pose(pair, solver):
 def test_unknown_solver_is_rejected(pair):
     with pytest.raises(InputError, match="unknown pose solver"):
         ModelPoseEstimator(_GTModel(*pair), solver="eight-point")
+
+
+def test_subpixel_refinement_reduces_match_error_of_half_resolution_descriptors(pair):
+    batch, desc = pair
+    pool = lambda d: F.normalize(F.avg_pool2d(d.permute(2, 0, 1)[None], 2)[0].permute(1, 2, 0), dim=-1)  # noqa: E731
+    d1, d2 = pool(desc(batch["pts11"][0])), pool(desc(batch["pts21"][0]))  # 16x24 cells of a 32x48 image
+    p, q = gt_correspondences(batch, 0)
+    gt = {tuple(x): y for x, y in zip(p.tolist(), q.tolist())}
+
+    def median_error(subpixel):
+        kp1, kp2, _ = match_descriptors(d1, d2, (32, 48), subpixel=subpixel)
+        # view-1 cell centres sit between pixels: compare with the GT partner of the nearest pixel
+        errs = [torch.dist(torch.tensor(gt[k]), b) for a, b in zip(kp1.tolist(), kp2)
+                if (k := (float(round(a[0] + 0.01)), float(round(a[1] + 0.01)))) in gt]
+        assert len(errs) > 50
+        return torch.stack(errs).median()
+
+    assert median_error(True) < 0.8 * median_error(False)

@@ -49,9 +49,33 @@ def mutual_nn(a: torch.Tensor, b: torch.Tensor, chunk: int = 1024) -> tuple[torc
     return ia[keep], nn_ab[keep], best_ab[keep]
 
 
+def subpixel_refine(desc1: torch.Tensor, desc2: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor) -> torch.Tensor:
+    """Sub-cell positions in view 2 for matches c1 -> c2 (integer cells (K, 2) as (x, y)).
+
+    Per axis, a parabola through the similarities of desc1[c1] with desc2 at c2 - 1, c2, c2 + 1 puts
+    the peak at offset (s₋ − s₊) / (2 (s₋ − 2 s₀ + s₊)), clamped to ±0.5 cell; at the border or
+    when the centre is not a maximum the offset is 0. Returns float cells (K, 2).
+    """
+    h, w, _ = desc2.shape
+    a = desc1[c1[:, 1], c1[:, 0]].float()  # K,D
+    out = c2.float().clone()
+    for axis, n in ((0, w), (1, h)):
+        lo, hi = c2.clone(), c2.clone()
+        lo[:, axis] = (c2[:, axis] - 1).clamp(0, n - 1)
+        hi[:, axis] = (c2[:, axis] + 1).clamp(0, n - 1)
+        s0 = (a * desc2[c2[:, 1], c2[:, 0]]).sum(-1)
+        sm = (a * desc2[lo[:, 1], lo[:, 0]]).sum(-1)
+        sp = (a * desc2[hi[:, 1], hi[:, 0]]).sum(-1)
+        den = sm - 2 * s0 + sp
+        ok = (den < -1e-6) & (c2[:, axis] > 0) & (c2[:, axis] < n - 1)
+        off = torch.where(ok, (sm - sp) / (2 * den.where(ok, torch.ones_like(den))), torch.zeros_like(den))
+        out[:, axis] += off.clamp(-0.5, 0.5)
+    return out
+
+
 @torch.no_grad()
 def match_descriptors(desc1: torch.Tensor, desc2: torch.Tensor, image_hw: tuple[int, int], min_sim: float = -1.0,
-                      coarse_factor: int = 1, window: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                      coarse_factor: int = 1, window: int = 1, subpixel: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Matches between two descriptor maps (h, w, D) -> pixel coordinates kp1 (K, 2), kp2 (K, 2) in the
     full (H, W) image, and their similarities (K,).
 
@@ -59,20 +83,33 @@ def match_descriptors(desc1: torch.Tensor, desc2: torch.Tensor, image_hw: tuple[
     each coarse match (c1, c2) is refined by a mutual NN between the f² fine cells of c1 and the fine
     cells of the (2 window + 1)² coarse cells around c2 — full-resolution matches at the cost of
     (h w / f²)² + h w (2 window + 1)² similarities instead of (h w)².
+    ``subpixel`` moves each view-2 match to the parabolic peak of its 3x3 similarities
+    (``subpixel_refine``): descriptors at stride s otherwise quantise matches to s pixels.
     """
     H, W = image_hw
     h, w, D = desc1.shape
     if coarse_factor <= 1:
-        i1, i2, s = mutual_nn(desc1.reshape(-1, D).float(), desc2.reshape(-1, D).float())
-        centres = cell_centres(h, w, H, W)
-        keep = s >= min_sim
-        return centres[i1[keep]], centres[i2[keep]], s[keep]
-    f = coarse_factor
+        i1, i2, sims = mutual_nn(desc1.reshape(-1, D).float(), desc2.reshape(-1, D).float())
+        k1 = torch.stack([i1 % w, i1 // w], -1)  # K,2 cells (x, y)
+        k2 = torch.stack([i2 % w, i2 // w], -1)
+    else:
+        k1, k2, sims = _coarse_to_fine(desc1, desc2, coarse_factor, window)
+    keep = sims >= min_sim
+    k1, k2, sims = k1[keep], k2[keep], sims[keep]
+    k2f = subpixel_refine(desc1, desc2, k1, k2) if subpixel and len(k1) else k2.float()
+    sy, sx = H / h, W / w
+    to_px = lambda c: torch.stack([(c[:, 0] + 0.5) * sx - 0.5, (c[:, 1] + 0.5) * sy - 0.5], -1)  # noqa: E731
+    return to_px(k1.float()), to_px(k2f), sims
+
+
+def _coarse_to_fine(desc1: torch.Tensor, desc2: torch.Tensor, f: int, window: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Coarse-to-fine mutual NN (see ``match_descriptors``) -> cells k1 (K,2), k2 (K,2) as (x, y), sims (K,)."""
+    h, w, D = desc1.shape
     if h % f or w % f:
         raise ValueError(f"descriptor map {h}x{w} is not divisible by coarse_factor {f}")
     pool = lambda d: F.normalize(F.avg_pool2d(d.permute(2, 0, 1)[None].float(), f)[0].permute(1, 2, 0), dim=-1)  # noqa: E731
     c1, c2 = pool(desc1), pool(desc2)  # h/f,w/f,D
-    hc, wc = c1.shape[:2]
+    wc = c1.shape[1]
     ci1, ci2, _ = mutual_nn(c1.reshape(-1, D), c2.reshape(-1, D))
     fine1 = desc1.float()
     fine2 = desc2.float()
@@ -81,36 +118,28 @@ def match_descriptors(desc1: torch.Tensor, desc2: torch.Tensor, image_hw: tuple[
     for a, b in zip(ci1.tolist(), ci2.tolist()):
         ya, xa = divmod(a, wc)
         yb, xb = divmod(b, wc)
-        # fine cells of coarse cell a
-        ys1, xs1 = ya * f + offs, xa * f + offs
-        # fine cells of the window around coarse cell b
-        y0, y1 = max(0, (yb - window) * f), min(h, (yb + window + 1) * f)
+        ys1, xs1 = ya * f + offs, xa * f + offs  # fine cells of coarse cell a
+        y0, y1 = max(0, (yb - window) * f), min(h, (yb + window + 1) * f)  # window around coarse cell b
         x0, x1 = max(0, (xb - window) * f), min(w, (xb + window + 1) * f)
         A = fine1[ys1[:, None], xs1[None]].reshape(-1, D)  # f*f,D
         B = fine2[y0:y1, x0:x1].reshape(-1, D)
         ia, ib, s = mutual_nn(A, B)
-        ya_f, xa_f = ys1[ia // f], xs1[ia % f]
         wb = x1 - x0
-        yb_f, xb_f = y0 + ib // wb, x0 + ib % wb
-        kp1.append(torch.stack([xa_f, ya_f], -1))
-        kp2.append(torch.stack([xb_f, yb_f], -1))
+        kp1.append(torch.stack([xs1[ia % f], ys1[ia // f]], -1))
+        kp2.append(torch.stack([x0 + ib % wb, y0 + ib // wb], -1))
         sims.append(s)
     if not kp1:
-        z = torch.zeros(0, 2)
-        return z, z, torch.zeros(0)
+        e = torch.zeros(0, 2, dtype=torch.long)
+        return e, e, torch.zeros(0)
     kp1, kp2, sims = torch.cat(kp1), torch.cat(kp2), torch.cat(sims)
-    # a fine cell of view 2 may be claimed by two neighbouring coarse matches: keep the best
+    # a fine cell of view 2 may be claimed by two neighbouring coarse matches: keep the most similar
     key = kp2[:, 1] * w + kp2[:, 0]
     order = torch.argsort(sims, descending=True)
-    _, first = torch.unique(key[order], return_inverse=True)
-    seen = torch.zeros(int(first.max()) + 1, dtype=torch.bool)
-    keep = torch.zeros(len(order), dtype=torch.bool)
-    for n, u in enumerate(first.tolist()):
-        if not seen[u]:
-            seen[u] = True
-            keep[order[n]] = True
-    kp1, kp2, sims = kp1[keep], kp2[keep], sims[keep]
-    keep = sims >= min_sim
-    sy, sx = H / h, W / w
-    to_px = lambda c: torch.stack([(c[:, 0] + 0.5) * sx - 0.5, (c[:, 1] + 0.5) * sy - 0.5], -1)  # noqa: E731
-    return to_px(kp1[keep].float()), to_px(kp2[keep].float()), sims[keep]
+    keyo = key[order]
+    first = torch.ones(len(order), dtype=torch.bool)
+    srt, perm = torch.sort(keyo, stable=True)
+    dup = torch.zeros(len(order), dtype=torch.bool)
+    dup[1:] = srt[1:] == srt[:-1]
+    first[perm[dup]] = False
+    keep = order[first]
+    return kp1[keep], kp2[keep], sims[keep]

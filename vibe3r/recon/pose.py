@@ -122,7 +122,7 @@ class ModelPoseEstimator:
     ``vibe3r.eval.pairs`` — ``(img0 uint8, img1 uint8, K0, K1) -> (R, t, n_matches) | None``."""
 
     def __init__(self, model: torch.nn.Module, solver: str = "essential", ransac_px: float = 1.0,
-                 coarse_factor: int = 1, n_points: int = 4000, pnp_px: float = 2.0) -> None:
+                 coarse_factor: int = 1, n_points: int = 4000, pnp_px: float = 2.0, subpixel: bool = True) -> None:
         if solver not in SOLVERS:
             raise InputError(f"unknown pose solver {solver!r}; valid: {', '.join(SOLVERS)}")
         self.model = model.eval()
@@ -131,6 +131,7 @@ class ModelPoseEstimator:
         self.coarse_factor = coarse_factor
         self.n_points = n_points
         self.pnp_px = pnp_px
+        self.subpixel = subpixel
 
     @torch.no_grad()
     def __call__(self, img0: np.ndarray, img1: np.ndarray, K0: np.ndarray, K1: np.ndarray):  # noqa: ANN204
@@ -141,7 +142,8 @@ class ModelPoseEstimator:
         out = self.model(x0, x1)
         H, W = img0.shape[:2]
         if self.solver in ("essential", "pnp_matches"):
-            kp0, kp1, _ = match_descriptors(out["desc1"][0], out["desc2"][0], (H, W), coarse_factor=self.coarse_factor)
+            kp0, kp1, _ = match_descriptors(out["desc1"][0], out["desc2"][0], (H, W), coarse_factor=self.coarse_factor,
+                                            subpixel=self.subpixel)
             if self.solver == "essential":
                 res = estimate_pose_essential(kp0.numpy(), kp1.numpy(), K0, K1, self.ransac_px)
                 return None if res is None else (res[0], res[1], len(kp0))
