@@ -35,6 +35,7 @@ def pairs_cmd(
     pose: Annotated[str, typer.Option("--pose", help="model pose solver: essential | pnp | pnp_matches | procrustes")] = "essential",
     ransac_px: Annotated[float, typer.Option("--ransac-px", help="model: essential-matrix RANSAC threshold in pixels")] = 1.0,
     coarse: Annotated[int, typer.Option("--coarse", help="model: coarse-to-fine matching factor (1 = plain mutual NN)")] = 1,
+    ransac: Annotated[str, typer.Option("--ransac", help="essential-matrix estimator for sift and model: ransac (SuperGlue protocol) | usac_accurate | magsac")] = "ransac",
     subpixel: Annotated[bool, typer.Option("--subpixel/--no-subpixel", help="model: parabolic sub-cell refinement of matches")] = True,
     threads: Annotated[int, typer.Option("--threads", help="torch CPU threads for the model")] = 1,
     save: Annotated[Path | None, typer.Option("--save", help="write the full result (per-pair errors) as JSON")] = None,
@@ -45,7 +46,7 @@ def pairs_cmd(
 
     from vibe3r.eval import pairs as P
 
-    estimator = make_estimator(method, ckpt=ckpt, pose=pose, threads=threads, ransac_px=ransac_px, coarse=coarse, subpixel=subpixel)
+    estimator = make_estimator(method, ckpt=ckpt, pose=pose, threads=threads, ransac_px=ransac_px, coarse=coarse, subpixel=subpixel, ransac=ransac)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeRemainingColumn(), transient=True) as bar:
         task = bar.add_task(f"{method} {size}px", total=None)
@@ -60,18 +61,18 @@ def pairs_cmd(
 
 
 def make_estimator(method: str, ckpt: Path | None = None, pose: str = "essential", threads: int = 1,
-                   ransac_px: float = 1.0, coarse: int = 1, subpixel: bool = True):  # noqa: ANN201
+                   ransac_px: float = 1.0, coarse: int = 1, subpixel: bool = True, ransac: str = "ransac"):  # noqa: ANN201
     """Build the pose estimator for ``--method`` (see ``vibe3r.eval.pairs``)."""
     from vibe3r.eval import pairs as P
 
     if method == "identity":
         return P.identity_estimator
     if method == "sift":
-        return P.make_sift_estimator()
+        return P.make_sift_estimator(ransac=ransac)
     if method == "model":
         if ckpt is None:
             raise InputError("--method model needs --ckpt")
         from vibe3r.recon.pose import make_model_estimator
 
-        return make_model_estimator(ckpt, solver=pose, threads=threads, ransac_px=ransac_px, coarse_factor=coarse, subpixel=subpixel)
+        return make_model_estimator(ckpt, solver=pose, threads=threads, ransac_px=ransac_px, coarse_factor=coarse, subpixel=subpixel, ransac=ransac)
     raise InputError(f"unknown method {method!r}; valid: {', '.join(P.METHODS)}")

@@ -17,7 +17,8 @@ Methods:
 * ``identity`` the no-motion prior (R = I, t undefined → e_t = 90°),
 * ``sift``     OpenCV SIFT (8000 features) + Lowe ratio 0.8 + ``findEssentialMat`` RANSAC with a
   1 px threshold (in pixels of the resized image, divided by the mean focal length because the
-  keypoints are normalised by K) + ``recoverPose``, exactly SuperGlue's ``estimate_pose``,
+  keypoints are normalised by K) + ``recoverPose``, exactly SuperGlue's ``estimate_pose``
+  (``--ransac usac_accurate|magsac`` swaps in a locally optimised estimator for every method),
 * ``model``    a vibe3r reconstruction checkpoint: dense descriptors → mutual nearest neighbours →
   the same essential-matrix RANSAC (``vibe3r.recon.pose``).
 """
@@ -72,12 +73,13 @@ def identity_estimator(img0, img1, K0, K1):  # noqa: ANN001 - PoseEstimator sign
     return np.eye(3), np.zeros(3), 0
 
 
-def make_sift_estimator(n_features: int = 8000, ratio: float = 0.8, thresh_px: float = 1.0) -> PoseEstimator:
-    """SIFT + ratio test + essential-matrix RANSAC, as SuperGlue's classical baseline."""
+def make_sift_estimator(n_features: int = 8000, ratio: float = 0.8, thresh_px: float = 1.0, ransac: str = "ransac") -> PoseEstimator:
+    """SIFT + ratio test + essential-matrix RANSAC, as SuperGlue's classical baseline
+    (``ransac`` picks the robust estimator, see ``recon.pose.RANSAC_METHODS``)."""
 
     def run(img0, img1, K0, K1):  # noqa: ANN001
         p0, p1 = sift_matches(img0, img1, n_features, ratio)
-        res = estimate_pose_essential(p0, p1, K0, K1, thresh_px)
+        res = estimate_pose_essential(p0, p1, K0, K1, thresh_px, method=ransac)
         if res is None:
             return None
         return res[0], res[1], len(p0)

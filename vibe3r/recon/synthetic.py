@@ -1,9 +1,9 @@
 """An analytic world for fast tests and smoke runs of the reconstruction stage (no renderer needed).
 
-A camera moves inside a z-up box room (floor at z = 0) whose six faces carry a procedural
-texture: per face and channel, ``0.5 + sum_k a_k sin(2π f_k · (u, v) + φ_k)`` with (u, v) the face's
-in-plane world coordinates. Rays are intersected with the box in closed form (exit distance of a
-ray from inside an axis-aligned box), so depth, poses and images are exact. The output is a
+A camera moves inside a z-up box room (floor at z = 0) with a few boxes on the floor; every face
+carries a procedural texture: per face and channel, ``0.5 + sum_k a_k sin(2π f_k · (u, v) + φ_k)`` with (u, v) the face's
+in-plane world coordinates. Rays are intersected with the room and the boxes in closed form (slab
+test of axis-aligned boxes), so depth, poses and images are exact. The output is a
 ``video_gen.dataset.VideoGT`` and can be written as pair shards with the project's ``ShardWriter``,
 which makes it a drop-in training set for ``PairShardDataset``.
 """
@@ -28,56 +28,74 @@ def _face_texture(rng: np.random.Generator, n_waves: int = 10, max_freq: float =
     return np.concatenate([f, ph, amp], -1)
 
 
+def _slabs(o: np.ndarray, d: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Slab test of rays (H,W,3) against an axis-aligned box: entry/exit distances and their axes."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t1 = (lo - o) / d
+        t2 = (hi - o) / d
+    t1 = np.where(np.isnan(t1), -np.inf, t1)
+    t2 = np.where(np.isnan(t2), np.inf, t2)
+    tmin, tmax = np.minimum(t1, t2), np.maximum(t1, t2)
+    return tmin.max(-1), tmax.min(-1), tmin.argmax(-1), tmax.argmin(-1)
+
+
 def box_room_video(seed: int, n_frames: int = 8, H: int = 48, W: int = 64, fov_deg: float = 60.0,
-                   step: float = 0.08, turn_deg: float = 3.0) -> VideoGT:
-    """A short handheld-like video inside a textured box room.
+                   step: float = 0.08, turn_deg: float = 3.0, n_boxes: int = 4) -> VideoGT:
+    """A short handheld-like video inside a textured box room with ``n_boxes`` textured boxes on the
+    floor along the walls (so that views are not planar, which would make the essential matrix
+    ambiguous).
 
     The camera starts near the room centre at eye height, looks horizontally in a random direction
     and then walks ``step`` metres and turns up to ``turn_deg`` degrees (yaw) per frame, with a little
     pitch jitter. Returns images (N,H,W,3) uint8, depth (N,H,W) m, K (N,3,3), c2w (N,4,4).
     """
     rng = np.random.default_rng(seed)
-    half = np.array([rng.uniform(1.5, 3.0), rng.uniform(1.5, 3.0)])
+    half = np.array([rng.uniform(1.8, 3.0), rng.uniform(1.8, 3.0)])
     height = rng.uniform(2.4, 3.0)
     lo = np.array([-half[0], -half[1], 0.0])
     hi = np.array([half[0], half[1], height])
-    tex = [_face_texture(rng) for _ in range(6)]  # faces: -x, +x, -y, +y, -z, +z
+    boxes = []
+    for _ in range(n_boxes):  # a box against a random wall, leaving the centre free for the camera
+        size = rng.uniform([0.3, 0.3, 0.3], [0.9, 0.9, 1.4])
+        c = rng.uniform(-half + size[:2] / 2, half - size[:2] / 2)
+        a = int(rng.integers(2))
+        c[a] = np.sign(rng.uniform(-1, 1)) * (half[a] - size[a] / 2 - rng.uniform(0, 0.3))
+        boxes.append((np.array([c[0] - size[0] / 2, c[1] - size[1] / 2, 0.0]), np.array([c[0] + size[0] / 2, c[1] + size[1] / 2, size[2]])))
+    tex = [_face_texture(rng) for _ in range(6 * (1 + n_boxes))]  # 6 faces per room / box: -x, +x, -y, +y, -z, +z
     K = geometry.intrinsics_from_fov(fov_deg, W, H).numpy()
 
     yaw = rng.uniform(0, 2 * np.pi)
-    pos = np.array([rng.uniform(-0.3, 0.3) * half[0], rng.uniform(-0.3, 0.3) * half[1], rng.uniform(1.2, 1.6)])
+    pos = np.array([rng.uniform(-0.2, 0.2) * half[0], rng.uniform(-0.2, 0.2) * half[1], rng.uniform(1.5, 1.8)])
     walk = rng.uniform(0, 2 * np.pi)
     c2ws = []
     for _ in range(n_frames):
-        pitch = rng.normal(0, 0.05)
+        pitch = rng.normal(-0.15, 0.05)  # slightly down, to see the boxes
         d = np.array([np.cos(yaw) * np.cos(pitch), np.sin(yaw) * np.cos(pitch), np.sin(pitch)])
         c2ws.append(geometry.look_at(torch.tensor(pos), torch.tensor(pos + d)).numpy())
         yaw += np.radians(rng.uniform(-turn_deg, turn_deg))
         walk += rng.normal(0, 0.3)
         pos = pos + step * np.array([np.cos(walk), np.sin(walk), rng.normal(0, 0.1)])
-        pos = np.clip(pos, lo + 0.5, hi - 0.5)
+        pos = np.clip(pos, np.r_[-0.4 * half, 1.5], np.r_[0.4 * half, 1.8])
     c2w = np.stack(c2ws)
 
     images, depths = [], []
     for T in c2w:
-        o, d = geometry.camera_rays(K, T, H, W)  # H,W,3 z-normalised directions
+        o, d = geometry.camera_rays(K, T, H, W)  # H,W,3 z-normalised directions (t = z-depth)
         o, d = o.numpy(), d.numpy()
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t_hi = np.where(d > 0, (hi - o) / d, np.inf)
-            t_lo = np.where(d < 0, (lo - o) / d, np.inf)
-        t_axis = np.minimum(t_hi, t_lo)  # H,W,3 exit distance per axis (in units of z-depth)
-        axis = t_axis.argmin(-1)  # H,W
-        depth = np.take_along_axis(t_axis, axis[..., None], -1)[..., 0]  # z-depth (d has z = 1)
+        _, depth, _, axis = _slabs(o, d, lo, hi)  # leaving the room
+        sign = np.take_along_axis(d, axis[..., None], -1)[..., 0] > 0
+        face = 2 * axis + sign.astype(int)
+        for k, (blo, bhi) in enumerate(boxes):
+            t_in, t_out, ax_in, _ = _slabs(o, d, blo, bhi)
+            hit = (t_in <= t_out) & (t_in > 1e-6) & (t_in < depth)
+            entering_neg = np.take_along_axis(d, ax_in[..., None], -1)[..., 0] > 0  # entering through the -face
+            depth = np.where(hit, t_in, depth)
+            face = np.where(hit, 6 * (k + 1) + 2 * ax_in + (~entering_neg).astype(int), face)
         X = o + depth[..., None] * d  # H,W,3 world points
-        positive = np.take_along_axis(d, axis[..., None], -1)[..., 0] > 0
-        face = 2 * axis + positive.astype(int)  # 0..5
         img = np.zeros((H, W, 3))
-        for fi in range(6):
+        for fi in np.unique(face):
             m = face == fi
-            if not m.any():
-                continue
-            a = fi // 2
-            uv = np.delete(X[m], a, axis=1)  # N,2 in-plane coordinates
+            uv = np.delete(X[m], (fi % 6) // 2, axis=1)  # N,2 in-plane coordinates
             p = tex[fi]  # 3,n,4
             phase = 2 * np.pi * (uv[None, :, None, 0] * p[:, None, :, 0] + uv[None, :, None, 1] * p[:, None, :, 1]) + p[:, None, :, 2]
             img[m] = (0.5 + (p[:, None, :, 3] * np.sin(phase)).sum(-1)).T
