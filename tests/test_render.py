@@ -14,7 +14,7 @@ from vibe3r.video_gen.video_io import read_video
 from vibe3r.video_gen.world import build_scene
 
 TINY = ["world.texture_res=64", "world.objects=[2,4]", "world.clutter=[2,5]", "world.decor=[1,2]",
-        "render.width=48", "render.height=36"]
+        "render.width=64", "render.height=48"]
 EMPTY = WorldConfig(texture_res=32, openings=(0, 0), objects=(0, 0), clutter=(0, 0), decor=(0, 0))
 
 
@@ -97,8 +97,8 @@ def test_gt_depth_and_poses_are_multiview_consistent(video):
 
 def test_video_folder_has_exact_gt_layout(video):
     frames, K, c2w, depth, meta = read_video(video)
-    assert frames.shape == (9, 36, 48, 3) and frames.dtype == np.uint8
-    assert K.shape == (9, 3, 3) and c2w.shape == (9, 4, 4) and depth.shape == (9, 36, 48)
+    assert frames.shape == (9, 48, 64, 3) and frames.dtype == np.uint8
+    assert K.shape == (9, 3, 3) and c2w.shape == (9, 4, 4) and depth.shape == (9, 48, 64)
     assert depth.dtype == np.float32 and (depth > 0).all()  # closed room: every pixel hits
     assert meta["generator"]["name"] == "vibe3r-sim" and meta["scene_seed"] == 5
     assert meta["prompt"] == "handheld walk 0.8 frames 8"
@@ -110,7 +110,9 @@ def test_video_folder_has_exact_gt_layout(video):
 
 def test_same_seed_same_bytes_and_different_seeds_differ(video, tmp_path):
     again = render_video("handheld walk 0.8 frames 8", 5, _cfg(), tmp_path / "again")
-    for f in ["gt.npz", "frames/00000.png", "frames/00008.png", "video.mp4"]:
+    files = sorted(str(p.relative_to(video)) for p in video.rglob("*") if p.is_file())
+    assert len(files) == 9 + 4 and files == sorted(str(p.relative_to(again)) for p in again.rglob("*") if p.is_file())
+    for f in files:  # every byte: frames, gt.npz, meta.json, config.yaml, video.mp4
         assert (again / f).read_bytes() == (video / f).read_bytes(), f
     other = render_video("handheld walk 0.8 frames 8", 6, _cfg(), tmp_path / "other")
     assert (other / "frames/00000.png").read_bytes() != (video / "frames/00000.png").read_bytes()

@@ -8,7 +8,7 @@ import pytest
 from vibe3r.config import WorldConfig
 from vibe3r.errors import InputError
 from vibe3r.video_gen import textures as tx
-from vibe3r.video_gen.world import _overlap, build_scene
+from vibe3r.video_gen.world import R_START, _overlap, build_scene
 
 SMALL = WorldConfig(texture_res=64, objects=(3, 6), clutter=(2, 6), decor=(1, 3))
 
@@ -70,8 +70,9 @@ def test_place_trajectory_keeps_every_camera_centre_free(scene):
     assert 1.2 <= start[2, 3] <= 1.7
     np.testing.assert_allclose(start[:3, :3].T @ start[:3, :3], np.eye(3), atol=1e-12)
     assert abs(start[2, 2]) < 1e-12  # level: the optical axis is horizontal
-    centres = start[:3, :3] @ np.array([[0, -1, 0], [0, 0, -1], [1, 0, 0]]).T @ ext.T
-    centres = centres.T + start[:3, 3]
+    Rz = start[:3, :3] @ R_START.T  # the yaw that was applied to the canonical start
+    np.testing.assert_allclose(Rz[2], [0, 0, 1], atol=1e-12)
+    centres = ext @ Rz.T + start[:3, 3]
     assert scene.free_mask(centres, 0.3).all()
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import colorsys
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -558,12 +558,21 @@ GENERATORS: dict[str, Callable[..., np.ndarray]] = {
 class TextureBank:
     """All textures of a scene: ``levels[l]`` is (T, R>>l, R>>l, 3) linear RGB float32.
 
-    ``mirror[t]`` selects mirror addressing (image crops) instead of wrap-around repetition.
+    ``mirror[t]`` selects mirror addressing (image crops, prints) instead of wrap-around
+    repetition. For sampling, all levels are also kept in one flat (Σ_l T (R>>l)², 3) array so a
+    batch of lookups at mixed levels is one gather.
     """
 
     levels: list[np.ndarray]
     mirror: np.ndarray
     names: list[str]
+    flat: np.ndarray = field(init=False, repr=False)
+    base: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.flat = np.concatenate([lv.reshape(-1, 3) for lv in self.levels]).astype(np.float32)
+        sizes = [lv.shape[0] * lv.shape[1] * lv.shape[2] for lv in self.levels]
+        self.base = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
 
     @classmethod
     def build(cls, images_srgb: list[np.ndarray], mirror: list[bool], names: list[str]) -> TextureBank:
@@ -579,28 +588,25 @@ class TextureBank:
     def res(self) -> int:
         return self.levels[0].shape[1]
 
-    def _bilinear(self, level: int, tex: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        lv = self.levels[level]
-        S = lv.shape[1]
-        flat = lv.reshape(-1, 3)
-        x = u * (S / self.res) - 0.5  # texel centres at integer + 0.5 in level-0 units
-        y = v * (S / self.res) - 0.5
+    def _bilinear(self, level: np.ndarray, tex: np.ndarray, u: np.ndarray, v: np.ndarray, mir: np.ndarray) -> np.ndarray:
+        """Bilinear lookups (M,3) at per-point integer mip ``level`` (M,), level-0 texel coords (u, v)."""
+        S = (self.res >> level).astype(np.int64)
+        scale = (S / self.res).astype(np.float32)
+        x = u * scale - 0.5  # texel centres at integer + 0.5
+        y = v * scale - 0.5
         x0, y0 = np.floor(x), np.floor(y)
         fx, fy = (x - x0)[:, None], (y - y0)[:, None]
         x0, y0 = x0.astype(np.int64), y0.astype(np.int64)
-        mir = self.mirror[tex]
 
         def wrap(i: np.ndarray) -> np.ndarray:
-            rep = np.mod(i, S)
             m = np.mod(i, 2 * S)
-            return np.where(mir, np.where(m < S, m, 2 * S - 1 - m), rep)
+            return np.where(mir, np.where(m < S, m, 2 * S - 1 - m), np.mod(i, S))
 
         xa, xb, ya, yb = wrap(x0), wrap(x0 + 1), wrap(y0), wrap(y0 + 1)
-        base = tex.astype(np.int64) * (S * S)
-        c00 = flat[base + ya * S + xa]
-        c01 = flat[base + ya * S + xb]
-        c10 = flat[base + yb * S + xa]
-        c11 = flat[base + yb * S + xb]
+        b = self.base[level] + tex * S * S
+        f = self.flat
+        c00, c01 = f[b + ya * S + xa], f[b + ya * S + xb]
+        c10, c11 = f[b + yb * S + xa], f[b + yb * S + xb]
         return (c00 * (1 - fx) + c01 * fx) * (1 - fy) + (c10 * (1 - fx) + c11 * fx) * fy
 
     def sample(self, tex: np.ndarray, u: np.ndarray, v: np.ndarray, lod: np.ndarray) -> np.ndarray:
@@ -610,15 +616,13 @@ class TextureBank:
         bilinearly and blended by ``frac(lod)`` (standard mip-mapping; Williams 1983).
         """
         L = len(self.levels) - 1
-        lod = np.clip(lod, 0, L)
+        tex = np.asarray(tex, np.int64)
+        u = np.asarray(u, np.float32)
+        v = np.asarray(v, np.float32)
+        lod = np.clip(np.asarray(lod, np.float32), 0, L)
         l0 = np.minimum(np.floor(lod).astype(np.int64), L)
         f = (lod - l0).astype(np.float32)[:, None]
-        out = np.empty((len(tex), 3), np.float32)
-        for lev in np.unique(l0):
-            m = l0 == lev
-            a = self._bilinear(int(lev), tex[m], u[m], v[m])
-            if lev < L:
-                b = self._bilinear(int(lev) + 1, tex[m], u[m], v[m])
-                a = a * (1 - f[m]) + b * f[m]
-            out[m] = a
-        return out
+        mir = self.mirror[tex]
+        a = self._bilinear(l0, tex, u, v, mir)
+        b = self._bilinear(np.minimum(l0 + 1, L), tex, u, v, mir)
+        return a * (1 - f) + b * f

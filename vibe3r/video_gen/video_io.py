@@ -41,10 +41,12 @@ def encode_mp4(path: Path, frames: np.ndarray, fps: float, crf: int = 18) -> Non
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
         stream.width, stream.height = W + pw, H + ph
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "medium"}
-        stream.thread_count = 1  # deterministic output
-        for f in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+        # one x264 thread and no lookahead threads: the same frames give the same bytes
+        stream.options = {"crf": str(crf), "preset": "medium", "x264-params": "threads=1:lookahead-threads=1:sync-lookahead=0"}
+        for i, f in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24").reformat(format="yuv420p")
+            vf.pts = i
+            for packet in stream.encode(vf):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)

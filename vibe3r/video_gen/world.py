@@ -392,11 +392,13 @@ class _Builder:
         self.parts.append(Part(mesh, mat, frame, np.asarray(scale, np.float64), np.asarray(offset, np.float64), kind, name))
 
     def box(self, centre: np.ndarray, size: np.ndarray, mat: int, yaw: float = 0.0, frame: np.ndarray | None = None,
-            face: bool = False, name: str = "box", tilt: float = 0.0) -> None:
+            face: bool = False, name: str = "box", tilt: float = 0.0, crop: bool = False) -> None:
         """Box of ``size`` in its own frame ``Rz(yaw) Rx(tilt)`` about ``centre``.
 
         ``face=True`` maps the texture once per face (prints); otherwise it repeats every
-        ``material.tile`` metres in ``frame`` (default: the box's own frame).
+        ``material.tile`` metres in ``frame`` (default: the box's own frame). ``crop=True`` maps a
+        random sub-window (35-90 % per axis) of the print instead of all of it, so items sharing a
+        print (books, papers, boxes) still look different.
         """
         size = np.asarray(size, np.float64)
         R = rot_z(yaw) @ rot_x(tilt)
@@ -405,7 +407,10 @@ class _Builder:
         m.translate(np.asarray(centre, np.float64))
         own = pose(R, np.asarray(centre, np.float64))
         if face:
-            self._add(m, mat, own, size, size / 2, FLAT, name)
+            f = self.rng.uniform(0.35, 0.9, 3) if crop else np.ones(3)
+            off = self.rng.uniform(0, 1, 3) * (1 - f)
+            # c = (p + size/2) / size in [0,1] -> off + f c  <=>  scale = size / f, offset = size/2 + off size / f
+            self._add(m, mat, own, size / f, size / 2 + off * size / f, FLAT, name)
         else:
             tile = self.materials[mat].tile
             self._add(m, mat, own if frame is None else frame, np.full(3, tile), None, FLAT, name)
@@ -766,10 +771,10 @@ def _local_to_world(c: np.ndarray, yaw: float, lx: float, ly: float) -> np.ndarr
 
 
 def _lbox(B: _Builder, c: np.ndarray, yaw: float, lx: float, ly: float, z0: float, size: tuple[float, float, float],
-          mat: int, face: bool = False, name: str = "part") -> None:
+          mat: int, face: bool = False, name: str = "part", crop: bool = False) -> None:
     """Box given in object-local coordinates: centre (lx, ly), bottom z0, size (sx, sy, sz)."""
     p = _local_to_world(c, yaw, lx, ly)
-    B.box([p[0], p[1], z0 + size[2] / 2], size, mat, yaw=yaw, face=face, name=name)
+    B.box([p[0], p[1], z0 + size[2] / 2], size, mat, yaw=yaw, face=face, name=name, crop=crop)
 
 
 def _wood_mat(B: _Builder, rng: np.random.Generator) -> int:
@@ -855,7 +860,7 @@ def _bookcase(B: _Builder, rng: np.random.Generator, c: np.ndarray, yaw: float, 
                 cov = covers[int(rng.integers(len(covers)))]
                 mb = len(B.materials)  # a book: a shared cover print, tinted per book
                 B.materials.append(Material("book", B.materials[cov].tex, 0.3, 0.35 + 0.65 * colour, 0.05, 20.0, 0.0, 0.0))
-                _lbox(B, c, yaw, x + bw / 2, d / 2 - bd / 2 - 0.005, z + t, (bw, bd, bh), mb, face=True, name="book")
+                _lbox(B, c, yaw, x + bw / 2, d / 2 - bd / 2 - 0.005, z + t, (bw, bd, bh), mb, face=True, name="book", crop=True)
                 x += bw + float(rng.uniform(0.0, 0.004))
     surfaces.append(_Surface(np.array([c[0], c[1], h]), yaw, np.array([w / 2, d / 2])))
     return h
@@ -1047,7 +1052,7 @@ def _wall_decor(B: _Builder, rng: np.random.Generator, n: int, openings: list[Op
                     off = rng.uniform(-0.4, 0.4, 2) * [pw, ph]
                     qq = q + np.array([math.cos(yaw), math.sin(yaw)]) * off[0]
                     B.box([qq[0], qq[1], zc + off[1]], [rng.uniform(0.08, 0.21), 0.002, rng.uniform(0.08, 0.3)],
-                          B.material("poster", 1.0), yaw=yaw, face=True, name="note")
+                          B.material("poster", 1.0), yaw=yaw, face=True, name="note", crop=True)
         elif kind < 0.3:
             dsh = float(rng.uniform(0.18, 0.26))
             q = _wall_point(wall, s, Lx, Ly) + n_in * dsh / 2
@@ -1067,10 +1072,10 @@ def _wall_decor(B: _Builder, rng: np.random.Generator, n: int, openings: list[Op
                 q = p + n_in * (frame_d / 2 + 0.001)
                 fw = float(rng.uniform(0.02, 0.06))
                 art = B.material("image" if B.image_files and rng.random() < 0.5 else "poster", 1.0)
-                B.box([q[0], q[1], zc], [pw - 2 * fw, 0.002, ph - 2 * fw], art, yaw=yaw, face=True, name="picture")
+                B.box([q[0], q[1], zc], [pw - 2 * fw, 0.002, ph - 2 * fw], art, yaw=yaw, face=True, name="picture", crop=True)
             else:
                 art = B.material("image" if B.image_files and rng.random() < 0.4 else "poster", 1.0)
-                B.box([p[0], p[1], zc], [pw, 0.003, ph], art, yaw=yaw, face=True, name="poster")
+                B.box([p[0], p[1], zc], [pw, 0.003, ph], art, yaw=yaw, face=True, name="poster", crop=True)
 
 
 def _fixtures(B: _Builder, rng: np.random.Generator, openings: list[Opening], Lx: float, Ly: float, H: float,
@@ -1172,24 +1177,24 @@ def _place_clutter(B: _Builder, rng: np.random.Generator, surf: _Surface, on_flo
         for _k in range(int(rng.integers(1, 5))):
             bw, bd, bh = rng.uniform(0.13, 0.24) * big, rng.uniform(0.1, 0.17) * big, rng.uniform(0.015, 0.05)
             B.box([p[0], p[1], top + bh / 2], [bw, bd, bh], B.material("poster", 0.3), yaw=yaw + float(rng.normal(0, 0.2)),
-                  face=True, name="book")
+                  face=True, name="book", crop=True)
             top += bh
     elif kind == "papers":
         for _k in range(int(rng.integers(1, 4))):
             B.box([p[0] + rng.normal(0, 0.02), p[1] + rng.normal(0, 0.02), top + 0.002], [0.21, 0.297, 0.003],
-                  B.material("poster", 0.3), yaw=yaw + float(rng.normal(0, 0.3)), face=True, name="paper")
+                  B.material("poster", 0.3), yaw=yaw + float(rng.normal(0, 0.3)), face=True, name="paper", crop=True)
             top += 0.003
     elif kind == "box":
         s = rng.uniform(0.5, 1.0, 3) * size * np.array([1.6, 1.6, 1.2])
         m = B.material(str(rng.choice(["cardboard", "poster", "neutral", "poster"])), 0.4, image_ok=True)
-        B.box([p[0], p[1], top + s[2] / 2], s, m, yaw=yaw, face=B.materials[m].name in ("poster", "image"), name="box")
+        B.box([p[0], p[1], top + s[2] / 2], s, m, yaw=yaw, face=B.materials[m].name in ("poster", "image"), name="box", crop=True)
         top += s[2]
     elif kind == "cubes":  # toy blocks / dice
         for _k in range(int(rng.integers(1, 4))):
             e = float(rng.uniform(0.03, 0.08)) * big
             off = rng.normal(0, size * 0.4, 2)
             B.box([p[0] + off[0], p[1] + off[1], z + e / 2], [e, e, e], B.material("poster", 0.2), yaw=float(rng.uniform(0, 6.3)),
-                  face=True, name="cube")
+                  face=True, name="cube", crop=True)
             top = max(top, z + e)
     elif kind in ("cup", "bottle", "bowl", "vase"):
         r = size * rng.uniform(0.6, 1.0)
@@ -1220,7 +1225,7 @@ def _place_clutter(B: _Builder, rng: np.random.Generator, surf: _Surface, on_flo
         B.box([p[0], p[1], top + 0.12 + h / 2], [w, 0.03, h], blk, yaw=yaw, name="monitor")
         q = _local_to_world(p, yaw, 0, 0.016)
         scr = B.material("image" if B.image_files else "poster", 1.0, emission=0.0)
-        B.box([q[0], q[1], top + 0.12 + h / 2], [w - 0.03, 0.002, h - 0.03], scr, yaw=yaw, face=True, name="screen")
+        B.box([q[0], q[1], top + 0.12 + h / 2], [w - 0.03, 0.002, h - 0.03], scr, yaw=yaw, face=True, name="screen", crop=True)
         top += 0.12 + h
     elif kind == "keyboard":
         B.box([p[0], p[1], top + 0.012], [0.44, 0.14, 0.024], B.material("keys", 0.5), yaw=yaw, face=True, name="keyboard")
@@ -1236,7 +1241,7 @@ def _place_clutter(B: _Builder, rng: np.random.Generator, surf: _Surface, on_flo
         B.box([hc[0], hc[1], top + 0.02 + math.cos(ang) * d / 2], [w, 0.01, d], body, yaw=yaw, tilt=-ang, name="lid")
         sc = _local_to_world(p, yaw, 0, -d / 2 - math.sin(ang) * d / 2 + 0.0055 * math.cos(ang))
         B.box([sc[0], sc[1], top + 0.02 + math.cos(ang) * d / 2 + 0.0055 * math.sin(ang)], [w - 0.03, 0.001, d - 0.03],
-              B.material("image" if B.image_files else "poster", 1.0), yaw=yaw, tilt=-ang, face=True, name="screen")
+              B.material("image" if B.image_files else "poster", 1.0), yaw=yaw, tilt=-ang, face=True, name="screen", crop=True)
         top += 0.02 + d
     elif kind == "lamp":
         base = B.plain(tx.room_colour(rng), 0.3, specular=0.3)
@@ -1250,7 +1255,7 @@ def _place_clutter(B: _Builder, rng: np.random.Generator, surf: _Surface, on_flo
         B.box([p[0], p[1], top + fh / 2], [fw, 0.015, fh], fm, yaw=yaw, tilt=0.15, name="frame")
         q = _local_to_world(p, yaw, 0, 0.008)
         B.box([q[0], q[1], top + fh / 2], [fw * 0.8, 0.002, fh * 0.8], B.material("image" if B.image_files else "poster", 1.0),
-              yaw=yaw, tilt=0.15, face=True, name="photo")
+              yaw=yaw, tilt=0.15, face=True, name="photo", crop=True)
         top += fh
     if on_floor:
         B.obstacles.append(Obstacle(np.array([p[0], p[1], top / 2]), 0.0, np.array([size, size, top / 2]), kind))
