@@ -31,32 +31,37 @@ def fmt(s: dict, prefix: str = "") -> str:
     return f"{g('auc5'):.1f} / {g('auc10'):.1f} / {g('auc20'):.1f} | {rot_s} | {g('fail_pct'):.0f}%"
 
 
-def baselines(pair_lists: list[str], size: int) -> list[tuple[str, dict]]:
+def baselines(pair_lists: list[str], size: int, ransac: list[str]) -> dict[str, list[tuple[str, dict]]]:
+    """SIFT at ``size`` and at 640x480 and the no-motion prior, keyed like ``train.evaluate_real``."""
     from vibe3r.eval.pairs import evaluate_pairs, identity_estimator, make_sift_estimator
 
-    rows = []
-    for name, est, sz in (("SIFT", make_sift_estimator(), size), ("SIFT", make_sift_estimator(), 640),
-                          ("no-motion prior", identity_estimator, size)):
-        res = {}
+    out: dict[str, list[tuple[str, dict]]] = {}
+    for i, method in enumerate(ransac):
         for pl in pair_lists:
-            ev = evaluate_pairs(pl, est, sz, method_name=name)
-            res[Path(pl).stem] = {**ev.summary, **{f"wide_{k}": v for k, v in ev.summary_wide.items()}}
-            label = f"{name} {ev.size[0]}x{ev.size[1]}" if name != "no-motion prior" else name
-        rows.append((label, res))
-    return rows
+            key = Path(pl).stem + ("" if i == 0 else f"|{method}")
+            rows = []
+            for name, est, sz in (("SIFT", make_sift_estimator(ransac=method), size), ("SIFT", make_sift_estimator(ransac=method), 640),
+                                  ("no-motion prior", identity_estimator, size)):
+                if name == "no-motion prior" and i > 0:
+                    rows.append(next(r for r in out[Path(pl).stem] if r[0] == name))
+                    continue
+                ev = evaluate_pairs(pl, est, sz, method_name=name)
+                label = f"{name} {ev.size[0]}x{ev.size[1]}" if name == "SIFT" else name
+                rows.append((label, {**ev.summary, **{f"wide_{k}": v for k, v in ev.summary_wide.items()}}))
+            out[key] = rows
+    return out
 
 
-def table(evals: list[dict], pair_lists: list[str], base: list[tuple[str, dict]]) -> str:
-    names = [Path(p).stem for p in pair_lists]
-    head = "| run | CPU-min | step | " + " | ".join(
-        f"{n} AUC@5/10/20 | med rot | fail | {n} (baseline ≥ 0.15 m) AUC@5/10/20 | med rot | fail" for n in names) + " |"
-    sep = "|" + "---|" * (3 + 6 * len(names))
-    lines = [head, sep]
+def table(key: str, evals: list[dict], base: list[tuple[str, dict]]) -> str:
+    """Markdown: one row per baseline and per in-training evaluation, all pairs and baseline ≥ 0.15 m."""
+    lines = [f"**{key}**", "",
+             "| run | CPU-min | step | AUC@5/10/20 | med rot | fail | baseline ≥ 0.15 m: AUC@5/10/20 | med rot | fail |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for label, res in base:
-        lines.append(f"| {label} | – | – | " + " | ".join(f"{fmt(res[n])} | {fmt(res[n], 'wide_')}" for n in names) + " |")
+        lines.append(f"| {label} | – | – | {fmt(res)} | {fmt(res, 'wide_')} |")
     for e in evals:
-        lines.append(f"| model | {e['cpu_min']:.1f} | {e['step']} | "
-                     + " | ".join(f"{fmt(e.get(n, {}))} | {fmt(e.get(n, {}), 'wide_')}" for n in names) + " |")
+        if key in e:
+            lines.append(f"| model | {e['cpu_min']:.1f} | {e['step']} | {fmt(e[key])} | {fmt(e[key], 'wide_')} |")
     return "\n".join(lines)
 
 
@@ -78,9 +83,12 @@ def main() -> None:
         summary = train(cfg, args.data, args.out, resume=args.resume)
         print(json.dumps(summary))
     evals = [json.loads(line) for line in (Path(args.out) / "evals.jsonl").read_text().splitlines() if line.strip()]
-    base = [] if args.no_baselines else baselines(tc.eval_pairs, tc.eval_size)
+    base = {} if args.no_baselines else baselines(tc.eval_pairs, tc.eval_size, tc.eval_ransac)
     print(f"threads={tc.threads}  eval size={tc.eval_size}  config={args.config} {' '.join(args.overrides)}")
-    print(table(evals, tc.eval_pairs, base))
+    keys = [k for k in evals[-1] if k not in ("step", "cpu_min", "wall_min")]
+    for key in keys:
+        print()
+        print(table(key, evals, base.get(key, [])))
 
 
 if __name__ == "__main__":

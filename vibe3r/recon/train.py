@@ -178,19 +178,24 @@ def load_checkpoint(out: Path, model: ReconModel, opt: torch.optim.Optimizer) ->
 # --------------------------------------------------------------------------------------------
 
 
-def evaluate_real(model: ReconModel, pair_lists: list[str], size: int) -> dict[str, dict[str, float]]:
-    """AUC / median errors of the model (mutual NN + essential RANSAC) on SuperGlue pair lists."""
+def evaluate_real(model: ReconModel, pair_lists: list[str], size: int, ransac: list[str] = ("ransac",)) -> dict[str, dict[str, float]]:
+    """AUC / median errors of the model (mutual NN + essential RANSAC) on SuperGlue pair lists.
+
+    Keys are the pair lists' stems, suffixed ``|<method>`` for every estimator after the first.
+    """
     from vibe3r.eval.pairs import evaluate_pairs
     from vibe3r.recon.pose import ModelPoseEstimator
 
     was_training = model.training
     out = {}
     try:
-        est = ModelPoseEstimator(model, "essential")
-        for pl in pair_lists:
-            ev = evaluate_pairs(pl, est, size, method_name="model")
-            out[Path(pl).stem] = {**{k: round(v, 3) for k, v in ev.summary.items()},
-                                  **{f"wide_{k}": round(v, 3) for k, v in ev.summary_wide.items()}}
+        for i, method in enumerate(ransac):
+            est = ModelPoseEstimator(model, "essential", ransac=method)
+            for pl in pair_lists:
+                ev = evaluate_pairs(pl, est, size, method_name="model")
+                key = Path(pl).stem + ("" if i == 0 else f"|{method}")
+                out[key] = {**{k: round(v, 3) for k, v in ev.summary.items()},
+                            **{f"wide_{k}": round(v, 3) for k, v in ev.summary_wide.items()}}
     finally:
         model.train(was_training)
     return out
@@ -248,7 +253,7 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False, 
     def run_eval() -> None:
         if not tc.eval_pairs or tc.eval_every_min <= 0:
             return
-        res = evaluate_real(raw_model, tc.eval_pairs, tc.eval_size)
+        res = evaluate_real(raw_model, tc.eval_pairs, tc.eval_size, tc.eval_ransac)
         row = {"step": state["step"], "cpu_min": round(state["cpu_s"] / 60, 3), "wall_min": round(state["wall_s"] / 60, 3), **res}
         with evals_path.open("a") as f:
             f.write(json.dumps(row) + "\n")
