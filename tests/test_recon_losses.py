@@ -11,6 +11,15 @@ from vibe3r.recon.losses import ConfLoss, InfoNCEMatching, L21, Regr3D, build_lo
 from vibe3r.recon.synthetic import box_pair_batch
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread avoids OpenMP oversubscription on a busy machine (10-40x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def batch():
     return box_pair_batch(B=2, H=24, W=32, seed=0, gap=2)

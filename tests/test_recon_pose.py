@@ -15,6 +15,15 @@ from vibe3r.recon.pose import ModelPoseEstimator, SOLVERS
 from vibe3r.recon.synthetic import box_pair_batch
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread avoids OpenMP oversubscription on a busy machine (10-40x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_mutual_nn_recovers_a_permutation_and_drops_one_sided_matches():
     g = torch.Generator().manual_seed(0)
     a = F.normalize(torch.randn(300, 16, generator=g), dim=-1)

@@ -103,7 +103,12 @@ def match_descriptors(desc1: torch.Tensor, desc2: torch.Tensor, image_hw: tuple[
 
 
 def _coarse_to_fine(desc1: torch.Tensor, desc2: torch.Tensor, f: int, window: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Coarse-to-fine mutual NN (see ``match_descriptors``) -> cells k1 (K,2), k2 (K,2) as (x, y), sims (K,)."""
+    """Coarse-to-fine mutual NN (see ``match_descriptors``) -> cells k1 (K,2), k2 (K,2) as (x, y), sims (K,).
+
+    All coarse matches are refined in one batched product: for match k, A_k holds the f² fine
+    descriptors of its view-1 coarse cell and B_k the ((2 window + 1) f)² fine descriptors around its
+    view-2 coarse cell (positions outside the image masked); mutual NN is taken inside each (A_k, B_k).
+    """
     h, w, D = desc1.shape
     if h % f or w % f:
         raise ValueError(f"descriptor map {h}x{w} is not divisible by coarse_factor {f}")
@@ -111,35 +116,39 @@ def _coarse_to_fine(desc1: torch.Tensor, desc2: torch.Tensor, f: int, window: in
     c1, c2 = pool(desc1), pool(desc2)  # h/f,w/f,D
     wc = c1.shape[1]
     ci1, ci2, _ = mutual_nn(c1.reshape(-1, D), c2.reshape(-1, D))
-    fine1 = desc1.float()
-    fine2 = desc2.float()
-    kp1, kp2, sims = [], [], []
-    offs = torch.arange(f)
-    for a, b in zip(ci1.tolist(), ci2.tolist()):
-        ya, xa = divmod(a, wc)
-        yb, xb = divmod(b, wc)
-        ys1, xs1 = ya * f + offs, xa * f + offs  # fine cells of coarse cell a
-        y0, y1 = max(0, (yb - window) * f), min(h, (yb + window + 1) * f)  # window around coarse cell b
-        x0, x1 = max(0, (xb - window) * f), min(w, (xb + window + 1) * f)
-        A = fine1[ys1[:, None], xs1[None]].reshape(-1, D)  # f*f,D
-        B = fine2[y0:y1, x0:x1].reshape(-1, D)
-        ia, ib, s = mutual_nn(A, B)
-        wb = x1 - x0
-        kp1.append(torch.stack([xs1[ia % f], ys1[ia // f]], -1))
-        kp2.append(torch.stack([x0 + ib % wb, y0 + ib // wb], -1))
-        sims.append(s)
-    if not kp1:
+    if len(ci1) == 0:
         e = torch.zeros(0, 2, dtype=torch.long)
         return e, e, torch.zeros(0)
-    kp1, kp2, sims = torch.cat(kp1), torch.cat(kp2), torch.cat(sims)
+    offs = torch.arange(f)
+    # view-1 fine cells of each coarse match: K, f*f
+    ya, xa = ci1 // wc, ci1 % wc
+    ay = (ya[:, None] * f + offs[None]).repeat_interleave(f, 1)  # K,f*f (row-major over the f x f block)
+    ax = (xa[:, None] * f + offs[None]).repeat(1, f)
+    # view-2 fine cells of the window around each coarse match: K, n*n with n = (2 window + 1) f
+    n = (2 * window + 1) * f
+    wo = torch.arange(n) - window * f
+    yb, xb = ci2 // wc, ci2 % wc
+    by = (yb[:, None] * f + wo[None]).repeat_interleave(n, 1)  # K,n*n
+    bx = (xb[:, None] * f + wo[None]).repeat(1, n)
+    inside = (by >= 0) & (by < h) & (bx >= 0) & (bx < w)
+    A = desc1.float()[ay, ax]  # K,f*f,D
+    B = desc2.float()[by.clamp(0, h - 1), bx.clamp(0, w - 1)]  # K,n*n,D
+    sim = torch.einsum("kad,kbd->kab", A, B).masked_fill(~inside[:, None, :], -float("inf"))  # K,f*f,n*n
+    best_b = sim.argmax(2)  # K,f*f
+    best_a = sim.argmax(1)  # K,n*n
+    mutual = torch.gather(best_a, 1, best_b) == torch.arange(f * f)[None]  # K,f*f
+    k_idx, a_idx = mutual.nonzero(as_tuple=True)
+    b_idx = best_b[k_idx, a_idx]
+    sims = sim[k_idx, a_idx, b_idx]
+    kp1 = torch.stack([ax[k_idx, a_idx], ay[k_idx, a_idx]], -1)
+    kp2 = torch.stack([bx[k_idx, b_idx], by[k_idx, b_idx]], -1)
     # a fine cell of view 2 may be claimed by two neighbouring coarse matches: keep the most similar
-    key = kp2[:, 1] * w + kp2[:, 0]
     order = torch.argsort(sims, descending=True)
-    keyo = key[order]
-    first = torch.ones(len(order), dtype=torch.bool)
-    srt, perm = torch.sort(keyo, stable=True)
+    key = (kp2[:, 1] * w + kp2[:, 0])[order]
+    srt, perm = torch.sort(key, stable=True)
     dup = torch.zeros(len(order), dtype=torch.bool)
     dup[1:] = srt[1:] == srt[:-1]
+    first = torch.ones(len(order), dtype=torch.bool)
     first[perm[dup]] = False
     keep = order[first]
     return kp1[keep], kp2[keep], sims[keep]
