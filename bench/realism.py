@@ -9,8 +9,8 @@ RANSAC inliers (median), failure rate, AUC@5/10/20 of max(rotation, translation-
             fr3/long_office), images resized to the rendered resolution, K rescaled.
 * rendered: pairs drawn in procedural rooms with handheld statistics like the real lists: camera 0
             at 1.1-1.7 m aimed at an object (75%) or looking slightly down, 0.8-5 m away; camera 1 displaced by a
-            log-normal baseline (median 0.3 m) and aimed at the same region (± 0.25 m), ±3° roll,
-            so rotations are ~10° median; co-visibility ≥ 0.3. Each frame gets handheld motion
+            baseline drawn from the real pairs' baselines (x lognormal(0, 0.1)) and aimed at the same
+            region (± 0.25 m), ±3° roll, so rotations are ~10° median; co-visibility ≥ 0.3. Each frame gets handheld motion
             blur (random shutter motion), auto-exposure, vignetting and noise (``degrade``).
 
     .venv/bin/python bench/realism.py --sizes 128x96 256x192 --pairs 60
@@ -116,7 +116,12 @@ def _inside(scene: Scene, p: np.ndarray) -> bool:
     return -0.05 < p[0] < Lx + 0.05 and -0.05 < p[1] < Ly + 0.05 and -0.05 < p[2] < H + 0.05
 
 
-def sample_pair(scene: Scene, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
+def real_baselines() -> np.ndarray:
+    """Camera baselines (m) of all real evaluation pairs: the rendered pairs draw theirs from these."""
+    return np.array([np.linalg.norm(p.T_0to1[:3, 3]) for name in REAL_LISTS for p in load_pairs(REAL_LISTS[name])])
+
+
+def sample_pair(scene: Scene, rng: np.random.Generator, baselines: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """Two handheld-like camera poses looking at the same region, or None if none found quickly."""
     Lx, Ly, H = scene.size
     shell = scene.arrays["geo_shell"]
@@ -136,7 +141,10 @@ def sample_pair(scene: Scene, rng: np.random.Generator) -> tuple[np.ndarray, np.
         t, X = _centre_hit(scene, c0)
         if not (0.8 < t < 5.0 and _inside(scene, X)):
             continue
-        b = float(np.clip(rng.lognormal(math.log(0.3), 0.5), 0.05, 1.0))
+        if baselines is None:
+            b = float(np.clip(rng.lognormal(math.log(0.3), 0.5), 0.05, 1.0))
+        else:  # the real pairs' baseline distribution, slightly jittered
+            b = float(baselines[int(rng.integers(len(baselines)))] * rng.lognormal(0, 0.1))
         a = rng.uniform(0, 2 * math.pi)
         dirn = np.array([math.cos(a), math.sin(a), rng.normal(0, 0.3)])
         eye1 = eye0 + b * dirn / np.linalg.norm(dirn)
@@ -167,9 +175,10 @@ def rendered_rows(cfg: Config, width: int, height: int, n_pairs: int, n_scenes: 
     scenes: dict[int, Scene] = {}
     rc = cfg.render.model_copy(update={"width": width, "height": height})
     dc = rc.degrade
-    S = rc.supersample**2
+    S = 8  # shutter time bins of the handheld blur
     t_render = 0.0
     k = 0
+    baselines = real_baselines()
     while len(rows) < n_pairs:
         rng = np.random.default_rng([seed, k])
         sid = 500 + k % n_scenes
@@ -177,7 +186,7 @@ def rendered_rows(cfg: Config, width: int, height: int, n_pairs: int, n_scenes: 
         if sid not in scenes:
             scenes[sid] = build_scene(sid, cfg.world)
         sc = scenes[sid]
-        pair = sample_pair(sc, rng)
+        pair = sample_pair(sc, rng, baselines)
         if pair is None:
             continue
         K = geometry.intrinsics_from_fov(float(rng.uniform(55, 62)), width, height).numpy()

@@ -49,13 +49,13 @@ def shutter_poses(c2w: np.ndarray, fraction: float, bins: int) -> np.ndarray:
     return out
 
 
-def blur_bins(c2w: np.ndarray, K: np.ndarray, fraction: float, spp: int, step_px: float, max_passes: int) -> int:
+def blur_bins(c2w: np.ndarray, K: np.ndarray, fraction: float, step_px: float, max_bins: int) -> int:
     """Shutter time bins so that consecutive bins move the image by at most ~``step_px`` pixels.
 
     Image motion of frame i over its exposure is estimated as ``fraction · f · (θ_i + |Δt_i| / 1.5 m)``
-    (rotation angle θ and translation Δt to the next frame; 1.5 m a typical indoor depth). The result
-    is 1 (no blur) or a multiple of ``spp`` (every sample of a pixel its own time), at most
-    ``spp · max_passes``.
+    (rotation angle θ and translation Δt to the next frame; 1.5 m a typical indoor depth). Returns
+    1 (no blur) up to ``max_bins``. The renderer spreads every pixel's samples over the bins
+    (stratified in time), so the cost does not grow with the number of bins.
     """
     c2w = np.asarray(c2w, np.float64)
     if fraction <= 0 or len(c2w) < 2:
@@ -66,10 +66,7 @@ def blur_bins(c2w: np.ndarray, K: np.ndarray, fraction: float, spp: int, step_px
     trans = np.linalg.norm(np.diff(c2w[:, :3, 3], axis=0), axis=1)
     f = float(np.max(np.asarray(K)[..., 0, 0]))
     px = fraction * f * (theta + trans / 1.5)
-    need = float(px.max()) / step_px
-    if need <= 1:
-        return 1
-    return spp * int(np.clip(math.ceil(need / spp), 1, max_passes))
+    return int(np.clip(math.ceil(float(px.max()) / step_px), 1, max_bins))
 
 
 def luminance(x: np.ndarray) -> np.ndarray:

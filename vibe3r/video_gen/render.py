@@ -279,9 +279,9 @@ def render_frames(
     """Render frames: ``(hdr (N,H,W,3) float32 linear radiance, depth (N,H,W) float32 z-depth m)``.
 
     ``c2w`` (N,4,4) are the frames' poses (depth is cast from them), ``K`` (3,3) or (N,3,3).
-    ``shutter_c2w`` (N,T,4,4) optional poses of T shutter time bins for motion blur; T must be 1 or
-    a multiple ``m · supersample²``: each pixel then takes T samples (m stratified passes), each at
-    its own time bin. Frame i's random numbers come from ``default_rng([seed, i])``, so a frame
+    ``shutter_c2w`` (N,T,4,4) optional poses at the centres of T equal shutter time bins (motion
+    blur); a pixel's samples are stratified over the exposure: sample k of S falls in bin
+    ``floor((π(k) + U) T / S)`` with π a random permutation per pixel. Frame i's random numbers come from ``default_rng([seed, i])``, so a frame
     renders identically whatever other frames are rendered with it. ``progress(n_done)`` is
     called after each chunk.
     """
@@ -294,10 +294,6 @@ def render_frames(
         shutter_c2w = c2w[:, None]
     shutter_c2w = np.asarray(shutter_c2w, np.float64)
     T = shutter_c2w.shape[1]
-    if T != 1 and T % S:
-        raise ValueError(f"shutter_c2w has {T} time bins; expected 1 or a multiple of supersample² = {S}")
-    passes = max(1, T // S)
-    S = S * passes  # samples per pixel
     hdr = np.zeros((N, H, W, 3), np.float32)
     depth = np.zeros((N, H, W), np.float32)
     per_frame = H * W * (S + 1)
@@ -318,7 +314,7 @@ def render_frames(
         O, D, F, rngs = [], [], [], []
         for f in fr:
             rng = np.random.default_rng([seed, f])
-            off = np.concatenate([subpixel_offsets(H, W, s, rng) for _ in range(passes)], 2)  # H,W,S,2
+            off = subpixel_offsets(H, W, s, rng)  # H,W,S,2
             Kinv = np.linalg.inv(K[f])
             uu = u[..., None] + off[..., 0]
             vv = v[..., None] + off[..., 1]
@@ -328,7 +324,8 @@ def render_frames(
                 d_w = d_cam @ Rb.T
                 o_w = np.broadcast_to(shutter_c2w[f, 0, :3, 3], d_w.shape)
             else:
-                bins = np.argsort(rng.random((H, W, S)), -1)  # a random permutation of time bins per pixel
+                perm = np.argsort(rng.random((H, W, S)), -1)  # time strata, permuted per pixel
+                bins = np.minimum(((perm + rng.random((H, W, S))) * T / S).astype(np.int64), T - 1)
                 Rb = shutter_c2w[f, bins, :3, :3]  # H,W,S,3,3
                 d_w = np.einsum("hwsij,hwsj->hwsi", Rb, d_cam)
                 o_w = shutter_c2w[f, bins, :3, 3]
@@ -379,7 +376,8 @@ def _refine(scene: Scene, img: np.ndarray, samples: np.ndarray, gids: np.ndarray
     vv = ys[:, None] + off[..., 1]
     d_cam = np.stack([uu, vv, np.ones_like(uu)], -1) @ np.linalg.inv(K).T  # P,E,3
     T = shutter.shape[0]
-    bins = (np.arange(E)[None] + rng.integers(T, size=(len(ys), 1))) % T  # every bin used evenly
+    strata = (np.arange(E)[None] + rng.random((len(ys), E))) / E  # stratified shutter times
+    bins = np.minimum((rng.permuted(strata, axis=1) * T).astype(np.int64), T - 1)
     Rb, tb = shutter[bins, :3, :3], shutter[bins, :3, 3]
     d_w = np.einsum("peij,pej->pei", Rb, d_cam).reshape(-1, 3).astype(np.float32)
     o_w = tb.reshape(-1, 3).astype(np.float32)
@@ -432,7 +430,7 @@ def render_video(prompt: str, scene_seed: int, cfg: Config, out_dir: str | Path,
     if scale < 1:
         c2w[:, :3, 3] = start[:3, 3] + scale * (c2w[:, :3, 3] - start[:3, 3])
     dc = rc.degrade
-    bins = degrade.blur_bins(c2w, traj.K, dc.motion_blur, rc.supersample**2, dc.blur_step_px, dc.blur_max_passes)
+    bins = degrade.blur_bins(c2w, traj.K, dc.motion_blur, dc.blur_step_px, dc.blur_max_bins)
     shutter = degrade.shutter_poses(c2w, dc.motion_blur, bins)
     seed = int(np.random.default_rng([scene_seed, traj_seed, 2]).integers(2**31))
     hdr, depth = render_frames(scene, c2w, traj.K, rc.width, rc.height, rc, seed=seed, shutter_c2w=shutter, progress=progress)
