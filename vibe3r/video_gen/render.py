@@ -66,7 +66,12 @@ def pixel_centre_rays(K: np.ndarray, c2w: np.ndarray, H: int, W: int) -> tuple[n
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    return x / np.maximum(np.sqrt(_dot(x, x))[..., None], 1e-12)
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise dot product of (..., 3) arrays."""
+    return np.einsum("...i,...i->...", a, b)
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,9 +199,10 @@ def shade(scene: Scene, o: np.ndarray, d: np.ndarray, hit: dict[str, np.ndarray]
     p = o[i] + t[i, None] * dd
     du = _unit(dd)
     n = _normals(scene, g, p, hit["primitive_normals"][i])
-    flip = np.sum(n * du, -1) > 0
+    ndu = _dot(n, du)
+    flip = ndu > 0
     n[flip] *= -1
-    cos_v = np.abs(np.sum(n * du, -1))
+    cos_v = np.abs(ndu)
     foot = t[i] / focal[i] / np.sqrt(np.maximum(cos_v, 0.05))
     A = scene.arrays
     mat = A["geo_mat"][g]
@@ -218,12 +224,12 @@ def shade(scene: Scene, o: np.ndarray, d: np.ndarray, hit: dict[str, np.ndarray]
         ks = rcfg.shadow_samples
         for L in scene.lights:
             Lv = L.pos[None].astype(np.float32) - origin
-            dist2 = np.sum(Lv * Lv, -1)
+            dist2 = _dot(Lv, Lv)
             l = Lv / np.sqrt(dist2)[:, None]
-            cos = np.maximum(np.sum(N * l, -1), 0)
+            cos = np.maximum(_dot(N, l), 0)
             E = (L.intensity / (dist2 + 0.01) * cos)[:, None] * L.colour[None]
             h = _unit(l + V)
-            sp = spec * (shin + 8) / 8 * np.maximum(np.sum(N * h, -1), 0) ** shin
+            sp = spec * (shin + 8) / 8 * np.maximum(_dot(N, h), 0) ** shin
             contrib.append(E * (Alb + sp[:, None]))
             # ks stratified points on the light's disc (soft shadows): visibility is their mean
             u1, u2 = _strata(rng, M_, ks)
