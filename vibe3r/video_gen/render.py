@@ -26,7 +26,6 @@ degrades it like a phone camera.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -415,8 +414,9 @@ def render_video(prompt: str, scene_seed: int, cfg: Config, out_dir: str | Path,
 
     World (``cfg.world``) -> path placement in free space (shrunk if needed) -> ray-cast frames
     (``cfg.render``) -> phone degradations (``cfg.render.degrade``) -> ``out_dir`` written
-    atomically in the DESIGN.md format. ``traj_seed`` (default: ``scene_seed``) drives the random
-    parts of the motion, the field of view and the placement. Returns ``out_dir``.
+    atomically in the DESIGN.md format. ``scene_seed`` alone decides the room; ``traj_seed``
+    (default: ``scene_seed``) and ``cfg.seed`` drive the random parts of the motion, the field of
+    view, the placement and the image noise. Returns ``out_dir``.
     """
     from vibe3r.video_gen import degrade
     from vibe3r.video_gen.motion import parse_prompt
@@ -426,7 +426,7 @@ def render_video(prompt: str, scene_seed: int, cfg: Config, out_dir: str | Path,
     traj_seed = scene_seed if traj_seed is None else int(traj_seed)
     program = parse_prompt(prompt)
     scene = build_scene(scene_seed, cfg.world)
-    rng = np.random.default_rng([scene_seed, traj_seed, 1])
+    rng = np.random.default_rng([cfg.seed, scene_seed, traj_seed, 1])
     rc = cfg.render
     K = make_intrinsics(rc, rng)
     wc = cfg.world
@@ -438,7 +438,7 @@ def render_video(prompt: str, scene_seed: int, cfg: Config, out_dir: str | Path,
     dc = rc.degrade
     bins = degrade.blur_bins(c2w, traj.K, dc.motion_blur, dc.blur_step_px, dc.blur_max_bins)
     shutter = degrade.shutter_poses(c2w, dc.motion_blur, bins)
-    seed = int(np.random.default_rng([scene_seed, traj_seed, 2]).integers(2**31))
+    seed = int(np.random.default_rng([cfg.seed, scene_seed, traj_seed, 2]).integers(2**31))
     hdr, depth = render_frames(scene, c2w, traj.K, rc.width, rc.height, rc, seed=seed, shutter_c2w=shutter, progress=progress)
     rgb = degrade.apply(hdr, rc.degrade, seed=seed)
     meta = {
@@ -454,5 +454,4 @@ def render_video(prompt: str, scene_seed: int, cfg: Config, out_dir: str | Path,
         "room_size_m": [round(float(x), 4) for x in scene.size],
         "segment_frames": [list(x) for x in traj.segment_frames],
     }
-    json.dumps(meta)
     return write_video(out_dir, rgb, traj.K, c2w, depth, meta, cfg=cfg)

@@ -24,7 +24,6 @@ linear RGB (the renderer shades in linear light) as one :class:`TextureBank` wit
 
 from __future__ import annotations
 
-import colorsys
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
