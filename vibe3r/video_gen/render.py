@@ -27,6 +27,7 @@ degrades it like a phone camera.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -341,17 +342,24 @@ def render_frames(
         O_, D_ = np.concatenate(O).astype(np.float32), np.concatenate(D).astype(np.float32)
         hit = scene.cast(O_, D_)  # one cast for the whole chunk
         focal = np.concatenate(F)
-        rad = np.empty((len(O_), 3), np.float32)
         n_px = H * W * S
-        for k in range(len(fr)):  # shading randomness per frame: independent of chunking
+
+        def shade_frame(k: int) -> None:  # frame k's randomness is its own: independent of chunking/threads
+            f = fr[k]
             sl = slice(k * n_px, (k + 1) * n_px)
-            rad[sl] = shade(scene, O_[sl], D_[sl], {kk: vv_[sl] for kk, vv_ in hit.items()}, focal[sl], rcfg, rngs[k])
-        rad4 = rad.reshape(len(fr), H, W, S, 3)
-        hdr[f0:f0 + len(fr)] = rad4.mean(3)
-        if rcfg.adaptive_supersample > 1:
-            for k, f in enumerate(fr):
-                hdr[f] = _refine(scene, hdr[f], rad4[k], hit["geometry_ids"][k * n_px:(k + 1) * n_px].reshape(H, W, S),
-                                 K[f], shutter_c2w[f], s, rcfg, rngs[k])
+            rad = shade(scene, O_[sl], D_[sl], {kk: vv_[sl] for kk, vv_ in hit.items()}, focal[sl], rcfg, rngs[k])
+            rad = rad.reshape(H, W, S, 3)
+            hdr[f] = rad.mean(2)
+            if rcfg.adaptive_supersample > 1:
+                hdr[f] = _refine(scene, hdr[f], rad, hit["geometry_ids"][sl].reshape(H, W, S), K[f], shutter_c2w[f], s,
+                                 rcfg, rngs[k])
+
+        if rcfg.threads > 1 and len(fr) > 1:
+            with ThreadPoolExecutor(rcfg.threads) as ex:
+                list(ex.map(shade_frame, range(len(fr))))
+        else:
+            for k in range(len(fr)):
+                shade_frame(k)
         if progress is not None:
             progress(len(fr))
     return hdr, depth
