@@ -31,8 +31,9 @@ from pydantic import BaseModel
 from vibe3r.errors import InputError
 
 
-def encode_mp4(path: Path, frames: np.ndarray, fps: float, crf: int = 18) -> None:
-    """H.264 mp4 of uint8 RGB frames (N,H,W,3); odd H or W are padded by edge replication."""
+def encode_mp4(path: Path, frames: np.ndarray, fps: float, qp: int = 18) -> None:
+    """H.264 mp4 (constant quantiser ``qp``) of uint8 RGB frames (N,H,W,3); odd H or W are padded
+    by edge replication. The PNG frames are the exact data; the mp4 is for viewing and tools."""
     N, H, W, _ = frames.shape
     ph, pw = H % 2, W % 2
     if ph or pw:
@@ -41,8 +42,12 @@ def encode_mp4(path: Path, frames: np.ndarray, fps: float, crf: int = 18) -> Non
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
         stream.width, stream.height = W + pw, H + ph
         stream.pix_fmt = "yuv420p"
-        # one x264 thread and no lookahead threads: the same frames give the same bytes
-        stream.options = {"crf": str(crf), "preset": "medium", "x264-params": "threads=1:lookahead-threads=1:sync-lookahead=0"}
+        # Bit-exact output for the same frames: one thread, constant QP, and none of x264's
+        # floating-point-driven decisions (adaptive quantisation, mb-tree, psy-rd, weighted
+        # prediction, adaptive B-frames, scene cuts), whose results change with the process's
+        # floating-point state (ray-casting libraries set flush-to-zero modes).
+        params = (f"threads=1:qp={qp}:aq-mode=0:mbtree=0:psy=0:rc-lookahead=0:weightp=0:b-adapt=0:scenecut=0")
+        stream.options = {"preset": "medium", "x264-params": params}
         for i, f in enumerate(frames):
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24").reformat(format="yuv420p")
             vf.pts = i
