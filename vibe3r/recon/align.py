@@ -18,6 +18,17 @@ with w = log C (C ≥ 1 is the network's confidence). ‖·‖ is the Euclidean 
 Gauge: camera 0 is the identity (not optimised) and the mean of log σ_e stays at its initial value
 (σ_e = exp(s_e − mean(s) + s̄₀)); together they fix the 7 degrees of freedom of a similarity.
 
+When the pairs carry descriptor matches with essential-RANSAC inliers (``estimate_pair_poses``), a
+second term ties the poses to them, a depth-parametrised bundle adjustment: frame a's world point at a
+matched pixel p, reprojected into frame b, must land on the matched pixel q (normalised image units),
+
+    L_m = mean_k ‖ π(R_bᵀ (χ_a(p_k) − t_b)) − π(K_b⁻¹ [q_k, 1]) ‖,  π(X) = (X/Z, Y/Z),   L = w_p L + λ_m L_m
+
+with D_a(p) read bilinearly from the (strided) depth grid. On real video with a network trained mostly
+for matching this term is what keeps the trajectory: on 20 frames of 7-Scenes redkitchen (recon-small
+checkpoint, 128x96) ATE went 0.169 m (pointmaps only) -> 0.112 m (λ_m = 100) -> 0.108 m (matches only),
+rotation RPE 7.4° -> 2.9°; exact pointmaps (no matches) are unaffected.
+
 Optimisation: Adam with a linear warm-up and a cosine learning-rate schedule. The loss is evaluated in chunks of edges with
 gradient accumulation, so memory is O(chunk · H' · W') for activations plus the float16 pairwise
 predictions, O(E · H · W): linear in the number of pairs, never in frames².
@@ -69,6 +80,9 @@ class AlignConfig:
     shared_focal: bool = True  # one focal for all frames (one camera) when optimising intrinsics
     optimize_focal: bool = True  # ignored (fixed) when K is known
     chunk: int = 64  # edges per gradient-accumulation chunk
+    pts_weight: float = 1.0  # weight of DUSt3R's pointmap term
+    match_weight: float = 10.0  # λ_m of the match reprojection term (0 = DUSt3R's objective only)
+    max_matches: int = 128  # essential-RANSAC inliers kept per edge for that term (evenly subsampled)
     eps: float = 1e-12
 
 
@@ -276,6 +290,67 @@ def fuse_depth(pred: PairwisePredictions, c2w: np.ndarray | torch.Tensor, K: np.
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass
+class _Matches:
+    """Flattened inlier matches of all edges: frame a pixel p ↔ frame b pixel q."""
+
+    a: torch.Tensor  # M frame of p
+    b: torch.Tensor  # M frame of q
+    p: torch.Tensor  # M,2 pixels in a
+    q: torch.Tensor  # M,2 pixels in b
+
+
+def collect_matches(pred: PairwisePredictions, max_per_edge: int) -> _Matches | None:
+    """Up to ``max_per_edge`` RANSAC-inlier matches per edge (evenly spaced in the inlier list), or None."""
+    if not pred.matches or not pred.inlier_masks:
+        return None
+    A, B, P, Q = [], [], [], []
+    for e, ((kp_a, kp_b), mask) in enumerate(zip(pred.matches, pred.inlier_masks)):
+        idx = np.flatnonzero(mask)
+        if len(idx) == 0:
+            continue
+        if len(idx) > max_per_edge:
+            idx = idx[np.round(np.linspace(0, len(idx) - 1, max_per_edge)).astype(int)]
+        A.append(np.full(len(idx), pred.edges[e, 0]))
+        B.append(np.full(len(idx), pred.edges[e, 1]))
+        P.append(kp_a[idx])
+        Q.append(kp_b[idx])
+    if not A:
+        return None
+    cat = lambda xs, dt: torch.from_numpy(np.concatenate(xs)).to(dt)  # noqa: E731
+    return _Matches(cat(A, torch.long), cat(B, torch.long), cat(P, torch.float32), cat(Q, torch.float32))
+
+
+def _bilinear(maps: torch.Tensor, frame: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples (M,) of maps (N,h,w) at grid coordinates (x, y) (M,) of frames (M,), clamped to the grid."""
+    _, h, w = maps.shape
+    x = x.clamp(0, w - 1)
+    y = y.clamp(0, h - 1)
+    x0 = x.floor().long().clamp(max=w - 2) if w > 1 else x.floor().long()
+    y0 = y.floor().long().clamp(max=h - 2) if h > 1 else y.floor().long()
+    x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)
+    fx, fy = x - x0, y - y0
+    return ((1 - fx) * (1 - fy) * maps[frame, y0, x0] + fx * (1 - fy) * maps[frame, y0, x1]
+            + (1 - fx) * fy * maps[frame, y1, x0] + fx * fy * maps[frame, y1, x1])
+
+
+def _match_loss(prm: "_Params", R: torch.Tensor, t: torch.Tensor, m: _Matches, stride: int, eps: float) -> torch.Tensor:
+    """Mean ‖π_b(χ_a(p)) − q‖ / f_b over the matches: frame a's world point at p (depth sampled
+    bilinearly from its log-depth grid) reprojected into frame b, in normalised image units."""
+    o = stride // 2
+    d = _bilinear(prm.log_depth, m.a, (m.p[:, 0] - o) / stride, (m.p[:, 1] - o) / stride).exp()  # M
+    f = prm.focal()
+    fa, fb = f[m.a], f[m.b]
+    ray = torch.stack([(m.p[:, 0] - prm.pp[m.a, 0]) / fa, (m.p[:, 1] - prm.pp[m.a, 1]) / (fa * prm.aspect[m.a]),
+                       torch.ones_like(fa)], -1)  # M,3
+    chi = (R[m.a] @ (ray * d[:, None])[..., None])[..., 0] + t[m.a]  # M,3 world
+    Xb = (R[m.b].transpose(-1, -2) @ (chi - t[m.b])[..., None])[..., 0]  # M,3 camera b
+    z = Xb[:, 2].clamp_min(1e-3 * d.detach().median())
+    res = torch.stack([Xb[:, 0] / z - (m.q[:, 0] - prm.pp[m.b, 0]) / fb,
+                       Xb[:, 1] / z - (m.q[:, 1] - prm.pp[m.b, 1]) / (fb * prm.aspect[m.b])], -1)
+    return ((res**2).sum(-1) + eps).sqrt().mean()
+
+
 class _Params(torch.nn.Module):
     """The unknowns of the objective (see the module docstring)."""
 
@@ -382,6 +457,7 @@ def global_align(pred: PairwisePredictions, n_frames: int, K: np.ndarray, known_
         raise InputError("all pairwise confidences are at their minimum: nothing to align")
     wts = (wts[0] / w_total, wts[1] / w_total)
     edges = torch.from_numpy(pred.edges)
+    matches = collect_matches(pred, cfg.max_matches) if cfg.match_weight > 0 else None
     groups = [{"params": [prm.q, prm.t, prm.log_depth, prm.qe, prm.te, prm.log_s], "lr_scale": 1.0}]
     if isinstance(prm.log_f, torch.nn.Parameter):
         groups.append({"params": [prm.log_f], "lr_scale": cfg.focal_lr_scale})
@@ -399,10 +475,16 @@ def global_align(pred: PairwisePredictions, n_frames: int, K: np.ndarray, known_
             g["lr"] = lr * g["lr_scale"]
         opt.zero_grad(set_to_none=True)
         total = 0.0
-        for s in range(0, E, cfg.chunk):
+        for s in range(0, E if cfg.pts_weight > 0 else 0, cfg.chunk):
             R, t = prm.frame_poses()
             sig = prm.sigma()
-            loss = _chunk_loss(prm, R, t, sig, slice(s, min(s + cfg.chunk, E)), edges, pts, wts, u, v, cfg.eps, rays_all)
+            loss = cfg.pts_weight * _chunk_loss(prm, R, t, sig, slice(s, min(s + cfg.chunk, E)), edges, pts, wts, u, v, cfg.eps, rays_all)
+            if it < cfg.iters:
+                loss.backward()
+            total += float(loss.detach())
+        if matches is not None:
+            R, t = prm.frame_poses()
+            loss = cfg.match_weight * _match_loss(prm, R, t, matches, r, cfg.eps)
             if it < cfg.iters:
                 loss.backward()
             total += float(loss.detach())

@@ -148,7 +148,7 @@ def tsdf_mesh(al: Alignment, images: np.ndarray, mask: np.ndarray, voxel: float,
     if depth_trunc is None:
         depth_trunc = float(np.quantile(pos, 0.99)) * 1.5 if len(pos) else 1.0
     vbg = o3d.t.geometry.VoxelBlockGrid(attr_names=("tsdf", "weight", "color"), attr_dtypes=(o3c.float32, o3c.float32, o3c.float32),
-                                        attr_channels=(1, 1, 3), voxel_size=float(voxel), block_resolution=8, block_count=50_000)
+                                        attr_channels=(1, 1, 3), voxel_size=float(voxel), block_resolution=8, block_count=1000)  # the hash map grows
     for n in range(N):
         d = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(np.where(mask[n], al.depth[n], 0), dtype=np.float32)))
         c = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(images[n], dtype=np.float32) / 255.0))
@@ -337,7 +337,8 @@ def export_all(out_dir: str | Path, al: Alignment, images: np.ndarray, names: Se
         import open3d as o3d
 
         m = tsdf_mesh(al, images, mask, 2 * foot if tsdf_voxel is None else tsdf_voxel)
-        o3d.io.write_triangle_mesh(str(out / "mesh.ply"), m)
+        if len(m.triangles):  # open3d refuses to write an empty mesh; the count says why it is missing
+            o3d.io.write_triangle_mesh(str(out / "mesh.ply"), m)
         n_vertices, n_triangles = len(m.vertices), len(m.triangles)
     write_cameras_json(out / "cameras.json", names, al.K, al.c2w, (H, W), extra_cameras)
     write_colmap_text(out / "colmap", [f"{i:05d}.png" for i in range(N)], al.K, al.c2w, (H, W), P, C)

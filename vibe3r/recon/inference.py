@@ -63,6 +63,7 @@ class PairwisePredictions:
     rel_pose: np.ndarray | None = None  # E,4,4 float64
     pose_method: list[str] = field(default_factory=list)
     n_inliers: np.ndarray | None = None  # E int
+    inlier_masks: list[np.ndarray] = field(default_factory=list)  # per edge: (M,) bool, essential-RANSAC inliers of ``matches``
     focal: np.ndarray | None = None  # E float64
 
     @property
@@ -79,8 +80,13 @@ class PairwisePredictions:
         return dense + sum(a.nbytes + b.nbytes for a, b in self.matches)
 
     def edge_score(self) -> np.ndarray:
-        """DUSt3R's edge strength: mean(C^{a,e}) · mean(C^{b,e}) (E,)."""
-        return (self.conf_a.float().mean((1, 2)) * self.conf_b.float().mean((1, 2))).numpy().astype(np.float64)
+        """Edge strength (E,): DUSt3R's mean(C^{a,e}) · mean(C^{b,e}), times the number of
+        essential-matrix inliers + 1 when the poses come from matches (the confidence of a network
+        trained mostly for matching says little about its poses; the inlier count does)."""
+        s = (self.conf_a.float().mean((1, 2)) * self.conf_b.float().mean((1, 2))).numpy().astype(np.float64)
+        if self.n_inliers is not None and self.n_inliers.any():
+            s = s * (self.n_inliers + 1)
+        return s
 
 
 def directed_edges(pairs: list[tuple[int, int]], symmetric: bool = True) -> np.ndarray:
@@ -239,6 +245,7 @@ def estimate_pair_poses(pred: PairwisePredictions, K: np.ndarray, solver: str = 
     rel = np.tile(np.eye(4), (E, 1, 1))
     methods: list[str] = []
     inliers = np.zeros(E, np.int64)
+    masks: list[np.ndarray] = []
     for e in range(E):
         a, b = (int(v) for v in pred.edges[e])
         r = reverse.get((b, a))
@@ -247,6 +254,7 @@ def estimate_pair_poses(pred: PairwisePredictions, K: np.ndarray, solver: str = 
         if order is None:  # auto
             order = ["essential", "pnp", "procrustes"] if pred.matches else ["procrustes", "pnp"]
         T = None
+        mask = np.zeros(len(pred.matches[e][0]) if pred.matches else 0, bool)
         for m in order:
             if m == "essential" and pred.matches:
                 kp_a, kp_b = pred.matches[e]
@@ -260,6 +268,7 @@ def estimate_pair_poses(pred: PairwisePredictions, K: np.ndarray, solver: str = 
                 T = np.eye(4)
                 T[:3, :3], T[:3, 3] = R, lam * t
                 inliers[e] = int(inl.sum())
+                mask = inl
             elif m == "pnp":
                 T = _pose_pnp_edge(pred, e, K[b], n_points, pnp_px)
             elif m == "procrustes" and r is not None:
@@ -279,9 +288,10 @@ def estimate_pair_poses(pred: PairwisePredictions, K: np.ndarray, solver: str = 
             methods.append("none")
             T = np.eye(4)
         rel[e] = T
+        masks.append(mask)
         if progress is not None:
             progress(e + 1, E)
-    pred.rel_pose, pred.pose_method, pred.n_inliers = rel, methods, inliers
+    pred.rel_pose, pred.pose_method, pred.n_inliers, pred.inlier_masks = rel, methods, inliers, masks
     return pred
 
 
