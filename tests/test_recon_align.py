@@ -176,3 +176,45 @@ def test_pairwise_memory_is_linear_in_pairs():
     E = 2 * len(pairs_250)
     assert E * 96 * 128 * 8 * 2 < 2**30
     assert A.auto_stride(E, (96, 128), A.AlignConfig().max_points) >= 2
+
+
+def _exact_matches(gt, pred):
+    """Every pixel of frame a with its exact projection in frame b, all marked RANSAC inliers."""
+    out = I.PairwisePredictions(edges=pred.edges, pts_a=pred.pts_a, pts_b=pred.pts_b, conf_a=pred.conf_a, conf_b=pred.conf_b,
+                                rel_pose=pred.rel_pose.copy(), pose_method=list(pred.pose_method))
+    for a, b in pred.edges:
+        Xb = geometry.transform_points(geometry.relative_pose(gt.c2w[a], gt.c2w[b]),
+                                       geometry.unproject_depth(gt.depth[a], gt.K[a])).reshape(-1, 3)
+        uv, z = geometry.project(Xb, gt.K[b])
+        ok = (z > 0) & (uv[:, 0] > 0) & (uv[:, 0] < W - 1) & (uv[:, 1] > 0) & (uv[:, 1] < H - 1)
+        out.matches.append((geometry.pixel_grid(H, W).reshape(-1, 2)[ok].numpy(), uv[ok].float().numpy()))
+        out.inlier_masks.append(np.ones(int(ok.sum()), bool))
+    out.n_inliers = np.array([len(m[0]) for m in out.matches])
+    return out
+
+
+def test_match_reprojection_term_alone_recovers_the_trajectory(scene):
+    gt, pred, c2w_rel = scene
+    pm = _exact_matches(gt, pred)
+    c2w0, d0 = A.mst_init(pm, N)
+    rng = np.random.default_rng(1)
+    c2w_n = c2w0.copy()
+    c2w_n[1:, :3, 3] += rng.normal(0, 0.05, (N - 1, 3))
+    before = geometry.ate(c2w_n, c2w_rel)
+    al = A.global_align(pm, N, gt.K, cfg=A.AlignConfig(iters=150, pts_weight=0.0, match_weight=1.0),
+                        init=(c2w_n, d0 * np.exp(rng.normal(0, 0.1, d0.shape))))
+    assert before > 0.03 and geometry.ate(al.c2w, c2w_rel) < before / 5
+
+
+def test_an_edge_contradicting_the_spanning_tree_is_dropped(scene):
+    gt, pred, c2w_rel = scene
+    bad = I.PairwisePredictions(edges=pred.edges, pts_a=pred.pts_a, pts_b=pred.pts_b.clone(), conf_a=pred.conf_a.clone(),
+                                conf_b=pred.conf_b, rel_pose=pred.rel_pose.copy(), pose_method=list(pred.pose_method))
+    e = int(np.flatnonzero((pred.edges[:, 0] == 0) & (pred.edges[:, 1] == N - 1))[0])
+    Rz = geometry.look_at(np.zeros(3), np.array([0.5, 0.0, 1.0]), up=(0, -1, 0)).numpy()  # ~27 degrees
+    bad.rel_pose[e] = Rz @ bad.rel_pose[e]
+    bad.pts_b[e] = geometry.transform_points(torch.from_numpy(Rz), bad.pts_b[e].double()).half()  # a wrong pointmap
+    bad.conf_a[e] = 1.0  # weakest edge: not in the spanning tree
+    al = A.global_align(bad, N, gt.K, cfg=A.AlignConfig(iters=60))
+    assert al.edges_kept == bad.n_edges - 1
+    assert geometry.ate(al.c2w, c2w_rel) < 2e-3

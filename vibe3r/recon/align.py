@@ -25,9 +25,14 @@ matched pixel p, reprojected into frame b, must land on the matched pixel q (nor
     L_m = mean_k ‖ π(R_bᵀ (χ_a(p_k) − t_b)) − π(K_b⁻¹ [q_k, 1]) ‖,  π(X) = (X/Z, Y/Z),   L = w_p L + λ_m L_m
 
 with D_a(p) read bilinearly from the (strided) depth grid. On real video with a network trained mostly
-for matching this term is what keeps the trajectory: on 20 frames of 7-Scenes redkitchen (recon-small
-checkpoint, 128x96) ATE went 0.169 m (pointmaps only) -> 0.112 m (λ_m = 100) -> 0.108 m (matches only),
-rotation RPE 7.4° -> 2.9°; exact pointmaps (no matches) are unaffected.
+for matching this term is what keeps the trajectory: on 20 frames of 7-Scenes redkitchen (frames 0-99,
+recon-small checkpoint, 128x96, capture K) ATE went 0.169 m (pointmaps only) -> 0.125 m (λ_m = 10) ->
+0.112 m (λ_m = 100) -> 0.108 m (matches only), rotation RPE 7.4° -> 2.9° (the spanning-tree
+initialisation alone: 0.129 m, 1.5°: joint optimisation spreads the error of consecutive pairs over the
+whole path). Exact pointmaps (no matches) are unaffected.
+
+Edges whose relative pose contradicts the spanning-tree initialisation (rotation off by more than
+``outlier_deg``) are outliers — wrong matches or a wrong pointmap — and get zero weight in both terms.
 
 Optimisation: Adam with a linear warm-up and a cosine learning-rate schedule. The loss is evaluated in chunks of edges with
 gradient accumulation, so memory is O(chunk · H' · W') for activations plus the float16 pairwise
@@ -81,8 +86,9 @@ class AlignConfig:
     optimize_focal: bool = True  # ignored (fixed) when K is known
     chunk: int = 64  # edges per gradient-accumulation chunk
     pts_weight: float = 1.0  # weight of DUSt3R's pointmap term
-    match_weight: float = 10.0  # λ_m of the match reprojection term (0 = DUSt3R's objective only)
+    match_weight: float = 100.0  # λ_m of the match reprojection term (0 = DUSt3R's objective only)
     max_matches: int = 128  # essential-RANSAC inliers kept per edge for that term (evenly subsampled)
+    outlier_deg: float = 5.0  # edges whose relative rotation disagrees with the initialisation by more are dropped (0 = keep all)
     eps: float = 1e-12
 
 
@@ -98,6 +104,7 @@ class Alignment:
     pair_pose: np.ndarray  # E,4,4 (R_e, t_e)
     losses: list[float] = field(default_factory=list)
     init_loss: float = float("nan")
+    edges_kept: int = 0  # edges that survived the rotation-consistency check
     stride: int = 1
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -254,9 +261,10 @@ def init_pair_similarities(pred: PairwisePredictions, c2w: np.ndarray, depth: np
 
 def fuse_depth(pred: PairwisePredictions, c2w: np.ndarray | torch.Tensor, K: np.ndarray | torch.Tensor,
                sigma: np.ndarray | torch.Tensor, P: np.ndarray | torch.Tensor, n_frames: int, stride: int = 1,
-               chunk: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """Closed-form per-pixel depth (N,h,w) from all edges with fixed poses and pair similarities (see
-    the module docstring), and the max confidence (N,h,w) of each pixel over its edges."""
+               chunk: int = 128, keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Closed-form per-pixel depth (N,h,w) from the edges ``keep`` (E,) bool (default all) with fixed
+    poses and pair similarities (see the module docstring), and the max confidence (N,h,w) of each
+    pixel over those edges."""
     H, W = pred.hw
     u, v, sl = _grid(H, W, stride)
     u, v = u.double(), v.double()
@@ -276,10 +284,14 @@ def fuse_depth(pred: PairwisePredictions, c2w: np.ndarray | torch.Tensor, K: np.
             y = sigma[idx, None, None, None] * (_rotate(X, P[idx, :3, :3]) + P[idx, None, None, :3, 3])
             r = rays_all[fr]
             wgt = _log_weights(conf[idx][:, sl, sl]).double()
+            if keep is not None:
+                wgt = wgt * torch.from_numpy(keep[idx])[:, None, None]
             num.index_add_(0, fr, wgt * (r * (y - c2w[fr, None, None, :3, 3])).sum(-1))
             den.index_add_(0, fr, wgt * (r * r).sum(-1))
             cm = conf[idx][:, sl, sl].double()
             for k in range(len(fr)):  # max over edges (index_reduce would need float32 copies)
+                if keep is not None and not keep[s + k]:
+                    continue
                 cmax[fr[k]] = torch.maximum(cmax[fr[k]], cm[k])
     d = torch.where(den > 0, num / den.clamp_min(1e-30), torch.zeros_like(num)).clamp_min(0)
     return d.float().numpy(), cmax.float().numpy()
@@ -300,14 +312,23 @@ class _Matches:
     q: torch.Tensor  # M,2 pixels in b
 
 
-def collect_matches(pred: PairwisePredictions, max_per_edge: int) -> _Matches | None:
-    """Up to ``max_per_edge`` RANSAC-inlier matches per edge (evenly spaced in the inlier list), or None."""
+def edge_disagreement_deg(pred: PairwisePredictions, c2w: np.ndarray) -> np.ndarray:
+    """Angle (E,) between each edge's relative rotation and the one implied by the poses c2w (N,4,4)."""
+    R = torch.from_numpy(c2w[:, :3, :3])
+    a, b = torch.from_numpy(pred.edges[:, 0]), torch.from_numpy(pred.edges[:, 1])
+    R_ba = R[b].transpose(-1, -2) @ R[a]  # camera a -> camera b
+    return geometry.rotation_error_deg(torch.from_numpy(pred.rel_pose[:, :3, :3]), R_ba).numpy()
+
+
+def collect_matches(pred: PairwisePredictions, max_per_edge: int, keep: np.ndarray | None = None) -> _Matches | None:
+    """Up to ``max_per_edge`` RANSAC-inlier matches per edge (evenly spaced in the inlier list) of the
+    edges ``keep`` (E,) bool, or None when there are none."""
     if not pred.matches or not pred.inlier_masks:
         return None
     A, B, P, Q = [], [], [], []
     for e, ((kp_a, kp_b), mask) in enumerate(zip(pred.matches, pred.inlier_masks)):
         idx = np.flatnonzero(mask)
-        if len(idx) == 0:
+        if len(idx) == 0 or (keep is not None and not keep[e]):
             continue
         if len(idx) > max_per_edge:
             idx = idx[np.round(np.linspace(0, len(idx) - 1, max_per_edge)).astype(int)]
@@ -438,9 +459,15 @@ def global_align(pred: PairwisePredictions, n_frames: int, K: np.ndarray, known_
     H, W = pred.hw
     t0 = time.perf_counter()
     c2w0, depth0 = mst_init(pred, n_frames) if init is None else init
+    keep = np.ones(pred.n_edges, bool)
+    if cfg.outlier_deg > 0 and pred.rel_pose is not None:  # edges the spanning tree contradicts
+        keep = edge_disagreement_deg(pred, c2w0) <= cfg.outlier_deg
+        covered = set(pred.edges[keep].reshape(-1).tolist())
+        if keep.sum() < n_frames - 1 or len(covered) < n_frames:  # too few left to hold every frame: keep all
+            keep[:] = True
     r = cfg.depth_stride or auto_stride(pred.n_edges, (H, W), cfg.max_points)
     sig0, P0 = init_pair_similarities(pred, c2w0, depth0, K)
-    d_init, _ = fuse_depth(pred, c2w0, K, sig0, P0, n_frames, stride=r)
+    d_init, _ = fuse_depth(pred, c2w0, K, sig0, P0, n_frames, stride=r, keep=keep)
     fallback = depth0[:, r // 2 :: r, r // 2 :: r]
     d_init = np.where(d_init > 0, d_init, fallback)
     pos = d_init[d_init > 0]
@@ -452,12 +479,13 @@ def global_align(pred: PairwisePredictions, n_frames: int, K: np.ndarray, known_
     u, v, sl = _grid(H, W, r)
     pts = (pred.pts_a[:, sl, sl].float(), pred.pts_b[:, sl, sl].float())  # E,h,w,3 (<= max_points x 12 bytes)
     wts = (_log_weights(pred.conf_a[:, sl, sl]), _log_weights(pred.conf_b[:, sl, sl]))  # E,h,w float32
+    wts = (wts[0] * torch.from_numpy(keep)[:, None, None], wts[1] * torch.from_numpy(keep)[:, None, None])
     w_total = float(wts[0].sum() + wts[1].sum())
     if w_total <= 0:
         raise InputError("all pairwise confidences are at their minimum: nothing to align")
     wts = (wts[0] / w_total, wts[1] / w_total)
     edges = torch.from_numpy(pred.edges)
-    matches = collect_matches(pred, cfg.max_matches) if cfg.match_weight > 0 else None
+    matches = collect_matches(pred, cfg.max_matches, keep) if cfg.match_weight > 0 else None
     groups = [{"params": [prm.q, prm.t, prm.log_depth, prm.qe, prm.te, prm.log_s], "lr_scale": 1.0}]
     if isinstance(prm.log_f, torch.nn.Parameter):
         groups.append({"params": [prm.log_f], "lr_scale": cfg.focal_lr_scale})
@@ -511,7 +539,7 @@ def global_align(pred: PairwisePredictions, n_frames: int, K: np.ndarray, known_
         P = np.tile(np.eye(4), (E, 1, 1))
         P[:, :3, :3], P[:, :3, 3] = Re.double().numpy(), te.double().numpy()
         sig = prm.sigma().double().numpy()
-    depth, conf = fuse_depth(pred, c2w, K_out, sig, P, n_frames, stride=1)
+    depth, conf = fuse_depth(pred, c2w, K_out, sig, P, n_frames, stride=1, keep=keep)
     t_fuse = time.perf_counter() - t0 - t_init - t_opt
     return Alignment(c2w=c2w, K=K_out, depth=depth, conf=conf, pair_scale=sig, pair_pose=P, losses=losses,
-                     init_loss=init_loss, stride=r, seconds={"init": t_init, "optimize": t_opt, "fuse_depth": t_fuse})
+                     init_loss=init_loss, edges_kept=int(keep.sum()), stride=r, seconds={"init": t_init, "optimize": t_opt, "fuse_depth": t_fuse})
