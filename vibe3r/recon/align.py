@@ -34,12 +34,13 @@ whole path). Exact pointmaps (no matches) are unaffected.
 Edges whose relative pose contradicts the spanning-tree initialisation (rotation off by more than
 ``outlier_deg``) are outliers — wrong matches or a wrong pointmap — and get zero weight in both terms.
 
-Optimisation: Adam with a linear warm-up and a cosine learning-rate schedule. The loss is evaluated in chunks of edges with
-gradient accumulation, so memory is O(chunk · H' · W') for activations plus the float16 pairwise
+Optimisation: Adam with a linear warm-up and a cosine learning-rate schedule. The loss is evaluated in
+chunks of edges with gradient accumulation, so memory is O(chunk · H' · W') for activations plus the float16 pairwise
 predictions, O(E · H · W): linear in the number of pairs, never in frames².
 
 Initialisation (DUSt3R's ``minimum_spanning_tree``, with relative poses): a maximum spanning tree of
-the frames over edge strength mean(C^a) · mean(C^b); from frame 0 (identity, depth = X^{0,0}_z), each
+the frames over edge strength mean(C^a) · mean(C^b) (times the essential-RANSAC inliers + 1 when
+there are matches, ``PairwisePredictions.edge_score``); from frame 0 (identity, depth = X^{0,0}_z), each
 tree edge to a new frame m from a known frame k takes its pair scale σ from the overlapping pointmap,
 σ = median(D_k / Z_k^{pair}) (frame k's depth against its depth in the pair), then chains the edge's
 relative pose T_b_a with its translation scaled by σ, and sets D_m = σ Z_m^{pair}. Every edge's

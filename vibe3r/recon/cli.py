@@ -40,7 +40,7 @@ def train_cmd(
 
 @app.command("run")
 def run_cmd(
-    input_spec: Annotated[str, typer.Argument(metavar="INPUT", help="video file, image folder or any capture spec (PATH[@START:STOP:STEP])")],
+    input_spec: Annotated[str, typer.Argument(metavar="INPUT", help="video file, image folder or any capture spec, optionally PATH@START:STOP:STEP")],
     out: Annotated[Path, typer.Option("--out", help="output folder (scene.ply, scene.glb, mesh.ply, cameras, COLMAP, nerfstudio, depth, report.json)")],
     ckpt: Annotated[Path | None, typer.Option("--ckpt", help="checkpoint folder; default: the shipped weights/recon-base")] = None,
     max_frames: Annotated[int, typer.Option("--max-frames", help="frames kept, evenly spread (0 = all)")] = 64,
