@@ -7,10 +7,11 @@ RANSAC inliers (median), failure rate, AUC@5/10/20 of max(rotation, translation-
 
 * real:     ``/work/shared/data/real/eval-pairs/*.txt`` (7-Scenes redkitchen second half, TUM
             fr3/long_office), images resized to the rendered resolution, K rescaled.
-* rendered: pairs drawn in procedural rooms with handheld statistics like the real lists: camera 0
-            at 1.1-1.7 m aimed at an object (75%) or looking slightly down, 0.8-5 m away; camera 1 displaced by a
-            baseline drawn from the real pairs' baselines (x lognormal(0, 0.1)) and aimed at the same
-            region (± 0.25 m), ±3° roll, so rotations are ~10° median; co-visibility ≥ 0.3. Each frame gets handheld motion
+* rendered: pairs in procedural rooms (seeds 500+) with the *same relative poses* as the real
+            pairs (``--motion real``, default: pair k reuses real pair k's T_0to1): camera 0 at
+            1.1-1.7 m in free space aimed at an object (75 %) or looking slightly down, 0.8-3 m from
+            what it sees (the real captures' median depth is 1.8-2.4 m), camera 1 = c2w_0 inv(T_0to1), redrawn until camera 1 is in free space and
+            co-visibility ≥ 0.3. ``--motion lookat``: a synthetic handheld model instead. Each frame gets handheld motion
             blur (random shutter motion), auto-exposure, vignetting and noise (``degrade``).
 
     .venv/bin/python bench/realism.py --sizes 128x96 256x192 --pairs 60
@@ -116,17 +117,24 @@ def _inside(scene: Scene, p: np.ndarray) -> bool:
     return -0.05 < p[0] < Lx + 0.05 and -0.05 < p[1] < Ly + 0.05 and -0.05 < p[2] < H + 0.05
 
 
-def real_baselines() -> np.ndarray:
-    """Camera baselines (m) of all real evaluation pairs: the rendered pairs draw theirs from these."""
-    return np.array([np.linalg.norm(p.T_0to1[:3, 3]) for name in REAL_LISTS for p in load_pairs(REAL_LISTS[name])])
+def real_motions() -> list[np.ndarray]:
+    """``T_0to1`` (4,4) of every real evaluation pair: the rendered pairs reuse these exact motions."""
+    return [p.T_0to1 for name in REAL_LISTS for p in load_pairs(REAL_LISTS[name])]
 
 
-def sample_pair(scene: Scene, rng: np.random.Generator, baselines: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
-    """Two handheld-like camera poses looking at the same region, or None if none found quickly."""
+def sample_pair(scene: Scene, rng: np.random.Generator, motion: np.ndarray | None = None,
+                tries: int = 200, max_depth: float = 3.0) -> tuple[np.ndarray, np.ndarray] | None:
+    """Two camera poses of a handheld pair, or None if none found in ``tries``.
+
+    Camera 0 stands at 1.1-1.7 m in free space, aimed at an object (75 %) or looking slightly
+    down, 0.8 m to ``max_depth`` from what it sees (the real captures film things 1.5-2.5 m away). With ``motion`` (a real pair's ``T_0to1``) camera 1 is
+    ``c2w_0 inv(T_0to1)``: exactly the real relative pose. Without, camera 1 is displaced by a
+    log-normal baseline (median 0.3 m) and aimed at the same region (± 0.25 m), ±3° roll.
+    """
     Lx, Ly, H = scene.size
     shell = scene.arrays["geo_shell"]
     things = [np.asarray(p.mesh.get_center()) for p, sh in zip(scene.parts, shell, strict=True) if not sh]
-    for _ in range(200):
+    for _ in range(tries):
         eye0 = np.array([rng.uniform(0.3, Lx - 0.3), rng.uniform(0.3, Ly - 0.3), rng.uniform(1.1, 1.7)])
         if not scene.free_mask(eye0[None], 0.3)[0]:
             continue
@@ -139,12 +147,15 @@ def sample_pair(scene: Scene, rng: np.random.Generator, baselines: np.ndarray | 
             fwd = np.array([math.cos(yaw) * math.cos(pitch), math.sin(yaw) * math.cos(pitch), math.sin(pitch)])
         c0 = _camera(scene, rng, eye0, eye0 + fwd, rng.normal(0, 3))
         t, X = _centre_hit(scene, c0)
-        if not (0.8 < t < 5.0 and _inside(scene, X)):
+        if not (0.8 < t < max_depth and _inside(scene, X)):
             continue
-        if baselines is None:
-            b = float(np.clip(rng.lognormal(math.log(0.3), 0.5), 0.05, 1.0))
-        else:  # the real pairs' baseline distribution, slightly jittered
-            b = float(baselines[int(rng.integers(len(baselines)))] * rng.lognormal(0, 0.1))
+        if motion is not None:
+            c1 = c0 @ np.linalg.inv(motion)
+            t1, X1 = _centre_hit(scene, c1)
+            if scene.free_mask(c1[None, :3, 3], 0.3)[0] and 0.5 < t1 < 6.0 and _inside(scene, X1):
+                return c0, c1
+            continue
+        b = float(np.clip(rng.lognormal(math.log(0.3), 0.5), 0.05, 1.0))
         a = rng.uniform(0, 2 * math.pi)
         dirn = np.array([math.cos(a), math.sin(a), rng.normal(0, 0.3)])
         eye1 = eye0 + b * dirn / np.linalg.norm(dirn)
@@ -170,29 +181,36 @@ def _handheld_shutter(c2w: np.ndarray, rng: np.random.Generator, fraction: float
 
 
 def rendered_rows(cfg: Config, width: int, height: int, n_pairs: int, n_scenes: int, seed: int,
-                  sheet: list | None = None) -> tuple[list[dict], float]:
+                  sheet: list | None = None, motion: str = "real") -> tuple[list[dict], float]:
+    """SIFT figures of ``n_pairs`` rendered pairs from ``n_scenes`` rooms (seeds 500+).
+
+    ``motion="real"``: pair k uses the k-th real pair's relative pose (cycling through the 142);
+    camera 0 is re-drawn until camera 1 is in free space and the pair's co-visibility is ≥ 0.3.
+    ``motion="lookat"``: the synthetic handheld model of :func:`sample_pair`.
+    """
     rows = []
     scenes: dict[int, Scene] = {}
     rc = cfg.render.model_copy(update={"width": width, "height": height})
     dc = rc.degrade
-    S = 8  # shutter time bins of the handheld blur
+    bins = 8  # shutter time bins of the handheld blur
     t_render = 0.0
+    motions = real_motions()
     k = 0
-    baselines = real_baselines()
     while len(rows) < n_pairs:
+        T_real = motions[len(rows) % len(motions)] if motion == "real" else None
         rng = np.random.default_rng([seed, k])
         sid = 500 + k % n_scenes
         k += 1
         if sid not in scenes:
             scenes[sid] = build_scene(sid, cfg.world)
         sc = scenes[sid]
-        pair = sample_pair(sc, rng, baselines)
+        pair = sample_pair(sc, rng, T_real)
         if pair is None:
             continue
         K = geometry.intrinsics_from_fov(float(rng.uniform(55, 62)), width, height).numpy()
         c2w = np.stack(pair)
         t0 = time.perf_counter()
-        shutter = np.stack([_handheld_shutter(c, rng, dc.motion_blur, S) for c in c2w]) if dc.motion_blur > 0 else None
+        shutter = np.stack([_handheld_shutter(c, rng, dc.motion_blur, bins) for c in c2w]) if dc.motion_blur > 0 else None
         hdr, depth = render_frames(sc, c2w, K, width, height, rc, seed=int(rng.integers(2**31)), shutter_c2w=shutter)
         imgs = [degrade.apply(hdr[i:i + 1], dc, seed=int(rng.integers(2**31)))[0] for i in range(2)]
         t_render += time.perf_counter() - t0
@@ -217,8 +235,10 @@ def _fmt(name: str, s: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", nargs="+", default=["128x96", "256x192"])
-    ap.add_argument("--pairs", type=int, default=60, help="rendered pairs per setting")
-    ap.add_argument("--scenes", type=int, default=20, help="distinct rooms the rendered pairs come from")
+    ap.add_argument("--pairs", type=int, default=142, help="rendered pairs per setting (142 = each real motion once)")
+    ap.add_argument("--motion", choices=["real", "lookat"], default="real",
+                    help="rendered pairs reuse the real pairs' relative poses, or a synthetic handheld model")
+    ap.add_argument("--scenes", type=int, default=30, help="distinct rooms the rendered pairs come from")
     ap.add_argument("--texture-dirs", nargs="*", default=None, help="also run with these image-texture sources")
     ap.add_argument("--set", nargs="*", default=[], help="config overrides for the rendered side")
     ap.add_argument("--sheet", default="bench/out/realism_pairs.png", help="contact sheet of rendered pairs")
@@ -241,7 +261,7 @@ def main() -> None:
         for label, extra in settings:
             cfg = load_config(None, [*args.set, *extra])
             sheet: list = []
-            rows, t = rendered_rows(cfg, W, H, args.pairs, args.scenes, args.seed, sheet)
+            rows, t = rendered_rows(cfg, W, H, args.pairs, args.scenes, args.seed, sheet, args.motion)
             s = summarise(rows)
             print(_fmt(label, s) + f"  ({2 * len(rows) / t:.1f} frames/s)", flush=True)
             ra = real["all"]

@@ -43,8 +43,8 @@ class WorldConfig(Section):
     room_height: tuple[float, float] = Field((2.4, 3.0), description="ceiling height range in m")
     openings: tuple[int, int] = Field((1, 3), description="doors/windows cut into walls (min, max)")
     objects: tuple[int, int] = Field((5, 12), description="furniture-like objects per room (min, max)")
-    clutter: tuple[int, int] = Field((12, 35), description="small clutter items per room (min, max)")
-    decor: tuple[int, int] = Field((3, 8), description="posters, pictures and boards on the walls per room (min, max)")
+    clutter: tuple[int, int] = Field((15, 40), description="small clutter items per room (min, max)")
+    decor: tuple[int, int] = Field((5, 12), description="posters, pictures and boards on the walls per room (min, max)")
     texture_dirs: list[str] = Field(
         default_factory=list,
         description="folders or files of photos (or real capture frames) to cut image textures from",
@@ -89,6 +89,7 @@ class DegradeConfig(Section):
     auto_exposure: bool = Field(True, description="phone-like auto-exposure: log-average luminance mapped to exposure_key")
     exposure_key: float = Field(0.18, gt=0, description="auto-exposure target for the log-average linear luminance")
     ae_lag: float = Field(0.5, ge=0, lt=1, description="auto-exposure lag per frame (0 = instant, towards 1 = slow)")
+    lens_blur: float = Field(0.4, ge=0, description="std in output pixels of a Gaussian lens point-spread function (0.4 matches the high-frequency energy of real 128-px frames)")
     vignetting: float = Field(0.3, ge=0, le=1, description="relative brightness loss at the image corners")
     jpeg_quality: int = Field(0, ge=0, le=100, description="JPEG round-trip quality; 0 disables")
 
@@ -101,6 +102,7 @@ class RenderConfig(Section):
     fov_deg: tuple[float, float] = Field((55.0, 70.0), description="horizontal field of view range in degrees")
     supersample: int = Field(2, ge=1, le=8, description="rays per pixel side for anti-aliasing (s*s rays per pixel)")
     fps: float = Field(10.0, gt=0, description="frame rate written into video.mp4")
+    jitter: bool = Field(False, description="random sub-pixel/time sample positions per frame (True) or a fixed stratified pattern (no sampling noise between frames)")
     shadows: bool = Field(True, description="cast shadow rays to every light")
     ao_strength: float = Field(0.6, ge=0, le=1, description="ambient-occlusion darkening of the bounce light (0 disables the AO ray)")
     ao_distance: float = Field(0.5, gt=0, description="length of ambient-occlusion rays in m")

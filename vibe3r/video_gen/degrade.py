@@ -2,7 +2,7 @@
 
 Degradations act on colour only; depth and poses stay exact. Order (as in a camera pipeline)::
 
-    radiance --(auto-exposure · smooth drift)--> sensor signal --(vignetting)--> --(shot + read noise)-->
+    radiance --(auto-exposure · smooth drift)--> --(lens blur)--> sensor signal --(vignetting)--> --(shot + read noise)-->
     --(filmic tone curve, sRGB OETF)--> uint8 --(optional JPEG round trip)--> frames
 
 Motion blur is not applied here but in the renderer, physically: colour samples are spread over
@@ -142,6 +142,8 @@ def apply(hdr: np.ndarray, cfg: DegradeConfig, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng([seed, 5])
     e = exposure(hdr, cfg, rng) if cfg.auto_exposure else np.exp(cfg.exposure_drift * _smooth_walk(rng, N))
     x = hdr * e[:, None, None, None].astype(np.float32)
+    if cfg.lens_blur > 0:  # optics: a Gaussian point-spread function before the sensor
+        x = np.stack([cv2.GaussianBlur(f, (0, 0), cfg.lens_blur, borderType=cv2.BORDER_REFLECT) for f in x])
     if cfg.vignetting > 0:
         x = x * vignette(H, W, cfg.vignetting)[None, :, :, None]
     out = np.empty((N, H, W, 3), np.uint8)

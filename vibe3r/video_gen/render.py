@@ -46,14 +46,36 @@ GENERATOR_VERSION = "1.0"
 # --------------------------------------------------------------------------------------------
 
 
-def subpixel_offsets(H: int, W: int, s: int, rng: np.random.Generator) -> np.ndarray:
-    """(H, W, s*s, 2) stratified jittered offsets in [-0.5, 0.5)² (pixel centre at 0); s=1 -> centre."""
+def subpixel_offsets(H: int, W: int, s: int, rng: np.random.Generator, jitter: bool = True) -> np.ndarray:
+    """(H, W, s*s, 2) stratified sub-pixel offsets in [-0.5, 0.5)² (pixel centre at 0).
+
+    ``jitter=True``: a uniform random point in each of the s x s cells; ``False``: the cell centres
+    (the same pattern in every pixel and frame, like a sensor's fixed pixel footprint). s=1 -> centre.
+    """
     if s == 1:
         return np.zeros((H, W, 1, 2), np.float32)
     gy, gx = np.meshgrid(np.arange(s), np.arange(s), indexing="ij")
     cells = np.stack([gx.ravel(), gy.ravel()], -1).astype(np.float32)  # S,2
+    if not jitter:
+        return np.broadcast_to((cells + 0.5) / s - 0.5, (H, W, s * s, 2)).astype(np.float32)
     jit = rng.random((H, W, s * s, 2), dtype=np.float32)
     return (cells + jit) / s - 0.5
+
+
+def time_strata(n_pix: int, S: int, T: int, rng: np.random.Generator, jitter: bool, pix: np.ndarray) -> np.ndarray:
+    """Shutter time bin (n_pix, S) of each of a pixel's S samples, one time stratum per sample.
+
+    Sample k of pixel p takes stratum ``π_p(k)`` of the S equal strata of the exposure and the
+    bin of T containing a point in it: a random permutation and point (``jitter``) or the fixed
+    dither ``(k + p) mod S`` at the stratum centre (``pix`` (n_pix,) pixel indices).
+    """
+    if jitter:
+        perm = np.argsort(rng.random((n_pix, S)), -1)
+        u = rng.random((n_pix, S))
+    else:
+        perm = (np.arange(S)[None] + pix[:, None] * 3) % S
+        u = np.full((n_pix, S), 0.5)
+    return np.minimum(((perm + u) * T / S).astype(np.int64), T - 1)
 
 
 def pixel_centre_rays(K: np.ndarray, c2w: np.ndarray, H: int, W: int) -> tuple[np.ndarray, np.ndarray]:
@@ -168,24 +190,33 @@ def _normals(scene: Scene, g: np.ndarray, p: np.ndarray, prim_n: np.ndarray) -> 
     return n
 
 
-def _strata(rng: np.random.Generator, M: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _strata(rng: np.random.Generator, M: int, k: int, q: np.ndarray | None = None, period: int = 1
+            ) -> tuple[np.ndarray, np.ndarray]:
     """k stratified 2D samples in [0,1)² for each of M points: (u1, u2) each (M, k).
 
-    u1 is stratified in k strata; u2 follows a golden-ratio lattice; both get a random shift per
-    point (Cranley-Patterson rotation), so the k samples of a point cover the square evenly.
+    Random (``q`` None): u1 in k strata, u2 on a golden-ratio lattice, both randomly shifted per
+    point (Cranley-Patterson rotation). Deterministic (``q`` (M,) = the sample's index within its
+    pixel, of ``period``): the pixel's ``period · k`` samples form one Fibonacci lattice
+    ``((n + ½) / N, frac(n φ))``, n = q k + j, the same in every frame (no sampling noise).
     """
     j = np.arange(k, dtype=np.float32)[None]
+    if q is not None:
+        n = q.astype(np.float32)[:, None] * k + j
+        N = np.float32(period * k)
+        return ((n + 0.5) / N).astype(np.float32), ((n * np.float32(0.618034)) % 1.0).astype(np.float32)
     u1 = (j + rng.random((M, k), dtype=np.float32)) / k
     u2 = (j * np.float32(0.618034) + rng.random((M, 1), dtype=np.float32)) % 1.0
     return u1, u2.astype(np.float32)
 
 
 def shade(scene: Scene, o: np.ndarray, d: np.ndarray, hit: dict[str, np.ndarray], focal: np.ndarray,
-          rcfg: RenderConfig, rng: np.random.Generator) -> np.ndarray:
+          rcfg: RenderConfig, rng: np.random.Generator, period: int = 1) -> np.ndarray:
     """Radiance (M,3) float32 of rays (o, d) (d z-normalised in its camera) given open3d hits.
 
     ``focal`` (M,) is f·s: the focal length in pixels times the supersampling factor, so that
-    ``t / focal`` is the sample's footprint at z-depth t.
+    ``t / focal`` is the sample's footprint at z-depth t. Rays come in groups of ``period``
+    samples per pixel; without ``rcfg.jitter`` the light-disc and ambient-occlusion directions
+    follow a fixed lattice over each pixel's samples (:func:`_strata`).
     """
     M = len(o)
     out = np.zeros((M, 3), np.float32)
@@ -221,6 +252,7 @@ def shade(scene: Scene, o: np.ndarray, d: np.ndarray, hit: dict[str, np.ndarray]
         rays = []
         contrib = []
         M_ = len(li)
+        q = None if rcfg.jitter else i[li] % period  # sample index within the pixel
         ks = rcfg.shadow_samples
         for L in scene.lights:
             Lv = L.pos[None].astype(np.float32) - origin
@@ -232,7 +264,7 @@ def shade(scene: Scene, o: np.ndarray, d: np.ndarray, hit: dict[str, np.ndarray]
             sp = spec * (shin + 8) / 8 * np.maximum(_dot(N, h), 0) ** shin
             contrib.append(E * (Alb + sp[:, None]))
             # ks stratified points on the light's disc (soft shadows): visibility is their mean
-            u1, u2 = _strata(rng, M_, ks)
+            u1, u2 = _strata(rng, M_, ks, q, period)
             r = L.radius * np.sqrt(u1)
             phi = u2 * np.float32(2 * math.pi)
             lp = L.pos[None, None].astype(np.float32) + np.stack([r * np.cos(phi), r * np.sin(phi), np.zeros_like(r)], -1)
@@ -249,7 +281,7 @@ def shade(scene: Scene, o: np.ndarray, d: np.ndarray, hit: dict[str, np.ndarray]
         if rcfg.ao_strength > 0 and rcfg.ao_samples > 0:
             # ka stratified cosine-weighted hemisphere directions around N (Malley's method)
             ka = rcfg.ao_samples
-            u1, u2 = _strata(rng, M_, ka)
+            u1, u2 = _strata(rng, M_, ka, q, period)
             phi = u2 * np.float32(2 * math.pi)
             tmp = np.where(np.abs(N[:, :1]) < 0.9, np.array([[1, 0, 0]], np.float32), np.array([[0, 1, 0]], np.float32))
             T1 = _unit(np.cross(N, tmp))
@@ -286,8 +318,9 @@ def render_frames(
 
     ``c2w`` (N,4,4) are the frames' poses (depth is cast from them), ``K`` (3,3) or (N,3,3).
     ``shutter_c2w`` (N,T,4,4) optional poses at the centres of T equal shutter time bins (motion
-    blur); a pixel's samples are stratified over the exposure: sample k of S falls in bin
-    ``floor((π(k) + U) T / S)`` with π a random permutation per pixel. Frame i's random numbers come from ``default_rng([seed, i])``, so a frame
+    blur); a pixel's samples are stratified over the exposure (:func:`time_strata`). With
+    ``rcfg.jitter`` off (default) sub-pixel positions and time strata are a fixed pattern, so a
+    static scene renders without frame-to-frame sampling noise. Frame i's random numbers come from ``default_rng([seed, i])``, so a frame
     renders identically whatever other frames are rendered with it. ``progress(n_done)`` is
     called after each chunk.
     """
@@ -320,7 +353,7 @@ def render_frames(
         O, D, F, rngs = [], [], [], []
         for f in fr:
             rng = np.random.default_rng([seed, f])
-            off = subpixel_offsets(H, W, s, rng)  # H,W,S,2
+            off = subpixel_offsets(H, W, s, rng, rcfg.jitter)  # H,W,S,2
             Kinv = np.linalg.inv(K[f])
             uu = u[..., None] + off[..., 0]
             vv = v[..., None] + off[..., 1]
@@ -330,8 +363,7 @@ def render_frames(
                 d_w = d_cam @ Rb.T
                 o_w = np.broadcast_to(shutter_c2w[f, 0, :3, 3], d_w.shape)
             else:
-                perm = np.argsort(rng.random((H, W, S)), -1)  # time strata, permuted per pixel
-                bins = np.minimum(((perm + rng.random((H, W, S))) * T / S).astype(np.int64), T - 1)
+                bins = time_strata(H * W, S, T, rng, rcfg.jitter, np.arange(H * W)).reshape(H, W, S)
                 Rb = shutter_c2w[f, bins, :3, :3]  # H,W,S,3,3
                 d_w = np.einsum("hwsij,hwsj->hwsi", Rb, d_cam)
                 o_w = shutter_c2w[f, bins, :3, 3]
@@ -347,7 +379,7 @@ def render_frames(
         def shade_frame(k: int) -> None:  # frame k's randomness is its own: independent of chunking/threads
             f = fr[k]
             sl = slice(k * n_px, (k + 1) * n_px)
-            rad = shade(scene, O_[sl], D_[sl], {kk: vv_[sl] for kk, vv_ in hit.items()}, focal[sl], rcfg, rngs[k])
+            rad = shade(scene, O_[sl], D_[sl], {kk: vv_[sl] for kk, vv_ in hit.items()}, focal[sl], rcfg, rngs[k], S)
             rad = rad.reshape(H, W, S, 3)
             hdr[f] = rad.mean(2)
             if rcfg.adaptive_supersample > 1:
@@ -384,20 +416,19 @@ def _refine(scene: Scene, img: np.ndarray, samples: np.ndarray, gids: np.ndarray
         return img
     a = rcfg.adaptive_supersample
     E = a * a
-    off = subpixel_offsets(1, len(ys), a, rng)[0]  # P,E,2
+    off = subpixel_offsets(1, len(ys), a, rng, rcfg.jitter)[0]  # P,E,2
     uu = xs[:, None] + off[..., 0]
     vv = ys[:, None] + off[..., 1]
     d_cam = np.stack([uu, vv, np.ones_like(uu)], -1) @ np.linalg.inv(K).T  # P,E,3
     T = shutter.shape[0]
-    strata = (np.arange(E)[None] + rng.random((len(ys), E))) / E  # stratified shutter times
-    bins = np.minimum((rng.permuted(strata, axis=1) * T).astype(np.int64), T - 1)
+    bins = time_strata(len(ys), E, T, rng, rcfg.jitter, ys * W + xs)
     Rb, tb = shutter[bins, :3, :3], shutter[bins, :3, 3]
     d_w = np.einsum("peij,pej->pei", Rb, d_cam).reshape(-1, 3).astype(np.float32)
     o_w = tb.reshape(-1, 3).astype(np.float32)
     hit = scene.cast(o_w, d_w)
     # many samples per pixel already: one shadow / AO ray per sample suffices
     lean = rcfg.model_copy(update={"ao_samples": min(rcfg.ao_samples, 1), "shadow_samples": 1})
-    extra = shade(scene, o_w, d_w, hit, np.full(len(o_w), K[0, 0] * a, np.float32), lean, rng).reshape(len(ys), E, 3)
+    extra = shade(scene, o_w, d_w, hit, np.full(len(o_w), K[0, 0] * a, np.float32), lean, rng, E).reshape(len(ys), E, 3)
     out = img.copy()
     out[ys, xs] = (samples[ys, xs].sum(1) + extra.sum(1)) / (S + E)
     return out

@@ -479,10 +479,10 @@ def build_scene(seed: int, cfg: WorldConfig | None = None) -> Scene:
     T = cfg.wall_thickness
 
     # ---- shell materials
-    floor_kind = rng.choice(["planks", "planks", "tiles", "carpet", "marble"])
+    floor_kind = rng.choice(["planks", "tiles", "carpet", "marble"], p=[0.45, 0.15, 0.3, 0.1])
     m_floor = B.material(str(floor_kind), tile=float(rng.uniform(1.2, 2.5)), specular=0.08 if floor_kind != "carpet" else 0.0,
                          shininess=30.0)
-    wall_kind = rng.choice(["paint", "paint", "paint", "wallpaper", "bricks"])
+    wall_kind = rng.choice(["paint", "wallpaper", "bricks"], p=[0.65, 0.25, 0.1])
     m_wall = B.material(str(wall_kind), tile=float(rng.uniform(1.5, 3.0)) if wall_kind != "bricks" else 1.2, detail=0.12)
     m_ceiling = B.material("paint", tile=2.5, base=np.array([0.93, 0.93, 0.91]), detail=0.1)
     m_trim = B.material("paint", tile=1.0, base=tx.NEUTRALS[0] if rng.random() < 0.6 else tx.WOODS[rng.integers(6)])
