@@ -5,20 +5,22 @@ Image formation, per frame (all in linear light, OpenCV camera, ``c2w`` camera-t
 * **depth**: one ray through each pixel *centre* ``(u, v)`` with direction ``R K^-1 [u, v, 1]^T``
   (z-normalised in the camera frame), so open3d's ``t_hit`` *is* the z-depth. Depth is never averaged
   across samples or across the shutter; a miss is 0.
-* **colour**: ``s x s`` stratified, jittered sub-pixel samples per pixel (``RenderConfig.supersample``).
-  With motion blur, sample k of a pixel is taken at shutter time bin ``π(k)`` (a random permutation
-  per pixel) from the interpolated pose of that bin (``degrade.shutter_poses``): colour integrates
-  over the exposure, physically like a rolling-free global shutter.
+* **colour**: ``s x s`` stratified sub-pixel samples per pixel (``RenderConfig.supersample``) at
+  fixed cell centres (``jitter=False``, default: a static scene renders without frame-to-frame
+  sampling noise, like a sensor) or jittered; pixels whose samples disagree (edges, shadow
+  boundaries) get ``a x a`` more (``adaptive_supersample``). With motion blur each of a pixel's
+  samples takes its own stratum of the exposure and the interpolated pose of that time
+  (``degrade.shutter_poses``): colour integrates over the exposure like a global shutter.
 * **shading** of a hit at point p with normal n (facing the ray), albedo ``ρ`` from the material's
   mip-mapped texture (level of detail from the sample footprint ``z / (f s)`` projected on the surface):
 
       L = ρ · Σ_k E_k V_k max(n·l_k, 0) + k_s Σ_k E_k V_k (n·h_k)^m (m+8)/8 + ρ · A · (0.85 + 0.15 n_z) · (1 - a·O)
 
   with ``E_k = I_k c_k / (d_k² + ε)`` from disc area lights, ``V_k`` the visibility averaged over
-  ``shadow_samples`` stratified points of the disc (soft shadows), ``A`` the ambient (bounce)
-  irradiance, ``O`` the occluded fraction of ``ao_samples`` short cosine-weighted hemisphere rays
-  (ambient occlusion) and ``a`` its strength. Emissive
-  surfaces return ``emission · ρ``.
+  ``shadow_samples`` points of the disc (soft shadows), ``A`` the ambient (bounce) irradiance,
+  ``O`` the occluded fraction of ``ao_samples`` short cosine-weighted hemisphere rays (ambient
+  occlusion) and ``a`` its strength; light and AO directions form a lattice over a pixel's
+  samples (no noise without jitter). Emissive surfaces return ``emission · ρ``.
 
 The result is a linear HDR radiance image; :mod:`vibe3r.video_gen.degrade` exposes, tone-maps and
 degrades it like a phone camera.
