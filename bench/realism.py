@@ -66,9 +66,13 @@ def sift_pose(img0: np.ndarray, img1: np.ndarray, K0: np.ndarray, K1: np.ndarray
 
 
 def summarise(rows: list[dict]) -> dict:
+    """Medians, failure rate and AUC@5/10/20 with their bootstrap std (300 resamplings of the pairs)."""
     err = np.array([r["err"] for r in rows])
     auc = geometry.pose_auc(err, (5, 10, 20))
+    rng = np.random.default_rng(0)
+    boot = np.array([geometry.pose_auc(err[rng.integers(len(err), size=len(err))], (5, 10, 20)) for _ in range(300)])
     return {
+        "auc_std": boot.std(0).tolist(),
         "n": len(rows),
         "matches": float(np.median([r["matches"] for r in rows])),
         "inliers": float(np.median([r["inliers"] for r in rows])),
@@ -227,9 +231,10 @@ def rendered_rows(cfg: Config, width: int, height: int, n_pairs: int, n_scenes: 
 
 
 def _fmt(name: str, s: dict) -> str:
-    return (f"{name:<26} n={s['n']:3d}  matches {s['matches']:6.0f}  inliers {s['inliers']:5.0f}  fail {s['fail']:5.1f}%  "
-            f"AUC@5/10/20 {s['auc5']:5.1f} / {s['auc10']:5.1f} / {s['auc20']:5.1f}  med rot err {s['rot_err']:6.2f}°  "
-            f"[GT rot {s['gt_rot']:4.1f}°, baseline {s['baseline']:.2f} m]")
+    sd = s["auc_std"]
+    return (f"{name:<20} n={s['n']:3d}  matches {s['matches']:4.0f}  inliers {s['inliers']:4.0f}  fail {s['fail']:4.1f}%  "
+            f"AUC@5/10/20 {s['auc5']:4.1f}±{sd[0]:.1f} / {s['auc10']:4.1f}±{sd[1]:.1f} / {s['auc20']:4.1f}±{sd[2]:.1f}  "
+            f"med rot err {s['rot_err']:5.2f}°  [GT rot {s['gt_rot']:4.1f}°, baseline {s['baseline']:.2f} m]")
 
 
 def main() -> None:
