@@ -135,3 +135,12 @@ def test_normalize_scale_sets_the_median_depth_to_one(exported):
     s = X.normalize_scale(al)
     assert np.median(al.depth[al.depth > 0]) == pytest.approx(1.0, rel=1e-6)
     assert np.allclose(al.c2w[:, :3, 3], gt.c2w[:, :3, 3] * s)
+
+
+def test_tsdf_fusion_skips_frames_with_nothing_to_fuse(exported):
+    """A frame whose depth is entirely masked out (e.g. all low confidence) must not abort the fusion."""
+    gt, al, _, _ = exported
+    mask = al.depth > 0
+    mask[2] = False  # frame 2 contributes nothing
+    mesh = X.tsdf_mesh(al, gt.images, mask, 2 * X.pixel_footprint(al))
+    assert len(mesh.triangles) > 100

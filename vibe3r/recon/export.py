@@ -150,7 +150,10 @@ def tsdf_mesh(al: Alignment, images: np.ndarray, mask: np.ndarray, voxel: float,
     vbg = o3d.t.geometry.VoxelBlockGrid(attr_names=("tsdf", "weight", "color"), attr_dtypes=(o3c.float32, o3c.float32, o3c.float32),
                                         attr_channels=(1, 1, 3), voxel_size=float(voxel), block_resolution=8, block_count=1000)  # the hash map grows
     for n in range(N):
-        d = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(np.where(mask[n], al.depth[n], 0), dtype=np.float32)))
+        dn = np.where(mask[n], al.depth[n], 0)
+        if not ((dn > 0) & (dn < depth_trunc)).any():
+            continue  # nothing to fuse from this frame (open3d aborts on a frame that touches no block)
+        d = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(dn, dtype=np.float32)))
         c = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(images[n], dtype=np.float32) / 255.0))
         K = o3c.Tensor(np.ascontiguousarray(al.K[n], dtype=np.float64))
         ext = o3c.Tensor(np.ascontiguousarray(np.linalg.inv(al.c2w[n]), dtype=np.float64))
