@@ -157,7 +157,10 @@ def tsdf_mesh(al: Alignment, images: np.ndarray, mask: np.ndarray, voxel: float,
         c = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(images[n], dtype=np.float32) / 255.0))
         K = o3c.Tensor(np.ascontiguousarray(al.K[n], dtype=np.float64))
         ext = o3c.Tensor(np.ascontiguousarray(np.linalg.inv(al.c2w[n]), dtype=np.float64))
-        blocks = vbg.compute_unique_block_coordinates(d, K, ext, depth_scale=1.0, depth_max=depth_trunc, trunc_voxel_multiplier=4.0)
+        try:
+            blocks = vbg.compute_unique_block_coordinates(d, K, ext, depth_scale=1.0, depth_max=depth_trunc, trunc_voxel_multiplier=4.0)
+        except RuntimeError:  # open3d aborts when the frame's sparse depth touches no voxel block: skip the frame
+            continue
         vbg.integrate(blocks, d, c, K, K, ext, depth_scale=1.0, depth_max=depth_trunc, trunc_voxel_multiplier=4.0)
     mesh = vbg.extract_triangle_mesh(weight_threshold=weight_threshold).to_legacy()
     mesh.compute_vertex_normals()
