@@ -162,3 +162,14 @@ def test_image_textures_from_folder(tmp_path):
         tx.find_images([str(tmp_path / "missing")])
     sc = build_scene(1, SMALL.model_copy(update={"texture_dirs": [str(tmp_path)], "image_texture_prob": 1.0}))
     assert "image" in sc.textures.names
+
+
+def test_texture_bank_mirror_addressing_reflects_at_the_borders():
+    img = np.random.default_rng(1).random((16, 16, 3)).astype(np.float32)
+    bank = tx.TextureBank.build([img, img], [False, True], ["wrap", "mirror"])
+    one = np.ones(1, np.int64)
+    at = lambda t, u, v, lod=0.0: bank.sample(t * one, np.array([u]), np.array([v]), np.array([lod]))  # noqa: E731
+    np.testing.assert_allclose(at(0, 5.3, 7.9), at(1, 5.3, 7.9), atol=1e-6)  # inside: the same texture
+    np.testing.assert_allclose(at(1, -2.3, 4.4), at(1, 2.3, 4.4), atol=1e-6)  # reflected about 0
+    np.testing.assert_allclose(at(1, 16 + 1.7, 4.4), at(1, 16 - 1.7, 4.4), atol=1e-6)  # and about S
+    np.testing.assert_allclose(at(1, 3.1, 32 + 5.5, 1.6), at(1, 3.1, 5.5, 1.6), atol=1e-6)  # period 2S, any level

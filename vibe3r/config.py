@@ -111,7 +111,7 @@ class RenderConfig(Section):
     adaptive_supersample: int = Field(3, ge=0, le=8, description="edge pixels (samples disagree) get this many more rays per side (a*a); 0/1 disables")
     adaptive_threshold: float = Field(0.25, gt=0, description="relative luminance range among a pixel's samples that triggers adaptive supersampling")
     texture_lod_bias: float = Field(0.0, ge=-3, le=3, description="added to the mip level of texture lookups (<0 sharper, >0 blurrier)")
-    threads: int = Field(2, ge=1, description="frames shaded in parallel threads (numpy and open3d release the GIL)")
+    threads: int = Field(1, ge=1, description="frames shaded in parallel threads (helps when other processes leave cores idle; open3d already uses all cores)")
     max_rays: int = Field(400_000, ge=1000, description="rays per open3d cast call (frames are batched up to this)")
     degrade: DegradeConfig = Field(default_factory=DegradeConfig)
 

@@ -558,8 +558,8 @@ class TextureBank:
     """All textures of a scene: ``levels[l]`` is (T, R>>l, R>>l, 3) linear RGB float32.
 
     ``mirror[t]`` selects mirror addressing (image crops, prints) instead of wrap-around
-    repetition. For sampling, all levels are also kept in one flat (Σ_l T (R>>l)², 3) array so a
-    batch of lookups at mixed levels is one gather.
+    repetition. For sampling, all levels are also kept, padded by one texel, in one flat
+    (Σ_l T (R>>l + 2)², 3) array so a batch of lookups at mixed levels is one gather.
     """
 
     levels: list[np.ndarray]
@@ -569,8 +569,15 @@ class TextureBank:
     base: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.flat = np.concatenate([lv.reshape(-1, 3) for lv in self.levels]).astype(np.float32)
-        sizes = [lv.shape[0] * lv.shape[1] * lv.shape[2] for lv in self.levels]
+        # every level padded by one texel on each side (wrap-around for repeating textures, edge
+        # copies for mirrored ones) so bilinear lookups never need index wrapping
+        padded = []
+        for lv in self.levels:
+            wrap = np.pad(lv, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="wrap")
+            edge = np.pad(lv, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+            padded.append(np.where(self.mirror[:, None, None, None], edge, wrap).reshape(-1, 3))
+        self.flat = np.concatenate(padded).astype(np.float32)
+        sizes = [len(p_) for p_ in padded]
         self.base = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
 
     @classmethod
@@ -588,24 +595,29 @@ class TextureBank:
         return self.levels[0].shape[1]
 
     def _bilinear(self, level: np.ndarray, tex: np.ndarray, u: np.ndarray, v: np.ndarray, mir: np.ndarray) -> np.ndarray:
-        """Bilinear lookups (M,3) at per-point integer mip ``level`` (M,), level-0 texel coords (u, v)."""
+        """Bilinear lookups (M,3) at per-point integer mip ``level`` (M,), level-0 texel coords (u, v).
+
+        Repeating textures: the coordinate is reduced modulo the level size S. Mirrored ones: it is
+        folded into [0, S] (``S - |t mod 2S - S|``), which is mirror addressing. Either way the two
+        bilinear taps fall inside the padded level.
+        """
         S = (self.res >> level).astype(np.int64)
-        scale = (S / self.res).astype(np.float32)
-        x = u * scale - 0.5  # texel centres at integer + 0.5
-        y = v * scale - 0.5
-        x0, y0 = np.floor(x), np.floor(y)
-        fx, fy = (x - x0)[:, None], (y - y0)[:, None]
-        x0, y0 = x0.astype(np.int64), y0.astype(np.int64)
+        Sf = S.astype(np.float32)
+        scale = Sf / np.float32(self.res)
 
-        def wrap(i: np.ndarray) -> np.ndarray:
-            m = np.mod(i, 2 * S)
-            return np.where(mir, np.where(m < S, m, 2 * S - 1 - m), np.mod(i, S))
+        def coord(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            t = t * scale
+            t = np.where(mir, Sf - np.abs(np.mod(t, 2 * Sf) - Sf), np.mod(t, Sf)) - 0.5  # texel centres at +0.5
+            i0 = np.floor(t)
+            return i0.astype(np.int64) + 1, (t - i0)[:, None]  # +1: padding
 
-        xa, xb, ya, yb = wrap(x0), wrap(x0 + 1), wrap(y0), wrap(y0 + 1)
-        b = self.base[level] + tex * S * S
+        x0, fx = coord(u)
+        y0, fy = coord(v)
+        P = S + 2
+        b = self.base[level] + tex * P * P + y0 * P + x0
         f = self.flat
-        c00, c01 = f[b + ya * S + xa], f[b + ya * S + xb]
-        c10, c11 = f[b + yb * S + xa], f[b + yb * S + xb]
+        c00, c01 = f[b], f[b + 1]
+        c10, c11 = f[b + P], f[b + P + 1]
         return (c00 * (1 - fx) + c01 * fx) * (1 - fy) + (c10 * (1 - fx) + c11 * fx) * fy
 
     def sample(self, tex: np.ndarray, u: np.ndarray, v: np.ndarray, lod: np.ndarray) -> np.ndarray:
