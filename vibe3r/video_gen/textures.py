@@ -274,7 +274,8 @@ def tiles(R: int, rng: np.random.Generator, bricks: bool = False) -> np.ndarray:
     row = np.floor(y * ny / R).astype(int)
     xs = x + (row % 2) * (R / nx / 2 if bricks else 0)
     col = np.floor(xs * nx / R).astype(int) % nx
-    vary = 1 + (0.15 if bricks else 0.06) * rng.standard_normal((ny, nx, 3))
+    # per-tile variation: mostly brightness, a little hue
+    vary = 1 + (0.12 if bricks else 0.06) * rng.standard_normal((ny, nx, 1)) + 0.03 * rng.standard_normal((ny, nx, 3))
     img = base[None, None] * vary[row, col] * (1 + 0.05 * pink_noise(R, rng, 1.0, fmin=3))[..., None]
     gw = max(R / 128, 1.0) * rng.uniform(0.8, 2.0)
     fx = (xs * nx / R) % 1 * R / nx
