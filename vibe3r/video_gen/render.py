@@ -16,7 +16,8 @@ Image formation, per frame (all in linear light, OpenCV camera, ``c2w`` camera-t
 
       L = ρ · Σ_k E_k V_k max(n·l_k, 0) + k_s Σ_k E_k V_k (n·h_k)^m (m+8)/8 + ρ · A · (0.85 + 0.15 n_z) · (1 - a·O)
 
-  with ``E_k = I_k c_k / (d_k² + ε)`` from disc area lights, ``V_k`` the visibility averaged over
+  with ``E_k = I_k c_k P_k / (d_k² + ε)`` from disc area lights with emission profile ``P_k``
+  (mostly downwards, :class:`~vibe3r.video_gen.world.Light`), ``V_k`` the visibility averaged over
   ``shadow_samples`` points of the disc (soft shadows), ``A`` the ambient (bounce) irradiance,
   ``O`` the occluded fraction of ``ao_samples`` short cosine-weighted hemisphere rays (ambient
   occlusion) and ``a`` its strength; light and AO directions form a lattice over a pixel's
@@ -261,7 +262,8 @@ def shade(scene: Scene, o: np.ndarray, d: np.ndarray, hit: dict[str, np.ndarray]
             dist2 = _dot(Lv, Lv)
             l = Lv / np.sqrt(dist2)[:, None]
             cos = np.maximum(_dot(N, l), 0)
-            E = (L.intensity / (dist2 + 0.01) * cos)[:, None] * L.colour[None]
+            profile = 1 - L.down + L.down * np.maximum(l[:, 2], 0)  # l points up to the light: -ω_z = l_z
+            E = (L.intensity * profile / (dist2 + 0.01) * cos)[:, None] * L.colour[None]
             h = _unit(l + V)
             sp = spec * (shin + 8) / 8 * np.maximum(_dot(N, h), 0) ** shin
             contrib.append(E * (Alb + sp[:, None]))

@@ -98,12 +98,18 @@ class Part:
 
 @dataclass
 class Light:
-    """A spherical area light (radius > 0 gives soft shadows). Intensity in irradiance units at 1 m."""
+    """A ceiling lamp: a horizontal disc of ``radius`` (soft shadows) emitting mostly downwards.
+
+    Radiant intensity towards unit direction ω is ``intensity · (1 - down + down · max(0, -ω_z))``
+    (``down`` = 0: isotropic bulb; 1: Lambertian downlight that leaves the ceiling dark);
+    ``intensity`` is the irradiance at 1 m straight below.
+    """
 
     pos: np.ndarray
     colour: np.ndarray
     intensity: float
     radius: float = 0.05
+    down: float = 0.75
 
 
 @dataclass
@@ -509,7 +515,7 @@ def build_scene(seed: int, cfg: WorldConfig | None = None) -> Scene:
 
     # ---- lights
     lights, fixtures = _make_lights(rng, cfg, Lx, Ly, H)
-    m_fix = B.material("plastic", 0.5, emission=float(cfg.light_intensity) * 1.5, base=np.array([1.0, 0.97, 0.9]), detail=0.0)
+    m_fix = B.material("plastic", 0.5, emission=float(cfg.light_intensity) * 8.0, base=np.array([1.0, 0.97, 0.9]), detail=0.0)
     for L_ in fixtures:
         B.cylinder([L_[0], L_[1], H - 0.04], float(L_[2]), 0.04, m_fix, name="lamp")
 
