@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from _common import REAL
 from typer.testing import CliRunner
 
 from vibe3r import geometry as G
@@ -32,8 +33,6 @@ from vibe3r.captures import (
 from vibe3r.captures_cli import app as captures_app
 from vibe3r.errors import InputError
 
-REAL = Path("/work/shared/data/real")
-
 
 def _pattern(n: int, H: int, W: int, seed: int = 0, step: float = 12) -> np.ndarray:
     """Frames whose mean brightness encodes the frame index (survives H.264), plus texture."""
@@ -45,6 +44,19 @@ def _pattern(n: int, H: int, W: int, seed: int = 0, step: float = 12) -> np.ndar
 
 def _frame_index(img: np.ndarray, base_mean: float, step: float = 12) -> int:
     return int(round((img.astype(np.float32).mean() - base_mean) / step))
+
+
+def _encode(path, stored: np.ndarray, n: int, tag_stream) -> None:
+    """Write ``n`` copies of ``stored`` as H.264, letting ``tag_stream(stream)`` set rotation metadata first."""
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = stored.shape[1], stored.shape[0], "yuv420p"
+        tag_stream(s)
+        for _ in range(n):
+            for p in s.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
 
 
 def _upright(H: int = 48, W: int = 32) -> np.ndarray:
@@ -117,15 +129,7 @@ def test_rotated_phone_video_decodes_upright(tmp_path):
     up = _upright()
     stored = np.ascontiguousarray(np.rot90(up, k=1))  # what the sensor wrote: 32 x 48 landscape
     path = tmp_path / "portrait.mp4"
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=10)
-        s.width, s.height, s.pix_fmt = stored.shape[1], stored.shape[0], "yuv420p"
-        s.set_display_rotation(-90)
-        for _ in range(3):
-            for p in s.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
+    _encode(path, stored, 3, lambda s: s.set_display_rotation(-90))
     cap = load_capture(path)
     assert cap.images.shape == (3, 48, 32, 3)
     assert np.abs(cap.images[0].astype(int) - up.astype(int)).mean() < 6
@@ -147,14 +151,7 @@ def test_legacy_rotate_tag_is_honoured(tmp_path):
     up = _upright()
     stored = np.ascontiguousarray(np.rot90(up, k=1))
     path = tmp_path / "tagged.mkv"
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=10)
-        s.width, s.height, s.pix_fmt = stored.shape[1], stored.shape[0], "yuv420p"
-        s.metadata["rotate"] = "90"
-        for p in s.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")):
-            c.mux(p)
-        for p in s.encode():
-            c.mux(p)
+    _encode(path, stored, 1, lambda s: s.metadata.__setitem__("rotate", "90"))
     cap = load_capture(path)
     assert cap.images.shape == (1, 48, 32, 3)
     assert np.abs(cap.images[0].astype(int) - up.astype(int)).mean() < 6

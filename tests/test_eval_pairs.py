@@ -4,28 +4,18 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import roma
 import torch
+from _common import REAL
 from typer.testing import CliRunner
 
 from vibe3r import geometry
 from vibe3r.eval import pairs as P
 from vibe3r.eval.cli import app
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP oversubscription on a busy machine (10-40x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 SEVEN = REAL / "eval-pairs" / "7scenes-redkitchen-second-half.txt"
 needs_real = pytest.mark.skipif(not SEVEN.is_file(), reason="shared real data not present")
 

@@ -151,13 +151,6 @@ CORPUS = [
 ]
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models run far faster on one thread on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _tiny_lm(path, train_steps: int) -> None:
@@ -194,7 +187,7 @@ def test_few_shot_text_shows_task_grammar_and_examples():
     assert text.endswith("prompt: pan left 10\nprompt: dolly forward 1\nprompt:")
 
 
-def test_lm_mode_keeps_parsing_lines_from_a_trained_tiny_model(tmp_path, caplog, one_thread):
+def test_lm_mode_keeps_parsing_lines_from_a_trained_tiny_model(tmp_path, caplog):
     _tiny_lm(tmp_path, train_steps=40)
     with caplog.at_level(logging.INFO, logger="vibe3r.video_gen.prompts"):
         specs = write_prompts("indoor rooms", 6, seed=0, lm_path=str(tmp_path))
@@ -206,7 +199,7 @@ def test_lm_mode_keeps_parsing_lines_from_a_trained_tiny_model(tmp_path, caplog,
     assert any(f"{len(lm)} of 6 prompts from the LM" in r.getMessage() for r in caplog.records)
 
 
-def test_lm_mode_falls_back_to_templates_with_an_untrained_model(tmp_path, one_thread):
+def test_lm_mode_falls_back_to_templates_with_an_untrained_model(tmp_path):
     _tiny_lm(tmp_path, train_steps=0)
     specs = write_prompts("indoor rooms", 5, seed=0, lm_path=str(tmp_path), lm_rounds=1, max_new_tokens=16)
     assert len(specs) == 5

@@ -54,6 +54,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _common import REAL as DATA
 
 from vibe3r import geometry as G
 from vibe3r.captures import (
@@ -65,20 +66,12 @@ from vibe3r.captures import (
     read_tum_trajectory,
 )
 
-DATA = Path("/work/shared/data/real")
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"real captures not present at {DATA}")
 
 SEVEN = DATA / "7scenes-redkitchen"
 TUM = DATA / "tum-fr3-long-office"
 I4 = torch.eye(4, dtype=torch.float64)
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread is ~20x faster than two on this shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # 7-Scenes pairs (ordinal indices; frame numbers are 4x): 40-60, 200-240, 500-560, 800-820, 120-200

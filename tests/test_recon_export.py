@@ -19,12 +19,6 @@ from vibe3r.recon.synthetic import box_room_video
 N, H, W = 5, 48, 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -7,17 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from vibe3r.config import ReconLossConfig
-from vibe3r.recon.losses import ConfLoss, InfoNCEMatching, L21, Regr3D, build_loss, gt_correspondences
+from vibe3r.recon.losses import L21, ConfLoss, InfoNCEMatching, Regr3D, build_loss, gt_correspondences
 from vibe3r.recon.synthetic import box_pair_batch
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP oversubscription on a busy machine (10-40x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

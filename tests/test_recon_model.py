@@ -6,22 +6,11 @@ import json
 
 import pytest
 import torch
+from _common import TINY_MODEL as TINY
 
 from vibe3r.config import ReconModelConfig
 from vibe3r.errors import InputError
-from vibe3r.recon.model import RoPE2D, build_model, ReconModel
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP oversubscription on a busy machine (10-40x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-TINY = dict(patch_size=4, cnn_channels=[8, 16], enc_dim=32, enc_depth=1, enc_heads=2, dec_dim=16,
-            dec_depth=1, dec_heads=2, head_channels=8, desc_dim=8)
+from vibe3r.recon.model import ReconModel, RoPE2D, build_model
 
 
 def _imgs(B: int = 2, H: int = 16, W: int = 24, seed: int = 0):

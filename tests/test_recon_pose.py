@@ -11,17 +11,8 @@ from vibe3r import geometry
 from vibe3r.errors import InputError
 from vibe3r.recon.losses import gt_correspondences
 from vibe3r.recon.matching import cell_centres, match_descriptors, mutual_nn
-from vibe3r.recon.pose import ModelPoseEstimator, SOLVERS
+from vibe3r.recon.pose import SOLVERS, ModelPoseEstimator
 from vibe3r.recon.synthetic import box_pair_batch
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP oversubscription on a busy machine (10-40x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_mutual_nn_recovers_a_permutation_and_drops_one_sided_matches():

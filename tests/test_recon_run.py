@@ -8,7 +8,7 @@ import json
 import numpy as np
 import open3d as o3d
 import pytest
-import torch
+from _common import TINY_MODEL as TINY
 from typer.testing import CliRunner
 
 from vibe3r.captures import Capture, load_capture, write_capture_video
@@ -18,17 +18,6 @@ from vibe3r.recon import run as R
 from vibe3r.recon.align import AlignConfig
 from vibe3r.recon.model import build_model
 from vibe3r.recon.synthetic import box_room_video
-
-TINY = dict(patch_size=4, cnn_channels=[8, 16], enc_dim=32, enc_depth=1, enc_heads=2, dec_dim=16, dec_depth=1,
-            dec_heads=2, head_channels=8, desc_dim=8)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

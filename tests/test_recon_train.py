@@ -16,15 +16,6 @@ from vibe3r.recon.model import ReconModel, build_model
 from vibe3r.recon.synthetic import box_pair_batch, write_box_dataset
 from vibe3r.recon.train import swap_views, train
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP oversubscription on a busy machine (10-40x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 TINY = Path(__file__).resolve().parents[1] / "configs" / "recon-tiny.yaml"
 
 

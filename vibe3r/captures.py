@@ -273,6 +273,12 @@ class _Source:
     def __len__(self) -> int:
         return len(self.frame_names)
 
+    @classmethod
+    def from_files(cls, source: str, path: Path, files: list[Path], hw: tuple[int, int], **known: Any) -> _Source:
+        """A source whose frames are the image ``files`` (all of native size ``hw``), named by their stems."""
+        return cls(source=source, path=path, frame_names=[f.stem for f in files], hw=hw,
+                   read_images=_file_images(files, hw), **known)
+
 
 def _file_images(paths: list[Path], native_hw: tuple[int, int]) -> Callable[[list[int], tuple[int, int]], list[np.ndarray]]:
     """Reader of image files that must all have ``native_hw`` (K and resizing assume one size)."""
@@ -498,13 +504,7 @@ def _video_source(path: Path) -> _Source:
 def _images_source(folder: Path) -> _Source:
     files = _list_images(folder)
     hw = _image_hw(files[0])
-    return _Source(
-        source="images",
-        path=folder,
-        frame_names=[p.stem for p in files],
-        hw=hw,
-        read_images=_file_images(files, hw),
-    )
+    return _Source.from_files("images", folder, files, hw)
 
 
 # ---- vibe3r rendered video ------------------------------------------------------------------
@@ -545,12 +545,11 @@ def _vibe3r_source(folder: Path) -> _Source:
     if depth is not None:
         read_depth = lambda i: np.asarray(depth[i], dtype=np.float32)  # noqa: E731
     hw = _image_hw(files[0])
-    return _Source(
-        source="vibe3r",
-        path=folder,
-        frame_names=[p.stem for p in files],
-        hw=hw,
-        read_images=_file_images(files, hw),
+    return _Source.from_files(
+        "vibe3r",
+        folder,
+        files,
+        hw,
         K=K,
         cam2world=c2w,
         timestamps=np.arange(n, dtype=np.float64) / fps if fps else None,
@@ -637,12 +636,11 @@ def _slambook_source(folder: Path) -> _Source:
         read_depth = lambda i: read_depth_png(depth_files[i], 1e-3)  # noqa: E731
     K1 = _intrinsics(*SLAMBOOK_INTRINSICS)
     hw = _image_hw(colors[0])
-    return _Source(
-        source="slambook",
-        path=folder,
-        frame_names=[p.stem for p in colors],
-        hw=hw,
-        read_images=_file_images(colors, hw),
+    return _Source.from_files(
+        "slambook",
+        folder,
+        colors,
+        hw,
         K=np.repeat(K1[None], len(colors), axis=0),
         cam2world=c2w,
         read_depth=read_depth,
@@ -775,12 +773,11 @@ def _tum_source(folder: Path, max_dt: float = TUM_MAX_DT) -> _Source:
         dfs = depth_files
         read_depth = lambda i: read_depth_png(dfs[i], 1.0 / TUM_DEPTH_FACTOR)  # noqa: E731
     hw = _image_hw(files[0])
-    return _Source(
-        source="tum",
-        path=folder,
-        frame_names=[p.stem for p in files],
-        hw=hw,
-        read_images=_file_images(files, hw),
+    return _Source.from_files(
+        "tum",
+        folder,
+        files,
+        hw,
         K=None if K1 is None else np.repeat(K1[None], len(files), axis=0),
         cam2world=c2w,
         timestamps=ts,
@@ -846,12 +843,11 @@ def _nerfstudio_source(json_path: Path) -> _Source:
     if all(d is not None and d.is_file() for d in depth_files):
         read_depth = lambda i: read_depth_png(depth_files[i], 1e-3)  # noqa: E731
     meta = {k: data[k] for k in ("camera_model", "k1", "k2", "p1", "p2") if k in data}
-    return _Source(
-        source="nerfstudio",
-        path=json_path,
-        frame_names=[p.stem for p in files],
-        hw=hw0,
-        read_images=_file_images(files, hw0),
+    return _Source.from_files(
+        "nerfstudio",
+        json_path,
+        files,
+        hw0,
         K=np.stack(Ks),
         cam2world=np.stack(c2ws),
         read_depth=read_depth,
@@ -892,12 +888,11 @@ def _llff_source(npy_path: Path) -> _Source:
         if (round(h), round(w)) != hw0:
             K = rescale_K(K, (round(h), round(w)), hw0)
         Ks.append(K)
-    return _Source(
-        source="llff",
-        path=npy_path,
-        frame_names=[p.stem for p in files],
-        hw=hw0,
-        read_images=_file_images(files, hw0),
+    return _Source.from_files(
+        "llff",
+        npy_path,
+        files,
+        hw0,
         K=np.stack(Ks),
         cam2world=c2w,
         meta={"bounds": arr[:, 15:17].tolist()},

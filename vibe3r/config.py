@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -163,7 +163,7 @@ class ReconModelConfig(Section):
 
     arch: str = Field("vibe3r-pair-v1", description="architecture id checked when loading a checkpoint")
     patch_size: int = Field(8, ge=2, description="token stride in pixels (a power of two)")
-    stem: str = Field("cnn", description="patch | cnn: how pixels become tokens")
+    stem: Literal["patch", "cnn"] = Field("cnn", description="patch | cnn: how pixels become tokens")
     cnn_channels: list[int] = Field([32, 64, 96], description="CNN stem widths, one per stride-2 stage (len = log2(patch_size))")
     enc_dim: int = Field(192, ge=8, description="encoder token width")
     enc_depth: int = Field(4, ge=0, description="encoder transformer blocks (shared by both views)")
@@ -172,14 +172,14 @@ class ReconModelConfig(Section):
     dec_depth: int = Field(2, ge=0, description="decoder blocks (self-attn + cross-attn to the other view + MLP), one stack per view")
     dec_heads: int = Field(4, ge=1, description="decoder attention heads")
     mlp_ratio: float = Field(4.0, gt=0, description="hidden width of transformer MLPs relative to the token width")
-    pos_emb: str = Field("rope", description="rope (2D RoPE, any image size) | none")
+    pos_emb: Literal["rope", "none"] = Field("rope", description="rope (2D RoPE, any image size) | none")
     rope_freq: float = Field(100.0, gt=0, description="RoPE base frequency (CroCo uses 100)")
     head_channels: int = Field(64, ge=4, description="width of the upsampling head (descriptors and conv pointmaps)")
     desc_dim: int = Field(32, ge=2, description="dense descriptor dimension (L2-normalised)")
     desc_stride: int = Field(2, ge=1, description="descriptor resolution: 1 = full, 2 = half (power of two <= patch)")
     share_desc_head: bool = Field(True, description="one descriptor head for both views (siamese) instead of one per view")
-    pts_head: str = Field("linear", description="linear (DUSt3R linear head, pixel shuffle) | conv (from the upsampling head)")
-    depth_mode: str = Field("exp", description="pointmap activation: exp (xyz/|xyz| * expm1(|xyz|), DUSt3R) | linear")
+    pts_head: Literal["linear", "conv"] = Field("linear", description="linear (DUSt3R linear head, pixel shuffle) | conv (from the upsampling head)")
+    depth_mode: Literal["exp", "linear"] = Field("exp", description="pointmap activation: exp (xyz/|xyz| * expm1(|xyz|), DUSt3R) | linear")
     conf_min: float = Field(1.0, ge=0, description="confidence = conf_min + exp(c) (DUSt3R: 1)")
 
     @model_validator(mode="after")
@@ -187,8 +187,6 @@ class ReconModelConfig(Section):
         p = self.patch_size
         if p & (p - 1):
             raise ValueError(f"patch_size must be a power of two, got {p}")
-        if self.stem not in ("patch", "cnn"):
-            raise ValueError(f"stem must be patch or cnn, got {self.stem!r}")
         if self.stem == "cnn" and len(self.cnn_channels) != p.bit_length() - 1:
             raise ValueError(f"cnn_channels needs {p.bit_length() - 1} entries for patch_size {p}, got {len(self.cnn_channels)}")
         s = self.desc_stride
@@ -197,12 +195,6 @@ class ReconModelConfig(Section):
         for dim, heads, name in ((self.enc_dim, self.enc_heads, "enc"), (self.dec_dim, self.dec_heads, "dec")):
             if dim % heads or (self.pos_emb == "rope" and (dim // heads) % 4):
                 raise ValueError(f"{name}_dim/{name}_heads must be an integer (a multiple of 4 with rope): {dim}/{heads}")
-        if self.pos_emb not in ("rope", "none"):
-            raise ValueError(f"pos_emb must be rope or none, got {self.pos_emb!r}")
-        if self.pts_head not in ("linear", "conv"):
-            raise ValueError(f"pts_head must be linear or conv, got {self.pts_head!r}")
-        if self.depth_mode not in ("exp", "linear"):
-            raise ValueError(f"depth_mode must be exp or linear, got {self.depth_mode!r}")
         return self
 
 
@@ -211,18 +203,12 @@ class ReconLossConfig(Section):
 
     regr_weight: float = Field(1.0, ge=0, description="weight of DUSt3R's confidence-aware pointmap regression")
     conf_alpha: float = Field(0.2, ge=0, description="ConfLoss alpha: loss = conf * l - alpha * log(conf)")
-    norm_mode: str = Field("avg_dis", description="pointmap normalisation: avg_dis (mean distance to the origin of view 1) | none")
+    norm_mode: Literal["avg_dis", "none"] = Field("avg_dis", description="pointmap normalisation: avg_dis (mean distance to the origin of view 1) | none")
     match_weight: float = Field(1.0, ge=0, description="weight of MASt3R's InfoNCE matching loss")
     temperature: float = Field(0.07, gt=0, description="InfoNCE temperature on cosine similarities")
     match_samples: int = Field(512, ge=1, description="ground-truth correspondences sampled per pair")
     neg_samples: int = Field(0, ge=0, description="negatives per view (random positions); 0 = every descriptor of the other view")
     match_tol: float = Field(0.05, gt=0, description="relative depth tolerance deciding that a correspondence is visible in both views")
-
-    @model_validator(mode="after")
-    def _check(self) -> ReconLossConfig:
-        if self.norm_mode not in ("avg_dis", "none"):
-            raise ValueError(f"norm_mode must be avg_dis or none, got {self.norm_mode!r}")
-        return self
 
 
 class ReconTrainConfig(Section):
