@@ -6,6 +6,7 @@ Known errors (config, input) become one line on stderr and exit code 2; ``--debu
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -36,10 +37,16 @@ def _register() -> None:
     from vibe3r.eval.cli import app as eval_app
 
     app.add_typer(eval_app, name="eval", help="benchmarks against ground truth")
-    if (Path(__file__).parent / "recon" / "cli.py").is_file():  # the recon CLI lands with its trainer
-        from vibe3r.recon.cli import app as recon_app
+    from vibe3r.recon.cli import app as recon_app
 
-        app.add_typer(recon_app, name="recon", help="pairwise reconstruction: train, run")
+    app.add_typer(recon_app, name="recon", help="pairwise reconstruction: train, run")
+    # stages that land later register themselves by shipping a cli.py with a typer ``app``
+    for pkg, help_ in (("preference", "rewards, preference store, DPO/GRPO"), ("loop", "the self-improvement loop")):
+        if (Path(__file__).parent / pkg / "cli.py").is_file():
+            sub = importlib.import_module(f"vibe3r.{pkg}.cli")
+            app.add_typer(sub.app, name=pkg, help=help_)
+    if (Path(__file__).parent / "serve" / "cli.py").is_file():  # `vibe3r serve` is one command
+        app.command("serve")(importlib.import_module("vibe3r.serve.cli").serve)
 
 
 _register()
