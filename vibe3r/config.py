@@ -10,6 +10,7 @@ Sections:
 * ``prompts``  the prompt writer: task description -> motion-language prompts (video_gen.prompts)
 * ``dataset``  videos -> training pairs by co-visibility, shards (video_gen.dataset)
 * ``recon``    the pairwise reconstruction model and its training (recon)
+* ``loop``     rounds of generate -> train recon -> evaluate -> promote (loop)
 """
 
 from __future__ import annotations
@@ -245,6 +246,47 @@ class ReconConfig(Section):
 
 
 # --------------------------------------------------------------------------------------------
+# loop (owned by the orchestrator)
+# --------------------------------------------------------------------------------------------
+
+
+class LoopConfig(Section):
+    """Rounds of the self-improvement loop (``vibe3r loop iterate``).
+
+    Every round renders new procedural videos (scene seeds after the previous rounds'), fine-tunes the
+    live reconstruction checkpoint on them plus a replay of older rounds' videos, evaluates it on a
+    fixed held-out set (synthetic pairs with scene seeds < 1000 and a subset of the real evaluation
+    pairs) and promotes it unless ``promote_metric`` regresses by more than ``promote_tolerance``.
+    """
+
+    rounds: int = Field(1, ge=1, description="rounds per `loop iterate` call (an interrupted round counts as the first)")
+    stages: list[str] | None = Field(None, description="stage names run each round, in the registry's order; None = every registered stage")
+    base_checkpoint: str | None = Field("weights/recon-base", description="checkpoint the first round fine-tunes (relative paths: cwd, then the project folder); None = a fresh model from recon.model")
+    recipe: Literal["checkpoint", "config"] = Field(
+        "checkpoint", description="loss and optimiser settings: checkpoint = the live checkpoint's train_config.yaml (its own recipe; this config's recon section when absent), config = this config's recon section")
+    image_size: tuple[int, int] | None = Field((128, 96), description="(width, height) of the loop's rendered videos; None = render.width/height")
+    videos_per_round: int = Field(6, ge=1, description="procedural videos rendered per round (one shard each)")
+    pairs_per_video: int = Field(48, ge=1, description="co-visible training pairs drawn per video")
+    scene_seed_start: int = Field(2000, ge=1000, description="first scene seed of round 1 (later rounds continue after it; the base checkpoint saw 1000-1039, held-out uses < 1000)")
+    train_steps: int = Field(120, ge=1, description="fine-tuning steps per round (batch size from the recipe)")
+    lr: float = Field(2e-4, gt=0, description="peak learning rate of the per-round fine-tuning (cosine to the recipe's min_lr)")
+    warmup_steps: int = Field(10, ge=0, description="linear warm-up steps of the per-round fine-tuning")
+    replay_fraction: float = Field(0.5, ge=0, lt=1, description="share of a round's training pairs replayed from older rounds' videos (whole videos, seeded)")
+    heldout_videos: int = Field(4, ge=1, description="held-out synthetic videos (scene seeds from 0), rendered once per run")
+    heldout_pairs_per_video: int = Field(12, ge=1, description="held-out pairs per held-out video")
+    real_pairs: list[str] = Field(
+        ["../shared/data/real/eval-pairs/7scenes-redkitchen-second-half.txt",
+         "../shared/data/real/eval-pairs/tum-fr3-long-office-sequence.txt"],
+        description="SuperGlue pair lists of real held-out pairs (relative paths: cwd, then the project folder)")
+    real_pairs_per_list: int = Field(20, ge=0, description="evenly spaced pairs evaluated per real list; 0 = none")
+    eval_size: int = Field(128, ge=16, description="longer image side for the pair-pose evaluation")
+    promote_metric: Literal["heldout_auc10", "heldout_loss", "real_auc10", "mean_auc10"] = Field(
+        "mean_auc10", description="held-out metric deciding promotion (auc: higher is better; loss: lower is better)")
+    promote_tolerance: float = Field(1.0, ge=0, description="largest regression of promote_metric against the live checkpoint that still promotes")
+    seed: int = Field(0, description="seed of each round's prompts, scenes, pair draws, replay choice and training")
+
+
+# --------------------------------------------------------------------------------------------
 # root
 # --------------------------------------------------------------------------------------------
 
@@ -258,6 +300,7 @@ class Config(Section):
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     recon: ReconConfig = Field(default_factory=ReconConfig)
+    loop: LoopConfig = Field(default_factory=LoopConfig)
 
 
 def _fmt_error(err: ValidationError, model: type[BaseModel]) -> str:

@@ -1,0 +1,95 @@
+"""``vibe3r loop``: run rounds of the self-improvement loop and inspect a run.
+
+    vibe3r loop iterate --config configs/default.yaml --run runs/demo            # one round (loop.rounds)
+    vibe3r loop iterate --run runs/demo --rounds 3                               # three more rounds
+    vibe3r loop status --run runs/demo
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="the self-improvement loop")
+
+RunOpt = Annotated[Path, typer.Option("--run", help="run directory (registry.sqlite, rounds/, live checkpoint)")]
+
+
+@app.callback()
+def _group() -> None:
+    """The self-improvement loop: generate -> train recon -> evaluate -> promote, round after round."""
+
+
+@app.command("iterate")
+def iterate_cmd(
+    run: RunOpt,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (default: the embedded default)")] = None,
+    rounds: Annotated[int | None, typer.Option("--rounds", help="rounds to run now (default loop.rounds); an interrupted round counts as the first")] = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", "-s", help="config override section.key=value (repeatable)")] = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="plain lines instead of progress bars")] = False,
+) -> None:
+    """Run rounds; killed at any point, the same command resumes at the first unfinished stage."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from vibe3r.config import load_config
+    from vibe3r.loop.iterate import iterate
+
+    cfg = load_config(config, overrides)
+    con = Console()
+    tasks: dict[tuple[int, str], int] = {}
+    with Progress(TextColumn("[bold]round {task.fields[rnd]}[/bold] {task.description:<12}"), BarColumn(),
+                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=con, transient=True,
+                  disable=no_progress) as bar:
+
+        def on_event(rnd: int, stage: str, event: str, done: float, total: float | None, info: str) -> None:
+            key = (rnd, stage)
+            if event == "start":
+                tasks[key] = bar.add_task(stage, total=None, rnd=rnd, info=info)
+                return
+            if event == "progress":
+                bar.update(tasks[key], completed=done, total=total, info=info)
+                return
+            bar.update(tasks[key], completed=1, total=1, info=f"{event} {info}")
+            bar.stop_task(tasks[key])
+            line = f"round {rnd} {stage}: {event}" + ("" if event == "skipped" else f" in {done:.0f} s, peak {total:.0f} MB") + (f" ({info})" if info else "")
+            if no_progress:
+                con.print(line, highlight=False)
+            else:
+                bar.console.print(line, highlight=False)
+
+        worked = iterate(cfg, run, rounds, on_event)
+    con.print(f"rounds {', '.join(map(str, worked))} done in [bold]{run}[/bold]; `vibe3r loop status --run {run}` for the table")
+
+
+@app.command("status")
+def status_cmd(
+    run: RunOpt,
+    as_json: Annotated[bool, typer.Option("--json", help="print the status as JSON")] = False,
+) -> None:
+    """Rounds, stages, metrics and the live checkpoint of a run."""
+    from vibe3r.loop.iterate import status
+
+    st = status(run)
+    if as_json:
+        typer.echo(json.dumps(st, indent=1))
+        return
+    con = Console(width=None if sys.stdout.isatty() else 160)
+    t = Table(title=f"{run}")
+    for col in ("round", "state", "stages (s)", "heldout AUC@10", "real AUC@10", "held-out loss", "depth AbsRel", "promoted"):
+        t.add_column(col)
+    for r in st["rounds"]:
+        m = r["metrics"]
+        f = lambda k: "-" if m.get(f"evaluate/{k}") is None else f"{m[f'evaluate/{k}']:.3g}"  # noqa: E731
+        pair = lambda k: f"{f(k)} (live {f('parent_' + k)})"  # noqa: E731
+        stages = " ".join(f"{s['name']}:{s['state'] if s['state'] != 'done' else round(s['seconds'])}" for s in r["stages"])
+        ck = r["checkpoint"]
+        t.add_row(str(r["round"]), r["state"], stages, pair("heldout_auc10"), pair("real_auc10"), pair("heldout_loss"),
+                  f("heldout_depth_absrel"), "-" if ck is None else ("yes" if ck["promoted"] else "no: " + ck["reason"]))
+    con.print(t)
+    con.print(f"live recon checkpoint: round {st['live']['round']} ({st['live']['path']})")
