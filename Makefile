@@ -4,7 +4,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PKGS := libusb-1.0-0 libgl1 libgomp1
+APT_PKGS := libusb-1.0-0 libgl1 libgomp1 chromium
 
 .PHONY: setup demo test test-all bench clean
 
