@@ -11,7 +11,7 @@ from _common import TINY_MODEL
 
 from vibe3r.config import ReconModelConfig
 from vibe3r.errors import InputError
-from vibe3r.preference.lora import LoraReconModel, LoRAConfig
+from vibe3r.preference.lora import LoRAConfig, LoraReconModel
 from vibe3r.recon.model import ReconModel, build_model
 
 

@@ -1,0 +1,112 @@
+"""What the DPO and GRPO trainers share: their checkpoint (adapter + optimizer + loop state, no pickle),
+their run log (TensorBoard scalars + a jsonl row per step + a rich progress bar) and the learning rate.
+
+A trainer's output folder::
+
+    adapter/                  lora_config.json + adapter_model.safetensors (the latest adapter)
+    optimizer.safetensors     AdamW moments
+    trainer_state.json        step, data position, optimizer hyper-parameters, the config (written last)
+    log.jsonl                 one row of metrics per step
+    tb/                       TensorBoard scalars
+    merged/                   the adapted model merged into a plain ReconModel checkpoint (at the end)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from vibe3r.errors import InputError
+from vibe3r.preference.lora import LoraReconModel
+
+STATE_NAME = "trainer_state.json"
+OPTIM_NAME = "optimizer.safetensors"
+ADAPTER_DIR = "adapter"
+LOG_NAME = "log.jsonl"
+
+
+def lr_at(step: int, lr: float, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then constant (preference runs are short)."""
+    return lr * (step + 1) / warmup if step < warmup else lr
+
+
+def save_checkpoint(out: Path, model: LoraReconModel, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Adapter, optimizer tensors and the loop state; the state JSON is written last (atomically), so a
+    checkpoint is complete whenever ``trainer_state.json`` names its step."""
+    model.save_adapter(out / ADAPTER_DIR)
+    sd = opt.state_dict()
+    tensors = {f"{i}.{k}": (v.detach().clone() if torch.is_tensor(v) else torch.tensor(v))
+               for i, st in sd["state"].items() for k, v in st.items()}
+    tmp = out / f".{OPTIM_NAME}.tmp"
+    save_file(tensors, str(tmp))
+    os.replace(tmp, out / OPTIM_NAME)
+    groups = [{k: v for k, v in g.items() if k != "params"} | {"params": g["params"]} for g in sd["param_groups"]]
+    tmp = out / f".{STATE_NAME}.tmp"
+    tmp.write_text(json.dumps({**state, "param_groups": groups}, indent=1))
+    os.replace(tmp, out / STATE_NAME)
+
+
+def load_checkpoint(out: Path, model: LoraReconModel, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    """Restore adapter weights and optimizer from ``out``; returns the loop state."""
+    state = json.loads((out / STATE_NAME).read_text())
+    model.load_adapter_weights(out / ADAPTER_DIR / "adapter_model.safetensors")
+    per: dict[int, dict[str, torch.Tensor]] = {}
+    for key, v in load_file(str(out / OPTIM_NAME)).items():
+        i, name = key.split(".", 1)
+        per.setdefault(int(i), {})[name] = v
+    opt.load_state_dict({"state": per, "param_groups": state.pop("param_groups")})
+    return state
+
+
+def check_out_dir(out: Path, resume: bool) -> None:
+    if (out / STATE_NAME).is_file() and not resume:
+        raise InputError(f"{out} already holds a preference run; pass resume=True (--resume) to continue it or choose another output")
+    if resume and not (out / STATE_NAME).is_file():
+        raise InputError(f"resume: no checkpoint in {out} ({STATE_NAME} missing)")
+
+
+class RunLog:
+    """TensorBoard scalars ``<name>/<metric>``, ``log.jsonl`` rows and a rich progress bar.
+    With ``out`` None only the progress bar (if enabled) is kept."""
+
+    def __init__(self, out: Path | None, name: str, config: dict[str, Any], total: int, start: int, progress: bool) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.name = name
+        self.writer = None
+        self.jsonl = None
+        if out is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(out / "tb"), purge_step=start or None)
+            self.writer.add_text("config", "```\n" + json.dumps(config, indent=1) + "\n```", start)
+            self.jsonl = out / LOG_NAME
+            if start == 0 and self.jsonl.exists():
+                self.jsonl.unlink()
+            elif start and self.jsonl.exists():  # drop rows past the checkpoint (a crash after it)
+                rows = [r for r in self.jsonl.read_text().splitlines() if r and json.loads(r)["step"] <= start]
+                self.jsonl.write_text("".join(r + "\n" for r in rows))
+        cols = [TextColumn(f"[bold]{name}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn()]
+        self.bar = Progress(*cols, disable=not progress)
+        self.task = self.bar.add_task(name, total=total, completed=start, info="")
+        self.bar.start()
+
+    def log(self, step: int, metrics: dict[str, float], info: str = "") -> None:
+        if self.writer is not None:
+            for k, v in metrics.items():
+                self.writer.add_scalar(f"{self.name}/{k}", v, step)
+        if self.jsonl is not None:
+            with self.jsonl.open("a") as f:
+                f.write(json.dumps({"step": step, **{k: round(float(v), 6) for k, v in metrics.items()}}) + "\n")
+        self.bar.update(self.task, completed=step, info=info)
+
+    def close(self) -> None:
+        self.bar.stop()
+        if self.writer is not None:
+            self.writer.close()
