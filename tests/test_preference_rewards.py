@@ -1,0 +1,104 @@
+"""Self-supervised rewards: they prefer the right reconstruction, and degenerate ones score worst."""
+
+from __future__ import annotations
+
+import numpy as np
+import roma
+import torch
+from _common import REAL, needs_real
+
+from vibe3r import geometry
+from vibe3r.preference.rewards import PairContext, RewardConfig, score_samples
+from vibe3r.recon.policy import PairInput, PairSample
+from vibe3r.recon.synthetic import box_room_video
+
+
+def _perturbed(T: np.ndarray, deg: float, axis: int, trans_deg: float = 0.0) -> np.ndarray:
+    v = np.zeros(3)
+    v[axis] = np.radians(deg)
+    out = T.copy()
+    out[:3, :3] = roma.rotvec_to_rotmat(torch.tensor(v)).numpy() @ T[:3, :3]
+    if trans_deg:
+        w = np.zeros(3)
+        w[(axis + 1) % 3] = np.radians(trans_deg)
+        out[:3, 3] = roma.rotvec_to_rotmat(torch.tensor(w)).numpy() @ T[:3, 3]
+    return out
+
+
+def _sample(T: np.ndarray | None, seed: int, n_inl: int = 100) -> PairSample:
+    """A sample with pose T whose inlier matches are spread over the image (not planar, not few)."""
+    rng = np.random.default_rng(seed)
+    kp1 = rng.uniform(0, 30, (n_inl, 2))
+    kp2 = kp1 + rng.normal(0, 2, kp1.shape)  # no homography explains these to 1 px
+    z = np.zeros(4, np.int32)
+    return PairSample(seed=seed, fwd=z, bwd=z, logp=0.0, kp1=kp1, kp2=kp2, inliers=np.ones(n_inl, bool), T21=T)
+
+
+def _gt_context(images, depth, K, c2w, i, j, full=None):
+    pair = PairInput.from_uint8(images[i], images[j], K[i], K[j], 8)
+    pts = geometry.unproject_depth(torch.as_tensor(depth[i]).float(), torch.as_tensor(pair.K1)).float()
+    out = {"pts11": pts[None], "conf1": torch.ones(1, *pts.shape[:2])}
+    ctx = PairContext(pair=pair, out=out)
+    if full is not None:
+        ctx.full1, ctx.full2, ctx.K_full1, ctx.K_full2 = full.images[i], full.images[j], full.K[i], full.K[j]
+    return ctx, np.linalg.inv(c2w[j]) @ c2w[i]
+
+
+def test_photometric_reward_prefers_the_true_pose_in_an_exact_world():
+    gt = box_room_video(2, n_frames=4, H=48, W=64, step=0.1)
+    ctx, T = _gt_context(gt.images, gt.depth, gt.K, gt.c2w, 0, 2)
+    samples = [_sample(T, 0)] + [_sample(_perturbed(T, d, ax), k + 1) for k, (d, ax) in
+                                 enumerate([(2, 0), (2, 1), (2, 2), (5, 0), (5, 1)])]
+    rows = score_samples(ctx, samples)
+    assert all(r["degenerate"] is None for r in rows)
+    photo = [r["photometric"] for r in rows]
+    assert int(np.argmax(photo)) == 0, photo
+    assert photo[0] > max(photo[4:]) + 1.0  # 5 degrees off is clearly worse than 2
+
+
+@needs_real
+def test_rewards_prefer_the_ground_truth_pose_on_a_real_pair():
+    """7-Scenes frames 40 and 46 (preference side): GT pose beats rotations of 4-8 degrees on the epipolar
+    reward (SIFT at full resolution) and on the photometric reward with the sensor's depth. The colour
+    camera's focal (518, 532) is used: the documented 585 is the depth camera's, and under it the GT pose
+    does not explain the colour images' matches. Below ~3 degrees the GT itself is not exact enough (KinectFusion
+    poses, colour/depth misregistration: SIFT's own pose is 2-4 degrees from it) to rank against."""
+    from vibe3r.captures import load_capture
+
+    spec = str(REAL / "7scenes-redkitchen") + "@40:47:6"
+    small, full = load_capture(spec, size=128), load_capture(spec)
+    for c in (small, full):
+        s = c.images.shape[2] / 640
+        c.K[:, 0, 0], c.K[:, 1, 1] = 518 * s, 532 * s
+    ctx, T = _gt_context(small.images, small.depth, small.K, small.cam2world, 0, 1, full)
+    perturbed = [_perturbed(T, d, ax, t) for d in (4, 8) for ax in range(3) for t in (0, 5)]
+    rows = score_samples(ctx, [_sample(T, 0)] + [_sample(P, k + 1) for k, P in enumerate(perturbed)])
+    for term in ("epipolar", "photometric", "combined"):
+        vals = [r[term] for r in rows]
+        assert int(np.argmax(vals)) == 0, (term, np.round(vals, 3))
+
+
+def test_degenerate_samples_score_worst_of_their_group():
+    gt = box_room_video(2, n_frames=4, H=48, W=64, step=0.1)
+    ctx, T = _gt_context(gt.images, gt.depth, gt.K, gt.c2w, 0, 2)
+    collapsed = T.copy()
+    collapsed[:3, 3] *= 1e-5
+    planar = _sample(T, 4)
+    planar.kp2 = planar.kp1 * 1.01 + 0.5  # an affine map of the points: one homography explains all
+    samples = [_sample(_perturbed(T, 10, 0), 0), _sample(None, 1), _sample(collapsed, 2), _sample(T, 3, n_inl=6),
+               planar]
+    rows = score_samples(ctx, samples, RewardConfig())
+    reasons = [r["degenerate"] for r in rows]
+    assert reasons[0] is None and reasons[1] == "no pose" and reasons[2].startswith("baseline")
+    assert reasons[3] == "6 inliers" and reasons[4] == "planar"
+    assert all(rows[k]["combined"] < rows[0]["combined"] for k in range(1, 5))
+
+
+def test_cycle_and_alignment_terms_prefer_agreement():
+    gt = box_room_video(2, n_frames=4, H=48, W=64, step=0.1)
+    ctx, T = _gt_context(gt.images, gt.depth, gt.K, gt.c2w, 0, 2)
+    ctx.cycle_R = [_perturbed(T, 0.5, 1)[:3, :3]]
+    ctx.align_T = T
+    rows = score_samples(ctx, [_sample(_perturbed(T, 6, 2), 0), _sample(T, 1), _sample(_perturbed(T, 3, 0), 2)])
+    for term in ("cycle", "alignment"):
+        assert np.argsort([r[term] for r in rows]).tolist() == [0, 2, 1], term

@@ -1,0 +1,219 @@
+"""Self-supervised rewards for sampled pair reconstructions — the real world as the judge, no ground truth.
+
+A sampled reconstruction of a pair (``recon.policy.PairSample``) is view 1's geometry X^{1,1} (the
+model's mode, shared by every sample of the pair) and a relative camera ``T21 = [R | λ t̂]`` in the
+same units. Each term returns one score per sample, **higher is better**, plus details:
+
+* ``photometric`` warp image 2 into view 1 through the depth of X^{1,1} and T21 (kornia's
+  ``warp_frame_depth``), SSIM + L1 (0.85 / 0.15, Monodepth2's photometric error); pixels that match
+  better *unwarped* are auto-masked (a static or textureless region says nothing about the pose), as
+  are pixels whose confidence is in the lowest ``conf_quantile`` and pixels warped outside image 2.
+* ``epipolar``    Sampson distance (pixels, full-resolution frames) of classical SIFT matches under
+  the sample's essential matrix, truncated at ``epi_trunc_px`` so outliers of the classical matcher
+  cannot dominate — a signal that owes nothing to the model.
+* ``cycle``       rotation disagreement (degrees) with the chain of the model's mode poses through a
+  third frame k, ``R_ji ≈ R_jk R_ki`` (translations of different pairs have different scales, so
+  only rotations close a cycle).
+* ``alignment``   disagreement with the capture's global alignment (``recon.align``): rotation error
+  plus translation-direction error (degrees) against ``inv(c2w_j) c2w_i``.
+* guards          a failed pose, fewer than ``min_inliers`` RANSAC inliers, a collapsed or exploded
+  baseline (λ outside ``[min_baseline, max_baseline]`` times the median depth), or inliers that all lie
+  on one plane (a homography explains ≥ ``planar_ratio`` of them: the essential matrix is then
+  ambiguous) — such a sample gets the worst combined score of its group, minus one.
+
+``combined = Σ_k w_k · term_k`` over the available terms, with weights in ``RewardConfig`` (units:
+photometric error ×100, pixels, degrees — so the default weights put them on comparable scales).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import kornia
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from vibe3r.recon.policy import PairInput, PairSample
+
+TERMS = ("photometric", "epipolar", "cycle", "alignment")
+
+
+class RewardConfig(BaseModel):
+    """Weights and thresholds of the self-supervised rewards (preference.rewards)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    w_photometric: float = Field(1.0, ge=0, description="weight of the photometric term (error x100)")
+    w_epipolar: float = Field(1.0, ge=0, description="weight of the epipolar term (truncated Sampson distance, px)")
+    w_cycle: float = Field(0.5, ge=0, description="weight of the rotation cycle term (degrees)")
+    w_alignment: float = Field(0.5, ge=0, description="weight of the global-alignment term (degrees)")
+    ssim_weight: float = Field(0.85, ge=0, le=1, description="SSIM share of the photometric error (rest is L1)")
+    ssim_window: int = Field(5, ge=3, description="SSIM window (odd)")
+    conf_quantile: float = Field(0.2, ge=0, lt=1, description="pixels below this confidence quantile are masked")
+    automask: bool = Field(True, description="mask pixels whose unwarped error is lower than the warped one")
+    epi_trunc_px: float = Field(2.0, gt=0, description="Sampson distances are truncated here (pixels, full resolution)")
+    sift_features: int = Field(4000, ge=100, description="SIFT features per full-resolution frame")
+    sift_ratio: float = Field(0.8, gt=0, le=1, description="Lowe's ratio test")
+    min_inliers: int = Field(15, ge=5, description="fewer RANSAC inliers: degenerate sample")
+    min_baseline: float = Field(1e-3, gt=0, description="baseline / median depth below this: collapsed scale")
+    max_baseline: float = Field(5.0, gt=0, description="baseline / median depth above this: exploded scale")
+    planar_ratio: float = Field(0.97, gt=0, le=1, description="share of inliers a homography explains that flags a planar sample")
+
+
+@dataclass
+class PairContext:
+    """Everything the rewards may look at for one pair — never ground truth.
+
+    ``pair`` is what the model saw; ``out`` its outputs (pts11, conf1 at the model's resolution);
+    ``full1``/``full2`` the frames at full resolution with ``K_full1``/``K_full2`` (for classical
+    matches); ``cycle_R`` rotations R_ji predicted by chaining mode poses through third frames;
+    ``align_T`` the relative pose from the capture's global alignment (camera i → camera j).
+    """
+
+    pair: PairInput
+    out: dict[str, torch.Tensor]
+    full1: np.ndarray | None = None
+    full2: np.ndarray | None = None
+    K_full1: np.ndarray | None = None
+    K_full2: np.ndarray | None = None
+    cycle_R: list[np.ndarray] = field(default_factory=list)
+    align_T: np.ndarray | None = None
+    _sift: tuple[np.ndarray, np.ndarray] | None = None
+
+    def sift_matches(self, cfg: RewardConfig) -> tuple[np.ndarray, np.ndarray]:
+        """Classical matches of the full-resolution frames (cached: every sample uses the same ones)."""
+        if self._sift is None:
+            from vibe3r.eval.pairs import sift_matches
+
+            self._sift = sift_matches(self.full1, self.full2, cfg.sift_features, cfg.sift_ratio)
+        return self._sift
+
+
+# --------------------------------------------------------------------------------------------
+# terms
+# --------------------------------------------------------------------------------------------
+
+
+def _rot_deg(Ra: np.ndarray, Rb: np.ndarray) -> float:
+    c = (np.trace(Ra.T @ Rb) - 1) / 2
+    return float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0))))
+
+
+def _dir_deg(ta: np.ndarray, tb: np.ndarray) -> float:
+    na, nb = np.linalg.norm(ta), np.linalg.norm(tb)
+    if na < 1e-12 or nb < 1e-12:
+        return 90.0
+    return float(np.degrees(np.arccos(np.clip(ta @ tb / (na * nb), -1.0, 1.0))))
+
+
+def photometric_error(ctx: PairContext, T21s: list[np.ndarray], cfg: RewardConfig) -> tuple[np.ndarray, dict]:
+    """Masked SSIM + L1 error of image 2 warped into view 1, one value per pose (lower is better)."""
+    K1, K2 = ctx.pair.K1, ctx.pair.K2
+    if not np.allclose(K1, K2, rtol=1e-3):
+        raise ValueError("the photometric reward warps with one camera matrix: the pair's intrinsics differ")
+    img1, img2 = ctx.pair.img1, ctx.pair.img2  # 1,3,H,W
+    depth = ctx.out["pts11"][0, ..., 2].float()[None, None]  # 1,1,H,W
+    conf = ctx.out["conf1"][0].float()
+    keep = (depth[0, 0] > 0) & (conf >= torch.quantile(conf.flatten(), cfg.conf_quantile))
+    n = len(T21s)
+    T = torch.as_tensor(np.stack(T21s), dtype=torch.float32)  # n,4,4: camera 1 -> camera 2 (kornia's src_trans_dst)
+    Kt = torch.as_tensor(K1, dtype=torch.float32)[None].expand(n, 3, 3)
+    warped = kornia.geometry.depth.warp_frame_depth(img2.expand(n, -1, -1, -1), depth.expand(n, -1, -1, -1), T, Kt)
+    # inside image 2: warp a ones image; bilinear sampling with zero padding leaves < 1 outside
+    inside = kornia.geometry.depth.warp_frame_depth(torch.ones_like(depth).expand(n, -1, -1, -1),
+                                                    depth.expand(n, -1, -1, -1), T, Kt)[:, 0] > 0.999
+
+    def err(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ssim = kornia.metrics.ssim(a, b, cfg.ssim_window)  # n,3,H,W
+        return (cfg.ssim_weight * (1 - ssim) / 2 + (1 - cfg.ssim_weight) * (a - b).abs()).mean(1)  # n,H,W
+
+    e = err(img1.expand(n, -1, -1, -1), warped)
+    mask = keep[None] & inside
+    if cfg.automask:
+        e_id = err(img1, img2)[0]
+        mask &= e < e_id[None]
+    frac = mask.float().mean((1, 2))
+    out = torch.where(frac > 0.02, (e * mask).sum((1, 2)) / mask.sum((1, 2)).clamp_min(1), torch.full_like(frac, 1.0))
+    return out.numpy().astype(np.float64), {"valid_fraction": frac.numpy().round(4).tolist()}
+
+
+def sampson_px(T21: np.ndarray, kp1: np.ndarray, kp2: np.ndarray, K1: np.ndarray, K2: np.ndarray) -> np.ndarray:
+    """Sampson distance (pixels) of matches under the fundamental matrix of pose T21 and intrinsics."""
+    t = T21[:3, 3]
+    tx = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
+    Fm = np.linalg.inv(K2).T @ tx @ T21[:3, :3] @ np.linalg.inv(K1)
+    Fm = Fm / (np.linalg.norm(Fm) + 1e-30)
+    x1 = np.c_[kp1, np.ones(len(kp1))]
+    x2 = np.c_[kp2, np.ones(len(kp2))]
+    Fx1, Ftx2 = x1 @ Fm.T, x2 @ Fm
+    num = np.sum(x2 * Fx1, 1) ** 2
+    den = Fx1[:, 0] ** 2 + Fx1[:, 1] ** 2 + Ftx2[:, 0] ** 2 + Ftx2[:, 1] ** 2
+    return np.sqrt(num / np.maximum(den, 1e-30))
+
+
+def epipolar_error(ctx: PairContext, T21s: list[np.ndarray], cfg: RewardConfig) -> tuple[np.ndarray, dict]:
+    """Mean truncated Sampson distance of classical full-resolution matches, per pose (lower is better)."""
+    kp1, kp2 = ctx.sift_matches(cfg)
+    if len(kp1) < 8:
+        return np.full(len(T21s), np.nan), {"sift_matches": len(kp1)}
+    errs = np.array([np.minimum(sampson_px(T, kp1, kp2, ctx.K_full1, ctx.K_full2), cfg.epi_trunc_px).mean()
+                     for T in T21s])
+    return errs, {"sift_matches": len(kp1)}
+
+
+def degenerate_reason(s: PairSample, ctx: PairContext, cfg: RewardConfig) -> str | None:
+    """Why a sample cannot be trusted as a reconstruction (reward hacking guards), or None."""
+    if s.T21 is None:
+        return "no pose"
+    if s.n_inliers < cfg.min_inliers:
+        return f"{s.n_inliers} inliers"
+    depth = ctx.out["pts11"][0, ..., 2]
+    med = float(depth[depth > 0].median()) if bool((depth > 0).any()) else 0.0
+    b = float(np.linalg.norm(s.T21[:3, 3])) / max(med, 1e-12)
+    if not (cfg.min_baseline <= b <= cfg.max_baseline):
+        return f"baseline/depth {b:.2g}"
+    p1, p2 = s.kp1[s.inliers], s.kp2[s.inliers]
+    if len(p1) >= 8:
+        Hm, m = cv2.findHomography(p1, p2, cv2.RANSAC, 1.0)
+        if Hm is not None and m is not None and m.mean() >= cfg.planar_ratio:
+            return "planar"
+    return None
+
+
+def score_samples(ctx: PairContext, samples: list[PairSample], cfg: RewardConfig | None = None) -> list[dict]:
+    """Reward terms and the combined reward of every sample of one pair (higher is better).
+
+    Returns one dict per sample: ``{"combined": float, "photometric": …, "epipolar": …, "cycle": …,
+    "alignment": …, "degenerate": reason | None}``; a term is absent when its input is not in ``ctx``.
+    """
+    cfg = cfg or RewardConfig()
+    n = len(samples)
+    reasons = [degenerate_reason(s, ctx, cfg) for s in samples]
+    ok = [i for i in range(n) if reasons[i] is None]
+    rows: list[dict] = [{"degenerate": r} for r in reasons]
+    terms: dict[str, np.ndarray] = {}
+    if ok:
+        Ts = [samples[i].T21 for i in ok]
+        terms["photometric"] = -100 * photometric_error(ctx, Ts, cfg)[0]
+        if ctx.full1 is not None and ctx.K_full1 is not None:
+            e = epipolar_error(ctx, Ts, cfg)[0]
+            if np.isfinite(e).all():
+                terms["epipolar"] = -e
+        if ctx.cycle_R:
+            terms["cycle"] = -np.array([np.mean([_rot_deg(T[:3, :3], R) for R in ctx.cycle_R]) for T in Ts])
+        if ctx.align_T is not None:
+            A = ctx.align_T
+            terms["alignment"] = -np.array([_rot_deg(T[:3, :3], A[:3, :3]) + _dir_deg(T[:3, 3], A[:3, 3]) for T in Ts])
+    weights = {k: getattr(cfg, f"w_{k}") for k in TERMS}
+    for j, i in enumerate(ok):
+        for k, v in terms.items():
+            rows[i][k] = float(v[j])
+        rows[i]["combined"] = float(sum(weights[k] * v[j] for k, v in terms.items()))
+    good = [rows[i]["combined"] for i in ok]
+    worst = (min(good) - 1.0) if good else -1e3
+    for i in range(n):
+        if reasons[i] is not None:
+            rows[i]["combined"] = worst
+    return rows
