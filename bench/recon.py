@@ -116,6 +116,9 @@ def main() -> None:
         write_capture_video(load_capture(SCENE), mp4, fps=7.5)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     results = {"checkpoint": str(ckpt), "video": str(mp4), "threads": args.threads, "size": args.size, "runs": []}
+    prev = args.out / "results.json"  # keep the rows of other frame counts from earlier invocations
+    if prev.is_file():
+        results["runs"] = [r for r in json.loads(prev.read_text()).get("runs", []) if r["frames"] not in args.frames]
     for n in args.frames:
         out = args.out / f"run-{n}"
         cmd = [sys.executable, "-m", "vibe3r.cli", "recon", "run", str(mp4), "--ckpt", str(ckpt), "--out", str(out),

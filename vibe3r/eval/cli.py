@@ -5,6 +5,7 @@ Example (the classical peer at the model's resolution, then the no-motion prior)
     vibe3r eval pairs --pairs ../shared/data/real/eval-pairs/7scenes-redkitchen-second-half.txt \\
         --method sift --size 128
     vibe3r eval pairs --pairs ../shared/data/real/eval-pairs/tum-fr3-long-office-sequence.txt --method identity
+    vibe3r eval sequence --capture ../shared/data/real/7scenes-redkitchen@125: --frames 30 --method sift
 """
 
 from __future__ import annotations
@@ -58,6 +59,49 @@ def pairs_cmd(
         save.write_text(json.dumps(P._nan_to_none(ev.to_json()), indent=1))
     if as_json:
         typer.echo(P.dumps(ev))
+
+
+@app.command("sequence")
+def sequence_cmd(
+    capture: Annotated[str, typer.Option("--capture", help="capture with ground-truth poses (7-Scenes, TUM, vibe3r folder, ...), optionally PATH@START:STOP:STEP")],
+    method: Annotated[str, typer.Option("--method", help="model | sift (| oracle: the capture's exact geometry)")] = "model",
+    frames: Annotated[int, typer.Option("--frames", help="frames kept, evenly spread (0 = all)")] = 30,
+    size: Annotated[int, typer.Option("--size", help="longer image side the method sees (pixels)")] = 128,
+    ckpt: Annotated[Path | None, typer.Option("--ckpt", help="model checkpoint folder; default: the shipped weights/recon-base")] = None,
+    depth: Annotated[str, typer.Option("--depth", help="headline depth: pointmap (the heads) | triangulated (matches + aligned poses)")] = "pointmap",
+    graph: Annotated[str, typer.Option("--graph", help="scene graph: auto | complete | swin")] = "auto",
+    iters: Annotated[int, typer.Option("--iters", help="global alignment iterations")] = 300,
+    ransac: Annotated[str, typer.Option("--ransac", help="sift: essential-matrix estimator (ransac | usac_accurate | magsac)")] = "ransac",
+    threads: Annotated[int, typer.Option("--threads", help="torch CPU threads")] = 1,
+    save: Annotated[Path | None, typer.Option("--save", help="write the full result as JSON")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print a one-line JSON summary last")] = False,
+) -> None:
+    """Whole-sequence reconstruction vs ground truth: ATE (Sim(3)), RPE, depth AbsRel / δ1, static prior beside it."""
+    import torch
+
+    from vibe3r.captures import load_capture
+    from vibe3r.eval import sequence as S
+    from vibe3r.recon.align import AlignConfig
+    from vibe3r.recon.run import RunConfig, default_checkpoint
+
+    if method not in S.METHODS:
+        raise InputError(f"unknown method {method!r}; valid: {', '.join(S.METHODS)}")
+    torch.set_num_threads(threads)
+    cfg = RunConfig(size=size, max_frames=frames or None, graph=graph, align=AlignConfig(iters=iters))
+    cap = load_capture(capture, size=size, max_frames=cfg.max_frames)
+    S.require_gt_poses(cap)
+    model = None
+    if method == "model":
+        from vibe3r.recon.model import ReconModel
+
+        model = ReconModel.from_pretrained(ckpt if ckpt is not None else default_checkpoint())
+    res = S.evaluate_sequence(cap, method, model=model, cfg=cfg, depth=depth, sift_ransac=ransac)
+    typer.echo(S.format_summary(res))
+    if save is not None:
+        save.parent.mkdir(parents=True, exist_ok=True)
+        save.write_text(json.dumps(res, indent=1, default=float))
+    if as_json:
+        typer.echo(S.dumps(res))
 
 
 def make_estimator(method: str, ckpt: Path | None = None, pose: str = "essential", threads: int = 1,

@@ -48,20 +48,27 @@ THRESHOLDS = (5.0, 10.0, 20.0)
 # --------------------------------------------------------------------------------------------
 
 
-def sift_matches(img0: np.ndarray, img1: np.ndarray, n_features: int = 8000, ratio: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
-    """OpenCV SIFT keypoints matched by brute force with Lowe's ratio test -> two (M, 2) arrays."""
+def sift_features(img: np.ndarray, n_features: int = 8000) -> tuple[np.ndarray, np.ndarray | None]:
+    """OpenCV SIFT on an RGB uint8 image -> keypoints (K, 2) pixels and descriptors (K, 128) (None if none)."""
     sift = cv2.SIFT_create(nfeatures=n_features)
-    g0 = cv2.cvtColor(img0, cv2.COLOR_RGB2GRAY)
-    g1 = cv2.cvtColor(img1, cv2.COLOR_RGB2GRAY)
-    kp0, d0 = sift.detectAndCompute(g0, None)
-    kp1, d1 = sift.detectAndCompute(g1, None)
-    if d0 is None or d1 is None or len(kp0) < 2 or len(kp1) < 2:
-        return np.zeros((0, 2)), np.zeros((0, 2))
+    kp, d = sift.detectAndCompute(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), None)
+    return np.array([k.pt for k in kp], dtype=np.float64).reshape(-1, 2), d
+
+
+def ratio_matches(d0: np.ndarray | None, d1: np.ndarray | None, ratio: float = 0.8) -> np.ndarray:
+    """Brute-force L2 matches passing Lowe's ratio test -> (M, 2) index pairs (into d0, into d1)."""
+    if d0 is None or d1 is None or len(d0) < 2 or len(d1) < 2:
+        return np.zeros((0, 2), np.int64)
     knn = cv2.BFMatcher(cv2.NORM_L2).knnMatch(d0, d1, k=2)
     good = [m[0] for m in knn if len(m) == 2 and m[0].distance < ratio * m[1].distance]
-    p0 = np.array([kp0[m.queryIdx].pt for m in good], dtype=np.float64).reshape(-1, 2)
-    p1 = np.array([kp1[m.trainIdx].pt for m in good], dtype=np.float64).reshape(-1, 2)
-    return p0, p1
+    return np.array([(m.queryIdx, m.trainIdx) for m in good], dtype=np.int64).reshape(-1, 2)
+
+
+def sift_matches(img0: np.ndarray, img1: np.ndarray, n_features: int = 8000, ratio: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV SIFT keypoints matched by brute force with Lowe's ratio test -> two (M, 2) arrays."""
+    (kp0, d0), (kp1, d1) = sift_features(img0, n_features), sift_features(img1, n_features)
+    m = ratio_matches(d0, d1, ratio)
+    return kp0[m[:, 0]].reshape(-1, 2), kp1[m[:, 1]].reshape(-1, 2)
 
 
 # A pose estimator: (img0 uint8 H,W,3, img1, K0, K1 at that resolution) -> (R, t, n_matches) or None.

@@ -90,6 +90,7 @@ class AlignConfig:
     match_weight: float = 100.0  # λ_m of the match reprojection term (0 = DUSt3R's objective only)
     max_matches: int = 128  # essential-RANSAC inliers kept per edge for that term (evenly subsampled)
     outlier_deg: float = 5.0  # edges whose relative rotation disagrees with the initialisation by more are dropped (0 = keep all)
+    fuse_min_weight: float = 1e-3  # output depth: added to every pixel's log C, so pixels at minimum confidence still get a depth
     eps: float = 1e-12
 
 
@@ -253,6 +254,8 @@ def init_pair_similarities(pred: PairwisePredictions, c2w: np.ndarray, depth: np
         w = w + 1e-9
         w = w / w.sum(1, keepdim=True)
         R, t, sc = roma.rigid_points_registration(src, dst, weights=w, compute_scaling=True)
+        bad = ~(torch.isfinite(sc) & torch.isfinite(R).flatten(1).all(1) & torch.isfinite(t).all(1))  # degenerate (e.g. empty) pointmaps
+        R[bad], t[bad], sc[bad] = torch.eye(3, dtype=R.dtype), 0.0, 1.0
         sc = sc.clamp_min(1e-9)
         sig[idx] = sc.numpy()
         P[idx, :3, :3] = R.numpy()
@@ -262,10 +265,12 @@ def init_pair_similarities(pred: PairwisePredictions, c2w: np.ndarray, depth: np
 
 def fuse_depth(pred: PairwisePredictions, c2w: np.ndarray | torch.Tensor, K: np.ndarray | torch.Tensor,
                sigma: np.ndarray | torch.Tensor, P: np.ndarray | torch.Tensor, n_frames: int, stride: int = 1,
-               chunk: int = 128, keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+               chunk: int = 128, keep: np.ndarray | None = None, min_weight: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Closed-form per-pixel depth (N,h,w) from the edges ``keep`` (E,) bool (default all) with fixed
     poses and pair similarities (see the module docstring), and the max confidence (N,h,w) of each
-    pixel over those edges."""
+    pixel over those edges. Weights are log C + ``min_weight``: with 0, a pixel whose confidence is
+    1 on every edge gets no depth (a checkpoint trained mostly for matching has C = 1 + ~1e-4, which
+    float16 storage rounds to exactly 1 almost everywhere)."""
     H, W = pred.hw
     u, v, sl = _grid(H, W, stride)
     u, v = u.double(), v.double()
@@ -284,7 +289,7 @@ def fuse_depth(pred: PairwisePredictions, c2w: np.ndarray | torch.Tensor, K: np.
             X = pts[idx][:, sl, sl].double()  # C,h,w,3
             y = sigma[idx, None, None, None] * (_rotate(X, P[idx, :3, :3]) + P[idx, None, None, :3, 3])
             r = rays_all[fr]
-            wgt = _log_weights(conf[idx][:, sl, sl]).double()
+            wgt = _log_weights(conf[idx][:, sl, sl]).double() + min_weight
             if keep is not None:
                 wgt = wgt * torch.from_numpy(keep[idx])[:, None, None]
             num.index_add_(0, fr, wgt * (r * (y - c2w[fr, None, None, :3, 3])).sum(-1))
@@ -540,7 +545,7 @@ def global_align(pred: PairwisePredictions, n_frames: int, K: np.ndarray, known_
         P = np.tile(np.eye(4), (E, 1, 1))
         P[:, :3, :3], P[:, :3, 3] = Re.double().numpy(), te.double().numpy()
         sig = prm.sigma().double().numpy()
-    depth, conf = fuse_depth(pred, c2w, K_out, sig, P, n_frames, stride=1, keep=keep)
+    depth, conf = fuse_depth(pred, c2w, K_out, sig, P, n_frames, stride=1, keep=keep, min_weight=cfg.fuse_min_weight)
     t_fuse = time.perf_counter() - t0 - t_init - t_opt
     return Alignment(c2w=c2w, K=K_out, depth=depth, conf=conf, pair_scale=sig, pair_pose=P, losses=losses,
                      init_loss=init_loss, edges_kept=int(keep.sum()), stride=r, seconds={"init": t_init, "optimize": t_opt, "fuse_depth": t_fuse})

@@ -109,23 +109,44 @@ def gt_metrics(al: A.Alignment, cap: Capture) -> dict[str, float]:
     return out
 
 
-def reconstruct(cap: Capture, out_dir: str | Path, model: torch.nn.Module | None = None, cfg: RunConfig | None = None,
-                progress: PhaseProgress | None = None, oracle: bool = False, extra_report: dict | None = None) -> dict:
-    """Reconstruct a loaded capture into ``out_dir`` (exports + ``report.json``); returns the report.
+@dataclass
+class Aligned:
+    """What ``align_capture`` computed: the alignment and what the exports and metrics need."""
 
-    ``model`` is a ``ReconModel``; ``oracle=True`` replaces the network by the capture's exact
-    geometry (``inference.ground_truth_pairwise``; needs depth, K and poses) to test the rest.
+    al: A.Alignment
+    pred: I.PairwisePredictions
+    images: np.ndarray  # N,H,W,3 uint8, the frames the network saw (cropped to the patch size)
+    gt: Capture  # the input capture cropped like ``images`` (its K, depth follow the crop)
+    n_pairs: int
+    k_source: str
+    motion: float
+    timings: dict[str, float]
+    peak_rss_mb_after_align: float
+
+
+# Pairwise front end replacing the network: (images (N,H,W,3) uint8, directed edges (E,2), K (N,3,3))
+# -> PairwisePredictions with relative poses (e.g. the SIFT peer of ``vibe3r.eval.sift_pairwise``).
+PairwiseFn = Callable[[np.ndarray, np.ndarray, np.ndarray], I.PairwisePredictions]
+
+
+def align_capture(cap: Capture, model: torch.nn.Module | None = None, cfg: RunConfig | None = None,
+                  progress: PhaseProgress | None = None, oracle: bool = False,
+                  pairwise: PairwiseFn | None = None) -> Aligned:
+    """Scene graph → pairwise predictions → pair poses → global alignment of a loaded capture.
+
+    The pairwise predictions come from ``model`` (a ``ReconModel``), from the capture's exact geometry
+    (``oracle=True``, ``inference.ground_truth_pairwise``; needs depth, K and poses) or from
+    ``pairwise`` (a classical front end that brings its own relative poses; K must then be known
+    from the capture or ``cfg.fov_deg``, else ``cfg.default_fov_deg`` is used).
     """
     cfg = cfg or RunConfig()
     prog = progress or (lambda phase, done, total: None)
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    out = Path(out_dir)
     n = len(cap)
     if n < 2:
         raise InputError(f"a reconstruction needs at least 2 frames, the capture has {n}")
-    if model is None and not oracle:
-        raise ValueError("reconstruct needs a model (or oracle=True)")
+    if model is None and not oracle and pairwise is None:
+        raise ValueError("align_capture needs a model, a pairwise front end or oracle=True")
     images, K_cap = cap.images, cap.K
     depth_gt = cap.depth
     if model is not None:  # crop to a multiple of the patch size (K's principal point follows)
@@ -151,23 +172,28 @@ def reconstruct(cap: Capture, out_dir: str | Path, model: torch.nn.Module | None
     prog("graph", 1, 1)
     timings["graph"] = time.perf_counter() - t
 
+    known_K = cfg.use_capture_K and K_cap is not None
     t = time.perf_counter()
     if oracle:
         if cap.depth is None or cap.K is None or cap.cam2world is None:
             raise InputError("the oracle needs a capture with depth, intrinsics and poses")
         pred = I.ground_truth_pairwise(depth_gt, K_cap, cap.cam2world, edges)
+    elif pairwise is not None:
+        fov = cfg.fov_deg if cfg.fov_deg is not None else cfg.default_fov_deg
+        K_pw = np.asarray(K_cap, np.float64) if known_K else np.stack([geometry.intrinsics_from_fov(fov, W, H).numpy()] * n)
+        pred = pairwise(images, edges, K_pw)
     else:
         pred = I.run_pairs(model, images, edges, cfg.batch_size, match=True, progress=lambda d, tot: prog("inference", d, tot))
     timings["inference"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    known_K = cfg.use_capture_K and K_cap is not None
     if known_K:
         K = np.asarray(K_cap, np.float64)
         k_source = "capture"
-    elif cfg.fov_deg is not None:
-        K = np.stack([geometry.intrinsics_from_fov(cfg.fov_deg, W, H).numpy()] * n)
-        k_source = f"fov {cfg.fov_deg:g} deg"
+    elif cfg.fov_deg is not None or pairwise is not None:
+        fov = cfg.fov_deg if cfg.fov_deg is not None else cfg.default_fov_deg
+        K = np.stack([geometry.intrinsics_from_fov(fov, W, H).numpy()] * n)
+        k_source = f"fov {fov:g} deg"
     else:
         K = I.frame_intrinsics(pred, n, shared=cfg.shared_focal)
         k_source = "pointmaps"
@@ -176,49 +202,68 @@ def reconstruct(cap: Capture, out_dir: str | Path, model: torch.nn.Module | None
         if not f_lo <= f_med <= f_hi:  # a pointmap that is no camera (e.g. an untrained network)
             K = np.stack([geometry.intrinsics_from_fov(cfg.default_fov_deg, W, H).numpy()] * n)
             k_source = f"default fov {cfg.default_fov_deg:g} deg (pointmap focal {f_med:.3g} px is implausible)"
-    if not oracle:
+    if not oracle and pairwise is None:
         I.estimate_pair_poses(pred, K, cfg.pose_solver, ransac_px=cfg.ransac_px, ransac=cfg.ransac,
                               progress=lambda d, tot: prog("poses", d, tot))
     timings["poses"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    fix_K = known_K or cfg.fov_deg is not None
+    fix_K = known_K or cfg.fov_deg is not None or pairwise is not None
     acfg = A.AlignConfig(**{**asdict(cfg.align), "shared_focal": cfg.shared_focal})
     al = A.global_align(pred, n, K, known_K=fix_K, cfg=acfg, progress=lambda i, tot, loss: prog("align", i, tot))
     timings["align"] = time.perf_counter() - t
-    peak_align = _peak_rss_mb()
+    gt = Capture(name=cap.name, images=images, frame_names=cap.frame_names, K=K_cap, cam2world=cap.cam2world,
+                 depth=depth_gt, timestamps=cap.timestamps, source=cap.source, meta=cap.meta)
+    return Aligned(al=al, pred=pred, images=images, gt=gt, n_pairs=len(pairs), k_source=k_source, motion=motion,
+                   timings=timings, peak_rss_mb_after_align=_peak_rss_mb())
+
+
+def reconstruct(cap: Capture, out_dir: str | Path, model: torch.nn.Module | None = None, cfg: RunConfig | None = None,
+                progress: PhaseProgress | None = None, oracle: bool = False, extra_report: dict | None = None) -> dict:
+    """Reconstruct a loaded capture into ``out_dir`` (exports + ``report.json``); returns the report.
+
+    ``model`` is a ``ReconModel``; ``oracle=True`` replaces the network by the capture's exact
+    geometry (``inference.ground_truth_pairwise``; needs depth, K and poses) to test the rest.
+    """
+    cfg = cfg or RunConfig()
+    prog = progress or (lambda phase, done, total: None)
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    if model is None and not oracle:
+        raise ValueError("reconstruct needs a model (or oracle=True)")
+    r = align_capture(cap, model, cfg, progress, oracle)
+    al, pred, images, timings = r.al, r.pred, r.images, r.timings
 
     t = time.perf_counter()
-    gt_cap = Capture(name=cap.name, images=images, frame_names=cap.frame_names, K=K_cap, cam2world=cap.cam2world,
-                     depth=depth_gt, timestamps=cap.timestamps, source=cap.source, meta=cap.meta)
-    metrics = gt_metrics(al, gt_cap)
+    metrics = gt_metrics(al, r.gt)
     scale = X.normalize_scale(al)
     info = X.export_all(out, al, images, cap.frame_names, conf_quantile=cfg.conf_quantile, mesh=cfg.mesh,
-                        extra_cameras={"source": str(cap.meta.get("path", cap.name)), "intrinsics_from": k_source})
+                        extra_cameras={"source": str(cap.meta.get("path", cap.name)), "intrinsics_from": r.k_source})
     prog("export", 1, 1)
     timings["export"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
+    H, W = images.shape[1:3]
 
     methods = {m: pred.pose_method.count(m) for m in sorted(set(pred.pose_method))}
     report = {
         "input": str(cap.meta.get("path", cap.name)),
         "format": cap.source,
-        "frames": n,
+        "frames": len(cap),
         "frames_used": list(cap.frame_names),
         "source_index": cap.meta.get("source_index"),
         "image_size": [W, H],
-        "graph": {"kind": cfg.graph, "pairs": len(pairs), "edges": int(pred.n_edges), "symmetric": cfg.symmetric},
+        "graph": {"kind": cfg.graph, "pairs": r.n_pairs, "edges": int(pred.n_edges), "symmetric": cfg.symmetric},
         "pose_methods": methods,
         "mean_confidence": float(np.mean([pred.conf_a.float().mean(), pred.conf_b.float().mean()])),
-        "intrinsics_from": k_source,
+        "intrinsics_from": r.k_source,
         "focal_px": float(np.median(al.K[:, 0, 0])),
         "alignment": {"iters": cfg.align.iters, "stride": al.stride, "loss_init": al.init_loss,
                       "loss_final": al.losses[-1] if al.losses else float("nan"), "seconds": al.seconds},
         "scale_to_median_depth_1": scale,
-        "camera_motion": motion,
+        "camera_motion": r.motion,
         "pairwise_mb": pred.nbytes() / 2**20,
         "peak_rss_mb": _peak_rss_mb(),
-        "peak_rss_mb_after_align": peak_align,
+        "peak_rss_mb_after_align": r.peak_rss_mb_after_align,
         "timings_s": timings,
         "exports": info,
         "gt": metrics,
