@@ -42,15 +42,16 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from vibe3r.config import ReconLossConfig
+from vibe3r.config import ReconLossConfig, Section
 from vibe3r.errors import InputError
 from vibe3r.preference.lora import LoRAConfig, LoraReconModel
 from vibe3r.preference.trainer_common import (
     STATE_NAME,
     RunLog,
     check_out_dir,
+    epoch_batch,
     load_checkpoint,
     lr_at,
     save_checkpoint,
@@ -61,10 +62,8 @@ from vibe3r.recon.policy import REDUCTIONS, PairInput, PairSample, draw_log_like
 LOSS_TYPES = ("sigmoid", "robust", "ipo")
 
 
-class DPOConfig(BaseModel):
+class DPOConfig(Section):
     """DPO of the reconstruction model's match policy (``preference.dpo``)."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     beta: float = Field(0.1, gt=0, description="DPO β: strength of the implicit KL to the reference (larger = stay closer)")
     loss_type: Literal["sigmoid", "robust", "ipo"] = Field("sigmoid", description="sigmoid (DPO) | robust (robust DPO) | ipo (IPO)")
@@ -221,8 +220,8 @@ class DPOTrainer:
 
     # ---- scoring -------------------------------------------------------------------------------
 
-    def _logits(self, pair: PairInput) -> torch.Tensor:
-        out = self.model(pair.img1, pair.img2)
+    def _logits(self, pair: PairInput, out: dict | None = None) -> torch.Tensor:
+        out = self.model(pair.img1, pair.img2) if out is None else out
         return match_logits(out["desc1"][0], out["desc2"][0], self.temperature)  # N1,N2
 
     def _score(self, pair: PairInput, samples: list[PairSample], logits: torch.Tensor) -> torch.Tensor:
@@ -231,23 +230,25 @@ class DPOTrainer:
         return draw_log_likelihood(logits, fwd, bwd, self.cfg.reduction)
 
     @torch.no_grad()
-    def reference(self, prefs: list[Preference]) -> tuple[torch.Tensor, torch.Tensor, dict[int, torch.Tensor]]:
-        """Reference log-likelihoods of the chosen and rejected samples (N,), (N,) and the reference
-        logits per pair (keyed by ``id(pair)``), computed once with the adapters disabled."""
+    def reference_log_probs(self, prefs: list[Preference]) -> tuple[torch.Tensor, torch.Tensor, dict[int, tuple]]:
+        """Reference log-likelihoods of the chosen and rejected samples (N,), (N,), computed once with
+        the adapters disabled, and the reference descriptors per pair (keyed by ``id(pair)``, for the
+        KL; descriptors rather than the (N1, N2) logits, which would not fit for many large pairs)."""
         ref_c, ref_r = torch.zeros(len(prefs)), torch.zeros(len(prefs))
-        logits: dict[int, torch.Tensor] = {}
+        descs: dict[int, tuple] = {}
         was = self.model.training
         self.model.eval()
         with self.model.reference():
             for pid, idx in _group_by_pair(prefs, range(len(prefs))).items():
                 pair = prefs[idx[0]][0]
-                logits[pid] = lg = self._logits(pair)
-                lp = self._score(pair, [prefs[i][1] for i in idx] + [prefs[i][2] for i in idx], lg)
+                out = self.model(pair.img1, pair.img2)
+                descs[pid] = (out["desc1"][0], out["desc2"][0])
+                lp = self._score(pair, [prefs[i][1] for i in idx] + [prefs[i][2] for i in idx], self._logits(pair, out))
                 ref_c[idx], ref_r[idx] = lp[: len(idx)], lp[len(idx):]
         self.model.train(was)
-        return ref_c, ref_r, logits
+        return ref_c, ref_r, descs
 
-    def _policy_terms(self, prefs: list[Preference], idx: list[int], ref_logits: dict[int, torch.Tensor]):
+    def _policy_terms(self, prefs: list[Preference], idx: list[int], ref_descs: dict[int, tuple]):
         """Policy log-likelihoods (differentiable) of the records ``idx`` and the mean exact KL of their pairs."""
         parts_c, parts_r, pos_all, kls = [], [], [], []
         for pid, pos in _group_by_pair(prefs, idx).items():
@@ -257,7 +258,8 @@ class DPOTrainer:
             parts_c.append(lp[: len(recs)])
             parts_r.append(lp[len(recs):])
             pos_all.extend(pos)
-            kls.append(float(match_kl(lg.detach(), ref_logits[pid], self.cfg.reduction)))
+            ref_logits = match_logits(*ref_descs[pid], self.temperature)
+            kls.append(float(match_kl(lg.detach(), ref_logits, self.cfg.reduction)))
         order = torch.tensor(pos_all)
         pi_c = torch.zeros(len(idx)).index_put((order,), torch.cat(parts_c))
         pi_r = torch.zeros(len(idx)).index_put((order,), torch.cat(parts_r))
@@ -267,27 +269,15 @@ class DPOTrainer:
     def evaluate(self, prefs: list[Preference]) -> dict[str, float]:
         """The DPO loss and its diagnostics over all records under the current adapters (no update)."""
         prefs = [Preference(*p) for p in prefs]
-        ref_c, ref_r, ref_logits = self.reference(prefs)
+        ref_c, ref_r, ref_descs = self.reference_log_probs(prefs)
         was = self.model.training
         self.model.eval()
-        pi_c, pi_r, kl = self._policy_terms(prefs, list(range(len(prefs))), ref_logits)
+        pi_c, pi_r, kl = self._policy_terms(prefs, list(range(len(prefs))), ref_descs)
         self.model.train(was)
         _, d = self.loss(pi_c, pi_r, ref_c, ref_r)
         return {**d, "kl": kl}
 
     # ---- training ------------------------------------------------------------------------------
-
-    def _batch(self, step: int, n: int) -> list[int]:
-        """Record indices of a step: epochs of seeded permutations, a pure function of the step."""
-        B = self.cfg.batch_size
-        perms: dict[int, np.ndarray] = {}
-        out = []
-        for p in range(step * B, step * B + B):
-            e, i = divmod(p, n)
-            if e not in perms:
-                perms[e] = np.random.default_rng([self.cfg.seed, e]).permutation(n)
-            out.append(int(perms[e][i]))
-        return out
 
     def train(self, prefs: Iterable[Preference | tuple], anchor_batches: Any = None, resume: bool = False,
               stop_at: int | None = None) -> dict[str, float]:
@@ -313,7 +303,7 @@ class DPOTrainer:
                 state = load_checkpoint(self.out, self.model, self.opt)
         if anchor is not None and "anchor" in state:
             anchor.restore(state["anchor"])
-        ref_c, ref_r, ref_logits = self.reference(prefs)
+        ref_c, ref_r, ref_descs = self.reference_log_probs(prefs)
         log = RunLog(self.out, "dpo", {"dpo": cfg.model_dump(), "temperature": self.temperature,
                                          "lora": self.model.lora_config.model_dump()}, cfg.steps, state["step"], self.progress)
         self.model.train()
@@ -326,10 +316,10 @@ class DPOTrainer:
                 lr = lr_at(step, cfg.lr, cfg.warmup_steps)
                 for g in self.opt.param_groups:
                     g["lr"] = lr
-                idx = self._batch(step, len(prefs))
+                idx = epoch_batch(cfg.seed, step, cfg.batch_size, len(prefs))
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(cfg.seed * 1_000_003 + step)  # LoRA dropout
-                    pi_c, pi_r, kl = self._policy_terms(prefs, idx, ref_logits)
+                    pi_c, pi_r, kl = self._policy_terms(prefs, idx, ref_descs)
                     loss, metrics = self.loss(pi_c, pi_r, ref_c[idx], ref_r[idx])
                     if anchor is not None:
                         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)

@@ -43,23 +43,21 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from vibe3r.config import ReconLossConfig
+from vibe3r.config import ReconLossConfig, Section
 from vibe3r.errors import InputError
 from vibe3r.preference.dpo import _AnchorSource, anchor_loss_step, match_kl, wrap_model
 from vibe3r.preference.lora import LoRAConfig, LoraReconModel
-from vibe3r.preference.trainer_common import RunLog, check_out_dir, load_checkpoint, lr_at, save_checkpoint
+from vibe3r.preference.trainer_common import RunLog, check_out_dir, epoch_batch, load_checkpoint, lr_at, save_checkpoint
 from vibe3r.recon.model import ReconModel
 from vibe3r.recon.policy import MatchPolicy, PairInput, PairSample, match_logits, per_draw_log_probs
 
 RewardFn = Callable[[PairInput, list[PairSample]], np.ndarray]
 
 
-class GRPOConfig(BaseModel):
+class GRPOConfig(Section):
     """GRPO of the reconstruction model's match policy (``preference.grpo``)."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     n: int = Field(8, ge=2, description="group size: samples drawn per pair and step")
     temperature: float = Field(0.07, gt=0, description="policy temperature of the match distribution (the model's InfoNCE one)")
@@ -164,15 +162,6 @@ class GRPOTrainer:
         _, d1, d2 = self._ref[key]
         return match_logits(d1, d2, self.cfg.temperature)
 
-    def pair_indices(self, step: int, n_pairs: int) -> list[int]:
-        """Pairs of a rollout: epochs of seeded permutations, a pure function of the step."""
-        B = self.cfg.batch_size
-        out = []
-        for p in range(step * B, step * B + B):
-            e, i = divmod(p, n_pairs)
-            out.append(int(np.random.default_rng([self.cfg.seed, e]).permutation(n_pairs)[i]))
-        return out
-
     @torch.no_grad()
     def rollout(self, pairs: list[PairInput], reward_fn: RewardFn, step: int) -> list[Group]:
         """The groups of rollout ``step`` under the current policy (what ``train`` draws at that step)."""
@@ -181,7 +170,7 @@ class GRPOTrainer:
         was = self.model.training
         self.model.eval()
         try:
-            for k, pi in enumerate(self.pair_indices(step, len(pairs))):
+            for k, pi in enumerate(epoch_batch(cfg.seed, step, cfg.batch_size, len(pairs))):
                 pair = pairs[pi]
                 out = self.model(pair.img1, pair.img2)
                 seed = (cfg.seed * 1_000_003 + step * cfg.batch_size + k) * cfg.n

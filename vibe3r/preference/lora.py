@@ -43,10 +43,10 @@ from typing import Literal
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from safetensors.torch import load_file, save_file
 
-from vibe3r.config import ReconModelConfig
+from vibe3r.config import ReconModelConfig, Section
 from vibe3r.errors import InputError
 from vibe3r.recon.model import ReconModel
 
@@ -71,10 +71,8 @@ TARGET_PATTERNS: dict[str, str] = {
 }
 
 
-class LoRAConfig(BaseModel):
+class LoRAConfig(Section):
     """LoRA adapters on the reconstruction model (``preference.lora``)."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     r: int = Field(8, ge=1, description="adapter rank")
     alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator: the update is (alpha / r) B A x")

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -28,6 +29,19 @@ STATE_NAME = "trainer_state.json"
 OPTIM_NAME = "optimizer.safetensors"
 ADAPTER_DIR = "adapter"
 LOG_NAME = "log.jsonl"
+
+
+def epoch_batch(seed: int, step: int, batch_size: int, n: int) -> list[int]:
+    """Item indices of a step: consecutive epochs of seeded permutations of ``range(n)``, a pure
+    function of the step (so a resumed run sees the same items)."""
+    perms: dict[int, np.ndarray] = {}
+    out = []
+    for p in range(step * batch_size, (step + 1) * batch_size):
+        e, i = divmod(p, n)
+        if e not in perms:
+            perms[e] = np.random.default_rng([seed, e]).permutation(n)
+        out.append(int(perms[e][i]))
+    return out
 
 
 def lr_at(step: int, lr: float, warmup: int) -> float:
