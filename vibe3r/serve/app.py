@@ -87,7 +87,8 @@ def create_app(cfg: ServeConfig, start_worker: bool = True) -> FastAPI:
                 except (binascii.Error, UnicodeDecodeError):
                     ok = False
             if not ok:
-                return Response("authentication required", status_code=401, headers={"WWW-Authenticate": 'Basic realm="vibe3r"'})
+                return JSONResponse({"error": "authentication required"}, status_code=401,
+                                    headers={"WWW-Authenticate": 'Basic realm="vibe3r"'})
             return await call_next(request)
 
     @app.middleware("http")

@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished REAL,
     state TEXT NOT NULL,          -- queued | running | done | failed
     attempts INTEGER NOT NULL DEFAULT 0,
+    worker TEXT,                  -- the job process that claimed it (pid)
     kind TEXT NOT NULL,           -- video | images
     display_name TEXT NOT NULL,   -- the uploaded file name, shown as text only (never a path)
     input_bytes INTEGER NOT NULL,
@@ -108,8 +109,8 @@ class JobStore:
 
     # ---- worker side -----------------------------------------------------------------------
 
-    def claim(self) -> dict[str, Any] | None:
-        """Atomically move the oldest queued job to ``running`` and return it (None when the queue is empty)."""
+    def claim(self, worker: str = "") -> dict[str, Any] | None:
+        """Atomically move the oldest queued job to ``running`` for ``worker`` and return it (None when the queue is empty)."""
         with self._db() as db:
             db.execute("BEGIN IMMEDIATE")
             row = db.execute("SELECT id FROM jobs WHERE state = 'queued' ORDER BY created LIMIT 1").fetchone()
@@ -117,7 +118,7 @@ class JobStore:
                 db.execute("COMMIT")
                 return None
             db.execute("UPDATE jobs SET state = 'running', started = ?, attempts = attempts + 1, phase = 'starting', "
-                       "progress = '{}', fraction = 0, error = NULL WHERE id = ?", (time.time(), row["id"]))
+                       "progress = '{}', fraction = 0, error = NULL, worker = ? WHERE id = ?", (time.time(), worker, row["id"]))
             db.execute("COMMIT")
         return self.get(row["id"])
 
@@ -141,6 +142,11 @@ class JobStore:
         with self._db() as db:
             db.execute("UPDATE jobs SET state = 'queued', phase = NULL, progress = '{}', fraction = 0 "
                        "WHERE id = ? AND state = 'running'", (job_id,))
+
+    def running_of(self, worker: str) -> list[dict[str, Any]]:
+        with self._db() as db:
+            rows = db.execute("SELECT * FROM jobs WHERE state = 'running' AND worker = ?", (worker,)).fetchall()
+        return [_row(r) for r in rows]
 
     def requeue_running(self) -> list[str]:
         """At start-up: jobs a previous server left ``running`` go back to the queue, or fail after too many starts."""

@@ -1,8 +1,8 @@
-"""One job, in its own process: ``python -m vibe3r.serve.runjob CONFIG_JSON JOB_ID``.
+"""The job process: ``python -m vibe3r.serve.runjob CONFIG_JSON`` claims queued jobs and runs them, one at a time.
 
-The web server's worker starts this process per job, so a reconstruction that crashes the
-interpreter (open3d can abort) or is killed takes nothing else down. Phases, each reported in the
-job row: ``decode`` (read and check the frames), ``model``, then ``reconstruct``'s own phases
+The web server's worker supervises one such process per slot, so a reconstruction that crashes the
+interpreter (open3d can abort) or is killed takes nothing else down, and torch is imported once per
+process rather than once per job. Phases of a job, each reported in its row: ``decode`` (read and check the frames), ``model``, then ``reconstruct``'s own phases
 (``graph``, ``inference``, ``poses``, ``align``, ``export``), then ``package`` (zips, captures pool).
 """
 
@@ -112,8 +112,9 @@ def input_path(cfg: ServeConfig, job: dict) -> Path:
     return next(p for p in sorted(d.iterdir()) if p.name.startswith("video."))
 
 
-def run_job(cfg: ServeConfig, job_id: str) -> None:
-    """Reconstruct one job; the row ends ``done`` or ``failed`` (with a readable one-line error)."""
+def run_job(cfg: ServeConfig, job_id: str, models: dict | None = None) -> None:
+    """Reconstruct one (claimed) job; the row ends ``done`` or ``failed`` (with a readable one-line error).
+    ``models`` caches loaded checkpoints across the jobs of a process."""
     import torch
 
     from vibe3r.captures import load_capture
@@ -121,6 +122,7 @@ def run_job(cfg: ServeConfig, job_id: str) -> None:
     from vibe3r.recon.align import AlignConfig
     from vibe3r.recon.model import ReconModel
 
+    models = {} if models is None else models
     store = JobStore(cfg.db_path)
     job = store.get(job_id)
     if job is None:
@@ -141,7 +143,9 @@ def run_job(cfg: ServeConfig, job_id: str) -> None:
         prog("decode", 1, 1)
         prog("model", 0, 1)
         ckpt = cfg.ckpt if cfg.ckpt is not None else R.default_checkpoint()
-        model = ReconModel.from_pretrained(ckpt)
+        if str(ckpt) not in models:
+            models[str(ckpt)] = ReconModel.from_pretrained(ckpt)
+        model = models[str(ckpt)]
         prog("model", 1, 1)
         rcfg = R.RunConfig(size=rs.size, max_frames=rs.max_frames, pose_solver=rs.pose, mesh=rs.mesh,
                            align=AlignConfig(iters=rs.iters))
@@ -177,12 +181,24 @@ def _die_with_parent() -> None:
         pass
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], poll_s: float = 0.3, max_jobs: int = 50) -> int:
+    """Claim and run jobs until ``max_jobs`` ran (the supervisor then starts a fresh process) or the parent is gone."""
     _die_with_parent()
-    cfg_json, job_id = argv
-    if os.getppid() == 1:
-        return 1
-    run_job(ServeConfig.from_json(cfg_json), job_id)
+    cfg = ServeConfig.from_json(argv[0])
+    store = JobStore(cfg.db_path)
+    parent = os.getppid()
+    me = str(os.getpid())
+    models: dict = {}
+    ran = 0
+    while ran < max_jobs and os.getppid() == parent:
+        job = store.claim(worker=me)
+        if job is None:
+            time.sleep(poll_s)
+            continue
+        print(f"[{time.strftime('%H:%M:%S')}] job {job['id']} ({job['kind']}, {job['input_bytes']} bytes)", flush=True)
+        run_job(cfg, job["id"], models)
+        print(f"[{time.strftime('%H:%M:%S')}] job {job['id']} {store.get(job['id'])['state']}", flush=True)
+        ran += 1
     return 0
 
 

@@ -1,0 +1,210 @@
+"""``vibe3r serve``: the job queue survives restarts, uploads are judged by content and header limits, and a real
+server on loopback runs a job end to end (tiny random network) while refusing bad input with one readable line."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import signal
+import time
+import zipfile
+
+import numpy as np
+import pytest
+from _common import TINY_MODEL
+from _serve import moving_frames, running_server
+from PIL import Image
+
+from vibe3r.captures import write_capture_video
+from vibe3r.config import ReconModelConfig
+from vibe3r.errors import InputError
+from vibe3r.recon.model import build_model
+from vibe3r.serve import runjob
+from vibe3r.serve import uploads as U
+from vibe3r.serve.client import Client
+from vibe3r.serve.config import Limits, ReconSettings, ServeConfig
+from vibe3r.serve.jobs import JobStore
+
+FAST = ReconSettings(size=64, max_frames=6, iters=5, pose="procrustes", mesh=True)  # no RANSAC on random weights
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ckpt") / "tiny"
+    build_model(ReconModelConfig(**TINY_MODEL)).save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    d = tmp_path_factory.mktemp("videos")
+    frames = moving_frames(8)
+    return {
+        "good": write_capture_video(frames, d / "good.mp4", fps=10),
+        "one": write_capture_video(frames[:1], d / "one.mp4", fps=10),
+        "static": write_capture_video(np.stack([frames[0]] * 6), d / "static.mp4", fps=10),
+        "black": write_capture_video(np.zeros((6, 48, 64, 3), np.uint8), d / "black.mp4", fps=10),
+    }
+
+
+def _cfg(tmp_path, ckpt, **limits) -> ServeConfig:
+    return ServeConfig(data=tmp_path / "data", ckpt=ckpt, limits=Limits(**limits), recon=FAST)
+
+
+def test_queue_survives_restart_and_running_jobs_are_requeued_then_given_up(tmp_path):
+    store = JobStore(tmp_path / "q.db", max_attempts=2)
+    a = store.create("1.2.3.4", "video", "a.mp4", 10, {}, contribute=True)
+    b = store.create("1.2.3.4", "video", "b.mp4", 10, {}, contribute=False)
+    assert store.claim()["id"] == a  # oldest first
+    assert store.count_active("1.2.3.4") == 2 and store.count_active("5.6.7.8") == 0
+    store2 = JobStore(tmp_path / "q.db", max_attempts=2)  # "the server restarted"
+    assert store2.requeue_running() == [a]
+    assert store2.get(a)["state"] == "queued" and store2.get(a)["contribute"] is True
+    assert store2.claim()["id"] == a  # it kept its place ahead of b
+    assert store2.requeue_running() == []  # second start of a: given up
+    assert store2.get(a)["state"] == "failed" and "gave up after 2 attempts" in store2.get(a)["error"]
+    assert store2.claim()["id"] == b and store2.claim() is None
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"hello, I am a text file", "not a video or photo"),
+    (b"", "empty"),
+    (b"\x00\x00\x00\x18ftypisom" + b"\x00" * 200, "corrupt or truncated"),
+])
+def test_uploads_are_judged_by_content_not_name(tmp_path, data, message):
+    with pytest.raises(InputError, match=message) as err:
+        path, kind, _ = U.save_stream(io.BytesIO(data), tmp_path, "video", budget=10**6)
+        U.check_video(path, Limits())
+    assert "\n" not in str(err.value)
+
+
+def test_video_header_checks(tmp_path, videos, monkeypatch):
+    info = U.check_video(videos["good"], Limits())
+    assert info["codec"] == "h264" and (info["width"], info["height"]) == (64, 48) and info["frames_in_header"] == 8
+    with pytest.raises(InputError, match="only 1 frame"):
+        U.check_video(videos["one"], Limits())
+    with pytest.raises(InputError, match="too long: 1 s, the limit is 0 s"):
+        U.check_video(videos["good"], Limits(max_duration_s=0.5))
+    with pytest.raises(InputError, match="too large: 64x48 pixels"):
+        U.check_video(videos["good"], Limits(max_pixels=1000))
+    half = tmp_path / "half.mp4"
+    half.write_bytes(videos["good"].read_bytes()[: videos["good"].stat().st_size // 2])
+    with pytest.raises(InputError, match="corrupt"):
+        U.check_video(half, Limits())
+    with pytest.raises(U.TooLarge, match="larger than the limit"):
+        U.save_stream(io.BytesIO(videos["good"].read_bytes()), tmp_path / "x", "video", budget=1000)
+    assert not list((tmp_path / "x").iterdir())  # nothing left behind
+    monkeypatch.setattr(U, "_has_decoder", lambda name: False)
+    with pytest.raises(InputError, match="unsupported video codec"):
+        U.check_video(videos["good"], Limits())
+
+
+@pytest.mark.parametrize("which, message", [("static", "camera does not move"), ("black", "all 6 frames are black")])
+def test_static_and_black_videos_fail_the_job_with_a_readable_line(tmp_path, ckpt, videos, which, message):
+    cfg = _cfg(tmp_path, ckpt)
+    store = JobStore(cfg.db_path)
+    job_id = store.create("c", "video", "v.mp4", 1, {}, contribute=True)
+    (cfg.jobs_dir / job_id / "input").mkdir(parents=True)
+    (cfg.jobs_dir / job_id / "input" / "video.mp4").write_bytes(videos[which].read_bytes())
+    store.claim()
+    runjob.run_job(cfg, job_id)
+    job = store.get(job_id)
+    assert job["state"] == "failed" and message in job["error"] and "\n" not in job["error"]
+    assert not cfg.pool_dir.exists()  # bad captures never join the pool
+
+
+def test_progress_fraction_is_monotone_over_the_phases():
+    class Sink:
+        def set_progress(self, *a):
+            pass
+
+    p = runjob.Progress(Sink(), "j")
+    seen = []
+    for phase, total in [("decode", 1), ("model", 1), ("graph", 1), ("inference", 4), ("poses", 4), ("align", 5), ("package", 1)]:
+        for d in range(total + 1):
+            p(phase, d, total)
+            seen.append(p.fraction())
+    assert all(b >= a - 1e-9 for a, b in zip(seen, seen[1:])) and seen[-1] == pytest.approx(1.0)
+
+
+def test_server_runs_a_job_end_to_end_and_refuses_bad_input(tmp_path, ckpt, videos):
+    cfg = _cfg(tmp_path, ckpt, jobs_per_client=2, max_upload_mb=1)
+    with running_server(cfg) as (url, app):
+        c = Client(url)
+        status, job = c.upload([("../../etc/passwd", videos["good"].read_bytes())], contribute=True)
+        assert status == 201, job
+        assert job["display_name"] == "../../etc/passwd" and job["kind"] == "video" and job["contribute"]
+        stored = list((cfg.jobs_dir / job["id"] / "input").iterdir())
+        assert [p.name for p in stored] == ["video.mp4"]  # our name, not the client's
+        # bad inputs: one line each, and the server keeps serving
+        status, body = c.upload([("room.mp4", b"not a video at all")])
+        assert status == 400 and body["error"].startswith("not a video or photo")
+        status, body = c.upload([("a.jpg", _jpeg())])
+        assert status == 400 and "single photo" in body["error"]
+        status, body = c.upload([("big.mp4", b"\x00\x00\x00\x18ftypisom" + b"\x00" * (3 << 19))])  # 1.5 MB: cut off while copying
+        assert status == 413 and "larger than the limit of 1 MB" in body["error"]
+        conn = http.client.HTTPConnection(url.split("//")[1])  # announced as 1 GB: refused before the body is read
+        conn.putrequest("POST", "/api/jobs")
+        conn.putheader("Content-Length", str(10**9))
+        conn.endheaders()
+        r = conn.getresponse()
+        assert r.status == 413 and "larger than the limit" in json.loads(r.read())["error"]
+        conn.close()
+        status, second = c.upload([("again.mp4", videos["good"].read_bytes())])
+        assert status == 201
+        status, body = c.upload([("third.mp4", videos["good"].read_bytes())])
+        assert status == 429 and "2 jobs queued or running" in body["error"]
+        done = c.wait(job["id"], timeout=120)
+        assert done["state"] == "done", done["error"]
+        assert done["result"]["frames"] == 6 and done["result"]["points"] > 0 and done["pooled"]
+        assert set(done["progress"]) >= {"decode", "model", "inference", "poses", "align", "export", "package"}
+        status, glb = c.request("GET", done["files"]["scene.glb"])
+        assert status == 200 and glb[:4] == b"glTF"
+        status, z = c.request("GET", done["files"]["colmap.zip"])
+        names = zipfile.ZipFile(io.BytesIO(z)).namelist()
+        assert {"colmap/cameras.txt", "colmap/images.txt", "colmap/points3D.txt", "images/00000.png"} <= set(names)
+        status, z = c.request("GET", done["files"]["nerfstudio.zip"])
+        assert "transforms.json" in zipfile.ZipFile(io.BytesIO(z)).namelist()
+        assert c.request("GET", f"/api/jobs/{job['id']}/files/..%2Fserve.db")[0] == 404
+        assert c.json("/api/jobs/" + "0" * 32)[0] == 404
+        pool = cfg.pool_dir / job["id"]
+        assert (pool / "video.mp4").is_file() and json.loads((pool / "meta.json").read_text())["job"] == job["id"]
+        status, mine = c.json("/api/jobs")
+        assert {j["id"] for j in mine["jobs"]} == {job["id"], second["id"]}
+        assert c.wait(second["id"], timeout=120)["state"] == "done" and not c.json(f"/api/jobs/{second['id']}")[1]["pooled"]
+        status, page = c.request("GET", "/")
+        assert status == 200 and b"Contribute this capture" in page
+        assert c.request("GET", "/static/viewer.js")[0] == 200
+
+
+@pytest.mark.slow  # two job processes start (torch import each): ~25 s on a busy machine
+def test_auth_restart_resume_and_a_crashing_job_process(tmp_path, ckpt, videos):
+    cfg = ServeConfig(data=tmp_path / "data", ckpt=ckpt, auth="ann:s3cret", recon=FAST)
+    with running_server(cfg, start_worker=False) as (url, app):  # the server stops before any worker ran the job
+        assert Client(url).json("/api/jobs")[0] == 401
+        assert Client(url, auth="ann:wrong").json("/api/jobs")[0] == 401
+        status, job = Client(url, auth="ann:s3cret").upload(videos["good"])
+        assert status == 201
+        app.state.store.claim()  # as if a worker had started it when the server went down
+    assert JobStore(cfg.db_path).get(job["id"])["state"] == "running"
+    with running_server(cfg) as (url, app):  # restart: the job is re-queued and completes
+        c = Client(url, auth="ann:s3cret")
+        done = c.wait(job["id"], timeout=120)
+        assert done["state"] == "done" and done["attempts"] == 2
+        status, victim = c.upload(videos["good"])
+        store = app.state.store
+        while store.get(victim["id"])["state"] != "running":
+            time.sleep(0.05)
+        os.kill(int(store.get(victim["id"])["worker"]), signal.SIGKILL)  # the job process dies mid-job
+        failed = c.wait(victim["id"], timeout=60)
+        assert failed["state"] == "failed" and "crashed" in failed["error"] and "signal 9" in failed["error"]
+        status, after = c.upload(videos["good"])  # a fresh job process takes the next job
+        assert c.wait(after["id"], timeout=120)["state"] == "done"
+
+
+def _jpeg() -> bytes:
+    b = io.BytesIO()
+    Image.fromarray(moving_frames(1)[0]).save(b, format="JPEG")
+    return b.getvalue()
