@@ -1,0 +1,242 @@
+"""``vibe3r preference``: sample reconstructions of real captures, score them, prefer, train.
+
+    vibe3r preference sample --capture ../shared/data/real/7scenes-redkitchen@0:125 --run runs/pref --n 8
+    vibe3r preference score --run runs/pref --round 1
+    vibe3r preference train --run runs/pref --round 1 --method dpo --out runs/pref/dpo
+    vibe3r preference show --run runs/pref
+    vibe3r preference export --run runs/pref --out prefs.parquet
+
+The store is ``RUN/preferences.sqlite``. Every command can be re-run: sampling skips pairs already
+sampled by the same model in the same round, preferences are not added twice, training resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vibe3r.errors import InputError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="rewards, preference store, DPO/GRPO")
+
+RunOpt = Annotated[Path, typer.Option("--run", help="run directory holding preferences.sqlite")]
+
+
+@app.callback()
+def _group() -> None:
+    """Preference data from real captures and preference training of the reconstruction model."""
+
+
+def model_version(ckpt: Path) -> str:
+    """Content hash of a checkpoint's weights: which model drew a sample."""
+    w = Path(ckpt) / "model.safetensors"
+    if not w.is_file():
+        raise InputError(f"no model.safetensors in checkpoint folder {ckpt}")
+    h = hashlib.sha256()
+    with open(w, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:12]
+
+
+def _ckpt(ckpt: Path | None) -> Path:
+    from vibe3r.recon.run import default_checkpoint
+
+    return Path(ckpt) if ckpt is not None else default_checkpoint()
+
+
+def _override_focal(caps: list, focal: str) -> None:
+    if not focal:
+        return
+    try:
+        fx, fy = (float(v) for v in focal.split(","))
+    except ValueError:
+        raise InputError(f"--focal must be 'fx,fy' in pixels of the native frames, got {focal!r}") from None
+    for c in caps:
+        s = c.images.shape[2] / c.meta["native_size"][1]
+        c.K[:, 0, 0], c.K[:, 1, 1] = fx * s, fy * s
+
+
+@app.command("sample")
+def sample_cmd(
+    capture: Annotated[str, typer.Option("--capture", help="capture spec with intrinsics, optionally PATH@START:STOP:STEP")],
+    run: RunOpt,
+    ckpt: Annotated[Path | None, typer.Option("--ckpt", help="policy checkpoint; default: the shipped weights/recon-base")] = None,
+    n: Annotated[int, typer.Option("--n", min=1, help="samples per pair (the mode is added)")] = 8,
+    pairs: Annotated[int, typer.Option("--pairs", min=1, help="pairs drawn from the capture")] = 24,
+    min_gap: Annotated[int, typer.Option("--min-gap", min=1, help="smallest frame gap of a pair")] = 3,
+    max_gap: Annotated[int, typer.Option("--max-gap", min=1, help="largest frame gap of a pair")] = 15,
+    size: Annotated[int, typer.Option("--size", help="longer image side the model sees")] = 128,
+    round_: Annotated[int, typer.Option("--round", help="round the samples belong to")] = 1,
+    temperature: Annotated[float, typer.Option("--temperature", help="policy temperature (the InfoNCE one by default)")] = 0.07,
+    focal: Annotated[str, typer.Option("--focal", help="override fx,fy of the native frames (e.g. 518,532 for 7-Scenes colour)")] = "",
+    seed: Annotated[int, typer.Option("--seed", help="seed of the pair choice and of the samples")] = 0,
+    threads: Annotated[int, typer.Option("--threads", help="torch CPU threads")] = 1,
+) -> None:
+    """Draw n reconstructions (+ the mode) of pairs of a real capture and store them with their rewards."""
+    import torch
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from vibe3r.captures import load_capture
+    from vibe3r.preference.sampling import CaptureSampler, choose_pairs
+    from vibe3r.preference.store import PreferenceStore
+    from vibe3r.recon.model import ReconModel
+    from vibe3r.recon.policy import MatchPolicy
+
+    torch.set_num_threads(threads)
+    ck = _ckpt(ckpt)
+    version = model_version(ck)
+    small, full = load_capture(capture, size=size), load_capture(capture)
+    _override_focal([small, full], focal)
+    sampler = CaptureSampler(MatchPolicy(ReconModel.from_pretrained(ck), temperature=temperature), small, full)
+    chosen = choose_pairs(len(small.images), pairs, min_gap, max_gap, seed)
+    with PreferenceStore(run / "preferences.sqlite") as store:
+        cap = store.add_capture(capture, small.name, len(small.images))
+        done = {s.pair_id for s in store.samples(round=round_) if s.model_version == version}
+        with Progress(TextColumn("sampling"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                      TimeRemainingColumn()) as prog:
+            task = prog.add_task("pairs", total=len(chosen))
+            for k, (i, j) in enumerate(chosen):
+                pid = store.add_pair(cap, i, j)
+                if pid not in done:
+                    sp = sampler.sample_pair(i, j, n, seed=seed * 100_000 + 1000 * k)
+                    store.add_samples(pid, sp.samples, sp.rewards, version, round_)
+                prog.advance(task)
+        typer.echo(json.dumps(store.summary()["samples_per_round"].get(round_, {})))
+
+
+@app.command("score")
+def score_cmd(
+    run: RunOpt,
+    round_: Annotated[int, typer.Option("--round", help="round whose samples are compared")] = 1,
+    min_margin: Annotated[float, typer.Option("--min-margin", help="smallest reward difference that makes a preference")] = 0.05,
+    per_pair: Annotated[int, typer.Option("--per-pair", min=1, help="preferences per pair (best samples vs worst ones)")] = 2,
+) -> None:
+    """Turn the stored rewards of a round into chosen/rejected preferences (source ``reward``)."""
+    from vibe3r.preference.store import PreferenceStore
+
+    with PreferenceStore(run / "preferences.sqlite") as store:
+        versions = {s.model_version for s in store.samples(round=round_)}
+        if not versions:
+            raise InputError(f"no samples in round {round_} of {run}; run `vibe3r preference sample` first")
+        added = sum(store.prefer_by_reward(round_, v, min_margin, per_pair) for v in sorted(versions))
+        typer.echo(f"{added} preferences added for round {round_} ({len(store.preferences(round=round_))} in total)")
+
+
+@app.command("train")
+def train_cmd(
+    run: RunOpt,
+    out: Annotated[Path, typer.Option("--out", help="trainer folder (adapters, logs, merged checkpoint)")],
+    method: Annotated[str, typer.Option("--method", help="dpo | grpo")] = "dpo",
+    ckpt: Annotated[Path | None, typer.Option("--ckpt", help="SFT checkpoint the adapters are added to")] = None,
+    round_: Annotated[int, typer.Option("--round", help="round whose preferences (dpo) or pairs (grpo) are used")] = 1,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="optimiser steps")] = 80,
+    size: Annotated[int, typer.Option("--size", help="longer image side the model sees")] = 128,
+    temperature: Annotated[float, typer.Option("--temperature", help="policy temperature the samples were drawn at")] = 0.07,
+    anchor_data: Annotated[Path | None, typer.Option("--anchor-data", help="simulator pair dataset for the supervised anchor")] = None,
+    focal: Annotated[str, typer.Option("--focal", help="override fx,fy (grpo's rewards), as for sample")] = "",
+    resume: Annotated[bool, typer.Option("--resume", help="continue the run saved in --out")] = False,
+    threads: Annotated[int, typer.Option("--threads", help="torch CPU threads")] = 1,
+) -> None:
+    """DPO on the stored preferences, or GRPO with the rewards on the stored pairs; LoRA adapters on the SFT model."""
+    import torch
+
+    from vibe3r.captures import load_capture
+    from vibe3r.preference.store import PreferenceStore
+    from vibe3r.recon.model import ReconModel
+    from vibe3r.recon.policy import PairInput
+
+    if method not in ("dpo", "grpo"):
+        raise InputError(f"unknown preference method {method!r}; valid: dpo, grpo")
+    torch.set_num_threads(threads)
+    model = ReconModel.from_pretrained(_ckpt(ckpt))
+    anchor = None
+    if anchor_data is not None:
+        from vibe3r.recon.train import PairStream
+
+        anchor = PairStream(anchor_data, batch_size=4, seed=0)
+    caps: dict[str, object] = {}
+
+    def cap(spec: str):  # noqa: ANN202
+        if spec not in caps:
+            caps[spec] = load_capture(spec, size=size)
+        return caps[spec]
+
+    with PreferenceStore(run / "preferences.sqlite") as store:
+        if method == "dpo":
+            from vibe3r.preference.dpo import DPOConfig, DPOTrainer
+
+            prefs = store.preferences(round=round_)
+            if not prefs:
+                raise InputError(f"no preferences in round {round_}; run `vibe3r preference score` first")
+            recs = []
+            for p in prefs:
+                c = cap(p.capture_spec)
+                pair = PairInput.from_uint8(c.images[p.i], c.images[p.j], c.K[p.i], c.K[p.j], model.config.patch_size)
+                recs.append((pair, p.chosen.as_pair_sample(), p.rejected.as_pair_sample()))
+            cfg = DPOConfig(steps=steps, anchor_weight=0.1 if anchor is not None else 0.0, threads=threads)
+            last = DPOTrainer(model, temperature, cfg, out).train(recs, anchor_batches=anchor, resume=resume)
+        else:
+            from vibe3r.preference.grpo import GRPOConfig, GRPOTrainer
+            from vibe3r.preference.sampling import CaptureSampler
+            from vibe3r.recon.policy import MatchPolicy
+
+            rows = store.db.execute("SELECT c.spec, p.i, p.j FROM pairs p JOIN captures c ON c.id = p.capture_id"
+                                    " WHERE p.id IN (SELECT pair_id FROM samples WHERE round=?)", (round_,)).fetchall()
+            if not rows:
+                raise InputError(f"no sampled pairs in round {round_}; run `vibe3r preference sample` first")
+            samplers, pairs, keys = {}, [], {}
+            for spec, i, j in rows:
+                if spec not in samplers:
+                    small, full = load_capture(spec, size=size), load_capture(spec)
+                    _override_focal([small, full], focal)
+                    samplers[spec] = CaptureSampler(MatchPolicy(model, temperature=temperature), small, full, cycle=False)
+                pair = samplers[spec].pair_input(i, j)
+                keys[id(pair)] = (spec, i, j)
+                pairs.append(pair)
+
+            def reward_fn(pair, samples):  # noqa: ANN001, ANN202
+                import numpy as np
+
+                from vibe3r.preference.rewards import score_samples
+
+                spec, i, j = keys[id(pair)]
+                ctx = samplers[spec].context(i, j, pair)
+                return np.array([r["combined"] for r in score_samples(ctx, samples, samplers[spec].cfg)])
+
+            cfg = GRPOConfig(steps=steps, temperature=temperature, anchor_weight=0.1 if anchor is not None else 0.0)
+            last = GRPOTrainer(model, cfg, out).train(pairs, reward_fn, anchor_batches=anchor, resume=resume)
+    typer.echo(json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in last.items()}))
+
+
+@app.command("show")
+def show_cmd(run: RunOpt, as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False) -> None:
+    """Counts per round and source, degenerate samples, mean rewards and margins."""
+    from vibe3r.preference.store import PreferenceStore
+
+    db = run / "preferences.sqlite"
+    if not db.is_file():
+        raise InputError(f"no preference store in {run}")
+    with PreferenceStore(db) as store:
+        s = store.summary()
+    if as_json:
+        typer.echo(json.dumps(s))
+        return
+    typer.echo(f"{s['captures']} captures, {s['pairs']} pairs")
+    for r, v in sorted(s["samples_per_round"].items()):
+        typer.echo(f"round {r}: {v['samples']} samples ({v['degenerate']} degenerate), mean reward {v['mean_reward']:.3f}")
+    for p in s["preferences"]:
+        typer.echo(f"round {p['round']} {p['source']}: {p['n']} preferences, mean margin {p['mean_margin']:.3f}")
+
+
+@app.command("export")
+def export_cmd(run: RunOpt, out: Annotated[Path, typer.Option("--out", help="parquet file")]) -> None:
+    """Preferences as a Hugging Face datasets parquet file."""
+    from vibe3r.preference.store import PreferenceStore
+
+    with PreferenceStore(run / "preferences.sqlite") as store:
+        typer.echo(str(store.export(out)))
