@@ -140,6 +140,7 @@ def run_job(cfg: ServeConfig, job_id: str, models: dict | None = None) -> None:
         if len(cap) < 2:
             raise InputError(f"a reconstruction needs at least 2 frames, the upload has {len(cap)}")
         check_frames(cap.images)
+        R.check_motion(cap.images, R.RunConfig().static_threshold)  # reconstruct checks again; here it fails before the model loads
         prog("decode", 1, 1)
         prog("model", 0, 1)
         ckpt = cfg.ckpt if cfg.ckpt is not None else R.default_checkpoint()

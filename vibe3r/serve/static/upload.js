@@ -2,7 +2,9 @@
 "use strict";
 const form = document.getElementById("upload"), errorBox = document.getElementById("error"), sending = document.getElementById("sending");
 
+let limits = null;
 getJSON("/api/config").then(c => {
+  limits = c;
   document.getElementById("limits").textContent = `Up to ${c.max_upload_mb} MB, ${Math.round(c.max_duration_s / 60)} min of video, ${c.jobs_per_client} jobs at a time.`;
 }).catch(() => {});
 
@@ -11,6 +13,10 @@ form.addEventListener("submit", ev => {
   errorBox.textContent = "";
   const files = document.getElementById("file").files;
   if (!files.length) { errorBox.textContent = "Choose a video or some photos first."; return; }
+  let total = 0; for (const f of files) total += f.size;
+  if (limits && total > limits.max_upload_mb * 1048576) {  // the server refuses it too, before reading it
+    errorBox.textContent = `the upload is larger than the limit of ${limits.max_upload_mb} MB`; return;
+  }
   const data = new FormData();
   for (const f of files) data.append("file", f);
   if (document.getElementById("contribute").checked) data.append("contribute", "1");

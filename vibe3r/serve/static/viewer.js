@@ -1,5 +1,5 @@
 // GlbViewer: a small WebGL viewer for the reconstruction's scene.glb (glTF 2.0 binary) — point clouds (mode 0),
-// lines (1) and triangle meshes (4) with vertex colours or a base colour, node matrices / TRS, orbit controls.
+// lines (1) and triangle meshes (4, drawn as edges) with vertex colours or a base colour, node matrices / TRS, orbit controls.
 // It ships with the package so the server needs no CDN. Enough glTF for what vibe3r exports, not a general loader.
 "use strict";
 
@@ -126,14 +126,20 @@ class GlbViewer {
     const d = { mode, count: n, pos: gl.createBuffer(), col: gl.createBuffer(), idx: null, idxType: 0 };
     gl.bindBuffer(gl.ARRAY_BUFFER, d.pos); gl.bufferData(gl.ARRAY_BUFFER, wp, gl.STATIC_DRAW);
     gl.bindBuffer(gl.ARRAY_BUFFER, d.col); gl.bufferData(gl.ARRAY_BUFFER, col, gl.STATIC_DRAW);
-    if (prim.indices !== undefined) {
-      const ix = Uint32Array.from(readAccessor(g, prim.indices));
+    let ix = prim.indices !== undefined ? Uint32Array.from(readAccessor(g, prim.indices)) : null;
+    if (mode === 4) {  // triangle meshes (the camera frusta) are drawn as their edges: they do not hide the points
+      const tri = ix || Uint32Array.from({ length: n }, (_, k) => k);
+      this.stats.triangles += tri.length / 3;
+      ix = new Uint32Array(tri.length * 2);
+      for (let t = 0; t < tri.length; t += 3) for (let e = 0; e < 3; e++) { ix[2 * t + 2 * e] = tri[t + e]; ix[2 * t + 2 * e + 1] = tri[t + (e + 1) % 3]; }
+      d.mode = 1;
+    }
+    if (ix) {
       d.idx = gl.createBuffer(); d.count = ix.length;
       gl.bindBuffer(gl.ELEMENT_ARRAY_BUFFER, d.idx); gl.bufferData(gl.ELEMENT_ARRAY_BUFFER, ix, gl.STATIC_DRAW);
     }
     if (mode === 0) { this.stats.points += n; for (let k = 0; k < n; k++) pts.push([wp[3 * k], wp[3 * k + 1], wp[3 * k + 2]]); }
-    else if (mode === 4) this.stats.triangles += d.count / 3;
-    else this.stats.lines += d.count / 2;
+    else if (mode === 1) this.stats.lines += d.count / 2;
     this.draws.push(d);
   }
 
