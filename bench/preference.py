@@ -109,6 +109,7 @@ def main() -> None:
     with PreferenceStore(a.out / "preferences.sqlite") as store:
         sample_stage(store, a.ckpt, a)
         if not store.preferences(round=1):
+            store.reweight(1, RewardConfig())  # samples drawn before a change of the default weights
             n = store.prefer_by_reward(round=1, model_version="sft", min_margin=0.05, per_pair=a.per_pair)
             print(f"{n} reward preferences", flush=True)
         print(json.dumps(store.summary(), indent=1))

@@ -57,6 +57,11 @@ def test_samples_and_reward_preferences_round_trip(tmp_path):
             st.add_preference(ids1[0], ids1[1], 1, source="oracle")
         with pytest.raises(InputError, match="same pair"):
             st.add_preference(ids1[0], ids2[1], 1)
+        from vibe3r.preference.rewards import RewardConfig
+
+        st.reweight(1, RewardConfig(w_epipolar=2.0))  # stored terms, new weights
+        re = {s.id: s.combined for s in st.samples(round=1)}
+        assert re[ids1[1]] == pytest.approx(3.0) and re[ids1[3]] == pytest.approx(min(re[i] for i in ids1[:3]) - 1)
         out = st.export(tmp_path / "prefs.parquet")
     import datasets
 

@@ -22,7 +22,9 @@ same units. Each term returns one score per sample, **higher is better**, plus d
   ambiguous) — such a sample gets the worst combined score of its group, minus one.
 
 ``combined = Σ_k w_k · term_k`` over the available terms, with weights in ``RewardConfig`` (units:
-photometric error ×100, pixels, degrees — so the default weights put them on comparable scales).
+photometric error ×100, pixels, degrees). The defaults come from bench/reward_validity.py on 7-Scenes
+frames 0–496: epipolar + 0.25 · cycle ranks samples best; the photometric term, computed with the
+model's own depth, does not track the true error on real frames yet and is reported with weight 0.
 """
 
 from __future__ import annotations
@@ -45,10 +47,11 @@ class RewardConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    w_photometric: float = Field(1.0, ge=0, description="weight of the photometric term (error x100)")
+    w_photometric: float = Field(0.0, ge=0, description="weight of the photometric term (error x100); 0 by default: with the "
+                                 "model's own depth on real frames it does not track pose error (bench/reward_validity.md)")
     w_epipolar: float = Field(1.0, ge=0, description="weight of the epipolar term (truncated Sampson distance, px)")
-    w_cycle: float = Field(0.5, ge=0, description="weight of the rotation cycle term (degrees)")
-    w_alignment: float = Field(0.5, ge=0, description="weight of the global-alignment term (degrees)")
+    w_cycle: float = Field(0.25, ge=0, description="weight of the rotation cycle term (degrees)")
+    w_alignment: float = Field(0.25, ge=0, description="weight of the global-alignment term (degrees)")
     ssim_weight: float = Field(0.85, ge=0, le=1, description="SSIM share of the photometric error (rest is L1)")
     ssim_window: int = Field(5, ge=3, description="SSIM window (odd)")
     conf_quantile: float = Field(0.2, ge=0, lt=1, description="pixels below this confidence quantile are masked")
@@ -206,14 +209,22 @@ def score_samples(ctx: PairContext, samples: list[PairSample], cfg: RewardConfig
         if ctx.align_T is not None:
             A = ctx.align_T
             terms["alignment"] = -np.array([_rot_deg(T[:3, :3], A[:3, :3]) + _dir_deg(T[:3, 3], A[:3, 3]) for T in Ts])
-    weights = {k: getattr(cfg, f"w_{k}") for k in TERMS}
     for j, i in enumerate(ok):
         for k, v in terms.items():
             rows[i][k] = float(v[j])
-        rows[i]["combined"] = float(sum(weights[k] * v[j] for k, v in terms.items()))
-    good = [rows[i]["combined"] for i in ok]
+    return combine(rows, cfg)
+
+
+def combine(rows: list[dict], cfg: RewardConfig) -> list[dict]:
+    """Set ``combined = Σ_k w_k · term_k`` on one group's rows (in place); degenerate rows get the
+    group's worst minus one. Re-weighting stored terms goes through here too."""
+    weights = {k: getattr(cfg, f"w_{k}") for k in TERMS}
+    for r in rows:
+        if r.get("degenerate") is None:
+            r["combined"] = float(sum(w * r[k] for k, w in weights.items() if k in r))
+    good = [r["combined"] for r in rows if r.get("degenerate") is None]
     worst = (min(good) - 1.0) if good else -1e3
-    for i in range(n):
-        if reasons[i] is not None:
-            rows[i]["combined"] = worst
+    for r in rows:
+        if r.get("degenerate") is not None:
+            r["combined"] = worst
     return rows

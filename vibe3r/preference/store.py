@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from vibe3r.errors import InputError
+from vibe3r.preference.rewards import RewardConfig
 from vibe3r.recon.policy import PairSample
 
 SOURCES = ("reward", "human")
@@ -155,6 +156,18 @@ class PreferenceStore:
                 ids.append(db.execute("SELECT id FROM samples WHERE pair_id=? AND seed=? AND model_version=?",
                                       (pair_id, s.seed, model_version)).fetchone()[0])
         return ids
+
+    def reweight(self, round: int, cfg: RewardConfig) -> None:
+        """Recompute the combined reward of a round's samples from their stored terms with ``cfg``'s weights."""
+        from vibe3r.preference.rewards import combine
+
+        with self._tx() as db:
+            pids = [r[0] for r in db.execute("SELECT DISTINCT pair_id FROM samples WHERE round=?", (round,))]
+            for pid in pids:
+                got = db.execute("SELECT id, rewards, degenerate FROM samples WHERE pair_id=? AND round=?", (pid, round)).fetchall()
+                rows = [{**json.loads(t), "degenerate": d} for _, t, d in got]
+                for (sid, _, _), r in zip(got, combine(rows, cfg)):
+                    db.execute("UPDATE samples SET combined=? WHERE id=?", (r["combined"], sid))
 
     def add_preference(self, chosen_id: int, rejected_id: int, round: int, source: str = "reward",
                        annotator: str | None = None) -> int:
