@@ -77,7 +77,9 @@ def main() -> None:
         sp = sampler.sample_pair(i, j, a.n, seed=1000 * k)
         T_gt = np.linalg.inv(small.cam2world[j]) @ small.cam2world[i]
         for s, r in zip(sp.samples, sp.rewards):
-            rows.append({"pair": k, "i": i, "j": j, "seed": s.seed, "mode": s.is_mode,
+            rows.append({"pair": k, "i": i, "j": j, "seed": s.seed, "mode": s.is_mode, "n_inliers": s.n_inliers,
+                         "T21": None if s.T21 is None else s.T21.tolist(), "T_gt": T_gt.tolist(),
+                         "cycle_R": [R.tolist() for R in sp.ctx.cycle_R],
                          "err": pose_error(s.T21, T_gt), **r})
         print(f"pair {k + 1}/{len(pairs)} ({i},{j}) {time.time() - t0:.0f}s  errs "
               + " ".join(f"{x['err']:.1f}" for x in rows[-len(sp.samples):]), flush=True)

@@ -65,6 +65,10 @@ def test_sample_is_stored_and_resumable_then_preferences_train(setup):
     assert res.exit_code == 0, res.output
     last = json.loads(res.output.strip().splitlines()[-1])
     assert "loss" in last
+    res = _run("preference", "train", "--run", run, "--out", root / "grpo", "--method", "grpo", "--ckpt", root / "ckpt",
+               "--steps", 1, "--group", 2, "--size", 64)
+    assert res.exit_code == 0, res.output
+    assert "reward_mean" in json.loads(res.output.strip().splitlines()[-1])
 
 
 def test_bad_input_is_one_line(setup, tmp_path):

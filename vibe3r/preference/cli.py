@@ -134,7 +134,8 @@ def train_cmd(
     method: Annotated[str, typer.Option("--method", help="dpo | grpo")] = "dpo",
     ckpt: Annotated[Path | None, typer.Option("--ckpt", help="SFT checkpoint the adapters are added to")] = None,
     round_: Annotated[int, typer.Option("--round", help="round whose preferences (dpo) or pairs (grpo) are used")] = 1,
-    steps: Annotated[int, typer.Option("--steps", min=1, help="optimiser steps")] = 80,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="optimiser steps (dpo) or rollouts (grpo)")] = 80,
+    group: Annotated[int, typer.Option("--group", min=2, help="grpo: samples per pair and rollout")] = 8,
     size: Annotated[int, typer.Option("--size", help="longer image side the model sees")] = 128,
     temperature: Annotated[float, typer.Option("--temperature", help="policy temperature the samples were drawn at")] = 0.07,
     anchor_data: Annotated[Path | None, typer.Option("--anchor-data", help="simulator pair dataset for the supervised anchor")] = None,
@@ -208,7 +209,8 @@ def train_cmd(
                 ctx = samplers[spec].context(i, j, pair)
                 return np.array([r["combined"] for r in score_samples(ctx, samples, samplers[spec].cfg)])
 
-            cfg = GRPOConfig(steps=steps, temperature=temperature, anchor_weight=0.1 if anchor is not None else 0.0)
+            cfg = GRPOConfig(steps=steps, n=group, temperature=temperature, anchor_weight=0.1 if anchor is not None else 0.0,
+                             threads=threads)
             last = GRPOTrainer(model, cfg, out).train(pairs, reward_fn, anchor_batches=anchor, resume=resume)
     typer.echo(json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in last.items()}))
 
