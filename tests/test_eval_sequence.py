@@ -61,7 +61,7 @@ def test_oracle_sequence_has_near_zero_error_and_beats_the_static_prior(room):
     assert m["ate_sim3"] < 2e-3 * max(1.0, res["gt_path_extent"])
     assert m["rpe_rot_deg"] < 0.1 and m["depth"]["pointmap"]["abs_rel"] < 2e-3
     assert s["ate_sim3"] > 50 * m["ate_sim3"] and s["rpe_rot_deg"] > 1.0
-    assert res["depth_abs_rel"] == m["depth"]["pointmap"]["abs_rel"]
+    assert res["depth_kind"] == "triangulated+pointmap" and res["depth_abs_rel"] == m["depth"]["triangulated+pointmap"]["abs_rel"]
     assert "oracle" in S.format_summary(res) and S.dumps(res).startswith("{")
 
 
@@ -123,3 +123,28 @@ def test_output_depth_exists_where_every_confidence_is_at_its_minimum(room):
     assert d["abs_rel"] < 1e-3
     sparse = global_align(pred, 4, room.K[:4], cfg=AlignConfig(iters=0, fuse_min_weight=0.0))
     assert (sparse.depth > 0).mean() < 0.05
+
+
+def test_triangulated_depth_of_exact_matches_is_the_true_depth(room):
+    from vibe3r.recon import inference as I
+    from vibe3r.recon.triangulate import select_depth
+
+    edges = I.directed_edges([(0, 2), (1, 3)], symmetric=False)
+    pred = I.ground_truth_pairwise(room.depth[:4], room.K[:4], room.cam2world[:4], edges)
+    H, W = room.hw
+    uv = geometry.pixel_grid(H, W, torch.float64)[::3, ::3].reshape(-1, 2)
+    for a, b in edges:
+        X = geometry.unproject_depth(torch.from_numpy(room.depth[a]).double(), room.K[a])[::3, ::3].reshape(-1, 3)
+        Xb = geometry.transform_points(geometry.relative_pose(room.cam2world[a], room.cam2world[b]), X)
+        q, z = geometry.project(Xb, room.K[b])
+        ok = ((q[:, 0] > 0) & (q[:, 0] < W - 1) & (q[:, 1] > 0) & (q[:, 1] < H - 1) & (z > 0)).numpy()
+        pred.matches.append((uv.numpy()[ok].astype(np.float32), q.numpy()[ok].astype(np.float32)))
+        pred.inlier_masks.append(np.ones(int(ok.sum()), bool))
+    pointmap = np.full((4, H, W), 7.0, np.float32)
+    tri = select_depth("triangulated", pointmap, pred, room.cam2world[:4], room.K[:4])
+    d = S.depth_per_frame(tri, room.depth[:4])
+    assert d["frames"] == 4 and d["abs_rel"] < 0.02 and 0.05 < d["coverage"] < 0.5
+    filled = select_depth("triangulated+pointmap", pointmap, pred, room.cam2world[:4], room.K[:4])
+    assert (filled == np.where(tri > 0, tri, 7.0)).all()
+    with pytest.raises(InputError, match="valid: pointmap"):
+        select_depth("mono", pointmap, pred, room.cam2world[:4], room.K[:4])

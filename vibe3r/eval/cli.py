@@ -68,7 +68,7 @@ def sequence_cmd(
     frames: Annotated[int, typer.Option("--frames", help="frames kept, evenly spread (0 = all)")] = 30,
     size: Annotated[int, typer.Option("--size", help="longer image side the method sees (pixels)")] = 128,
     ckpt: Annotated[Path | None, typer.Option("--ckpt", help="model checkpoint folder; default: the shipped weights/recon-base")] = None,
-    depth: Annotated[str, typer.Option("--depth", help="headline depth: pointmap (the heads) | triangulated (matches + aligned poses)")] = "pointmap",
+    depth: Annotated[str, typer.Option("--depth", help="headline depth: triangulated+pointmap (recon run's default) | triangulated (matches + aligned poses, sparse) | pointmap (the heads)")] = "triangulated+pointmap",
     graph: Annotated[str, typer.Option("--graph", help="scene graph: auto | complete | swin")] = "auto",
     iters: Annotated[int, typer.Option("--iters", help="global alignment iterations")] = 300,
     ransac: Annotated[str, typer.Option("--ransac", help="sift: essential-matrix estimator (ransac | usac_accurate | magsac)")] = "ransac",

@@ -19,11 +19,12 @@ Metrics (``sequence_metrics``), every one stating its alignment:
   valid pixels), averaged over the frames with ground-truth depth; with the fraction of GT pixels the
   depth covers.
 
-Two depths are measured for every run: ``pointmap`` (the alignment's fused depth from the pointmap heads;
-for ``sift`` the fused sparse triangulated keypoints) and ``triangulated`` (the essential-RANSAC
-inlier matches triangulated with the aligned poses, ``recon.triangulate``), the latter also against the
-pointmap depth on exactly the same pixels (``pointmap@tri``) since it is sparse. ``depth`` chooses the
-headline one.
+The depth sources of ``recon.triangulate.select_depth`` are all measured in every run: ``pointmap`` (the
+alignment's fused depth from the pointmap heads; for ``sift`` the fused sparse triangulated keypoints),
+``triangulated`` (the essential-RANSAC inlier matches triangulated with the aligned poses, sparse) and
+``triangulated+pointmap`` (the pointmap depth filling the pixels without a triangulated match); plus the
+pointmap depth on exactly the triangulated pixels (``pointmap@tri``), the fair comparison.
+``depth`` (default ``cfg.depth``, what ``recon run`` exports) chooses the headline one.
 
 The static-camera prior is reported beside them: every camera at the mean GT position with the first
 frame's orientation (ATE = RMS distance of the GT centres to their mean; RPE rotation = mean GT rotation
@@ -45,10 +46,10 @@ from vibe3r import geometry
 from vibe3r.captures import Capture
 from vibe3r.errors import InputError
 from vibe3r.recon import run as RR
-from vibe3r.recon.triangulate import triangulated_depth
+from vibe3r.recon.triangulate import DEPTH_SOURCES, triangulated_depth
 
 METHODS = ("model", "sift", "oracle")
-DEPTHS = ("pointmap", "triangulated")
+DEPTHS = DEPTH_SOURCES
 
 
 def depth_per_frame(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None) -> dict[str, float]:
@@ -107,7 +108,7 @@ def require_gt_poses(cap: Capture) -> None:
 
 
 def evaluate_sequence(cap: Capture, method: str = "model", model: torch.nn.Module | None = None,
-                      cfg: RR.RunConfig | None = None, depth: str = "pointmap",
+                      cfg: RR.RunConfig | None = None, depth: str | None = None,
                       progress: RR.PhaseProgress | None = None, sift_ransac: str = "ransac") -> dict:
     """Reconstruct ``cap`` with ``method`` (module docstring) and score it against its ground truth.
 
@@ -116,10 +117,11 @@ def evaluate_sequence(cap: Capture, method: str = "model", model: torch.nn.Modul
     """
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+    cfg = cfg or RR.RunConfig()
+    depth = depth or cfg.depth
     if depth not in DEPTHS:
         raise InputError(f"unknown depth {depth!r}; valid: {', '.join(DEPTHS)}")
     require_gt_poses(cap)
-    cfg = cfg or RR.RunConfig()
     t0 = time.perf_counter()
     if method == "model":
         if model is None:
@@ -136,7 +138,8 @@ def evaluate_sequence(cap: Capture, method: str = "model", model: torch.nn.Modul
     seconds = time.perf_counter() - t0
     n = len(cap)
     tri, _ = triangulated_depth(r.pred, r.al.c2w, r.al.K, n)
-    metrics = sequence_metrics(r.al.c2w, {"pointmap": r.al.depth, "triangulated": tri}, r.gt)
+    depths = {"pointmap": r.al.depth, "triangulated": tri, "triangulated+pointmap": np.where(tri > 0, tri, r.al.depth)}
+    metrics = sequence_metrics(r.al.c2w, depths, r.gt)
     res = {
         "method": method,
         "capture": str(cap.meta.get("path", cap.name)),

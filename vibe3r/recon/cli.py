@@ -51,6 +51,7 @@ def run_cmd(
     fov: Annotated[float | None, typer.Option("--fov", help="horizontal field of view (deg) when the capture has no intrinsics; default: estimated")] = None,
     pose: Annotated[str, typer.Option("--pose", help="pair pose solver: auto | essential | pnp | procrustes")] = "auto",
     mesh: Annotated[bool, typer.Option("--mesh/--no-mesh", help="TSDF mesh")] = True,
+    depth: Annotated[str, typer.Option("--depth", help="exported depth: triangulated+pointmap | triangulated (sparse) | pointmap")] = "triangulated+pointmap",
     threads: Annotated[int, typer.Option("--threads", help="torch CPU threads")] = 1,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bars")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print a one-line JSON summary last")] = False,
@@ -62,7 +63,7 @@ def run_cmd(
     from vibe3r.recon.run import RunConfig, reconstruct_path
 
     cfg = RunConfig(size=size, max_frames=max_frames or None, graph=graph, window=window, fov_deg=fov, pose_solver=pose,
-                    mesh=mesh, align=AlignConfig(iters=iters))
+                    mesh=mesh, depth=depth, align=AlignConfig(iters=iters))
     with Progress(TextColumn("{task.description:<10}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), disable=no_progress) as bar:
         tasks: dict[str, int] = {}

@@ -30,6 +30,7 @@ from vibe3r.recon import export as X
 from vibe3r.recon import inference as I
 from vibe3r.recon.pose import crop_to_multiple
 from vibe3r.recon.scene_graph import make_graph
+from vibe3r.recon.triangulate import DEPTH_SOURCES, select_depth
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CKPTS = (REPO_ROOT / "weights" / "recon-base", Path(__file__).resolve().parents[1] / "weights" / "recon-base")
@@ -60,6 +61,11 @@ class RunConfig:
     conf_quantile: float = 0.2  # drop this fraction of the least confident pixels from the exports
     mesh: bool = True  # TSDF mesh
     static_threshold: float = 1.0  # mean |frame - first frame| (0..255) below which the camera is static
+    depth: str = "triangulated+pointmap"  # exported depth: pointmap | triangulated | triangulated+pointmap (recon/triangulate.py; measured in bench/sequence.md)
+
+    def __post_init__(self) -> None:
+        if self.depth not in DEPTH_SOURCES:
+            raise InputError(f"unknown depth source {self.depth!r}; valid: {', '.join(DEPTH_SOURCES)}")
 
 
 def default_checkpoint() -> Path:
@@ -235,6 +241,7 @@ def reconstruct(cap: Capture, out_dir: str | Path, model: torch.nn.Module | None
     al, pred, images, timings = r.al, r.pred, r.images, r.timings
 
     t = time.perf_counter()
+    al.depth = select_depth(cfg.depth, al.depth, pred, al.c2w, al.K)
     metrics = gt_metrics(al, r.gt)
     scale = X.normalize_scale(al)
     info = X.export_all(out, al, images, cap.frame_names, conf_quantile=cfg.conf_quantile, mesh=cfg.mesh,
@@ -256,6 +263,7 @@ def reconstruct(cap: Capture, out_dir: str | Path, model: torch.nn.Module | None
         "pose_methods": methods,
         "mean_confidence": float(np.mean([pred.conf_a.float().mean(), pred.conf_b.float().mean()])),
         "intrinsics_from": r.k_source,
+        "depth_source": cfg.depth,
         "focal_px": float(np.median(al.K[:, 0, 0])),
         "alignment": {"iters": cfg.align.iters, "stride": al.stride, "loss_init": al.init_loss,
                       "loss_final": al.losses[-1] if al.losses else float("nan"), "seconds": al.seconds},

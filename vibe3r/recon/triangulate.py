@@ -16,12 +16,17 @@ A match is kept when both depths are positive, the parallax angle ∠(d_a, d_b) 
 ``max_reproj_px`` of both pixels. Frame n's depth at pixel round(p) is the median over all edges that
 observe it (as view a or as view b); pixels without a triangulated match stay 0 (sparse, in the
 alignment's world units).
+
+Measured (``bench/sequence.md``): on 7-Scenes the triangulated depth of the shipped checkpoint's matches
+is much closer to the ground truth than its pointmap depth on the same pixels, so ``recon run`` exports
+``triangulated+pointmap`` by default (``select_depth``; ``RunConfig.depth``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from vibe3r.errors import InputError
 from vibe3r.recon.inference import PairwisePredictions
 
 
@@ -96,3 +101,21 @@ def triangulated_depth(pred: PairwisePredictions, c2w: np.ndarray, K: np.ndarray
         out[uniq] = 0.5 * (lo + hi)
         count[uniq] = cnt
     return out.reshape(n_frames, H, W), count.reshape(n_frames, H, W)
+
+
+DEPTH_SOURCES = ("pointmap", "triangulated", "triangulated+pointmap")
+
+
+def select_depth(source: str, pointmap_depth: np.ndarray, pred: PairwisePredictions, c2w: np.ndarray,
+                 K: np.ndarray) -> np.ndarray:
+    """The depth (N,H,W) the pipeline exports: ``pointmap`` (the alignment's fused pointmap depth),
+    ``triangulated`` (sparse, ``triangulated_depth``) or ``triangulated+pointmap`` (triangulated where
+    a match gives a depth, the pointmap depth elsewhere; both are in the alignment's world units)."""
+    if source not in DEPTH_SOURCES:
+        raise InputError(f"unknown depth source {source!r}; valid: {', '.join(DEPTH_SOURCES)}")
+    if source == "pointmap":
+        return pointmap_depth
+    tri, _ = triangulated_depth(pred, c2w, K, len(c2w))
+    if source == "triangulated":
+        return tri
+    return np.where(tri > 0, tri, pointmap_depth).astype(np.float32)
