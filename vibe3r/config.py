@@ -267,6 +267,7 @@ class LoopConfig(Section):
     image_size: tuple[int, int] | None = Field((128, 96), description="(width, height) of the loop's rendered videos; None = render.width/height")
     videos_per_round: int = Field(6, ge=1, description="procedural videos rendered per round (one shard each)")
     pairs_per_video: int = Field(48, ge=1, description="co-visible training pairs drawn per video")
+    max_frames: int = Field(48, ge=2, description="longest video the prompt writer may ask for in a round (rendering time is per frame)")
     scene_seed_start: int = Field(2000, ge=1000, description="first scene seed of round 1 (later rounds continue after it; the base checkpoint saw 1000-1039, held-out uses < 1000)")
     train_steps: int = Field(120, ge=1, description="fine-tuning steps per round (batch size from the recipe)")
     lr: float = Field(2e-4, gt=0, description="peak learning rate of the per-round fine-tuning (cosine to the recipe's min_lr)")

@@ -83,10 +83,13 @@ def status_cmd(
     t = Table(title=f"{run}")
     for col in ("round", "state", "stages (s)", "heldout AUC@10", "real AUC@10", "held-out loss", "depth AbsRel", "promoted"):
         t.add_column(col)
+    def fmt(m: dict, k: str) -> str:
+        return "-" if m.get(f"evaluate/{k}") is None else f"{m[f'evaluate/{k}']:.3g}"
+
     for r in st["rounds"]:
         m = r["metrics"]
-        f = lambda k: "-" if m.get(f"evaluate/{k}") is None else f"{m[f'evaluate/{k}']:.3g}"  # noqa: E731
-        pair = lambda k: f"{f(k)} (live {f('parent_' + k)})"  # noqa: E731
+        f = lambda k, m=m: fmt(m, k)  # noqa: E731
+        pair = lambda k, m=m: f"{fmt(m, k)} (live {fmt(m, 'parent_' + k)})"  # noqa: E731
         stages = " ".join(f"{s['name']}:{s['state'] if s['state'] != 'done' else round(s['seconds'])}" for s in r["stages"])
         ck = r["checkpoint"]
         t.add_row(str(r["round"]), r["state"], stages, pair("heldout_auc10"), pair("real_auc10"), pair("heldout_loss"),

@@ -168,6 +168,7 @@ class Registry:
     def checkpoints(self) -> list[sqlite3.Row]:
         return self.db.execute("SELECT * FROM checkpoints ORDER BY round").fetchall()
 
-    def live_checkpoint(self) -> sqlite3.Row | None:
-        """The last promoted round's checkpoint (None: nothing promoted yet, the base is live)."""
-        return self.db.execute("SELECT * FROM checkpoints WHERE promoted=1 ORDER BY round DESC LIMIT 1").fetchone()
+    def live_checkpoint(self, before: int | None = None) -> sqlite3.Row | None:
+        """The last promoted round's checkpoint (before round ``before``); None: nothing promoted, the base is live."""
+        return self.db.execute("SELECT * FROM checkpoints WHERE promoted=1 AND round < ? ORDER BY round DESC LIMIT 1",
+                               (before if before is not None else 1 << 62,)).fetchone()

@@ -94,6 +94,10 @@ def config_hash(cfg: Config) -> str:
 
 
 def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes; of its tensors (sorted names, dtype, shape, data) for safetensors files,
+    whose header lists the metadata in an order that changes from process to process."""
+    if path.suffix == ".safetensors":
+        return safetensors_sha256(path)
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -101,12 +105,32 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+# not part of an artifact's hash: logs carrying wall-clock time, host names or CPU time
+UNHASHED = ("tb", "train_state.json", RESULT_NAME)
+
+
+def safetensors_sha256(path: Path) -> str:
+    import torch
+    from safetensors import safe_open
+
+    h = hashlib.sha256()
+    with safe_open(str(path), "pt") as f:
+        for k in sorted(f.keys()):
+            t = f.get_tensor(k).contiguous()
+            h.update(f"{k}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+            h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def tree_sha256(path: Path) -> tuple[str, int]:
-    """(sha256, bytes) of a file, or of a folder's sorted (relative path, content sha256) list."""
+    """(sha256, bytes) of a file, or of a folder's sorted (relative path, content sha256) list
+    (``UNHASHED`` names excluded: they hold times, not results)."""
     if path.is_file():
         return file_sha256(path), path.stat().st_size
     h, total = hashlib.sha256(), 0
     for p in sorted(q for q in path.rglob("*") if q.is_file()):
+        if any(part in UNHASHED for part in p.relative_to(path).parts):
+            continue
         h.update(f"{p.relative_to(path).as_posix()}\0{file_sha256(p)}\n".encode())
         total += p.stat().st_size
     return h.hexdigest(), total

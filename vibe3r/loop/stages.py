@@ -53,8 +53,8 @@ def resolve_path(p: str | Path) -> Path:
 
 def live_recon(reg: Registry, cfg: Config, rnd: int) -> Path | None:
     """The last promoted round's checkpoint, else the base checkpoint (None: a fresh model)."""
-    row = reg.live_checkpoint()
-    if row is not None and row["round"] < rnd:
+    row = reg.live_checkpoint(before=rnd)
+    if row is not None:
         return reg.run_dir / row["path"]
     if cfg.loop.base_checkpoint is None:
         return None
@@ -107,6 +107,7 @@ def generate(ctx: StageContext) -> StageResult:
     cfg = _overridden(ctx.cfg, [
         f"prompts.seed={ctx.seed}", f"dataset.seed={ctx.seed}", f"dataset.n_videos={lc.videos_per_round}",
         f"dataset.pairs_per_video={lc.pairs_per_video}", f"dataset.shard_size={lc.pairs_per_video}",
+        f"prompts.max_frames={lc.max_frames}",
         f"dataset.scene_seed_start={_scene_seed_start(ctx)}", *_with_image_size(ctx.cfg)])
     ctx.progress(0, None, f"rendering {lc.videos_per_round} videos")
     index = build_dataset(cfg, ctx.out("pairs"), progress=False)  # resumable: complete videos are kept
@@ -195,6 +196,12 @@ def _snapshot(src: Path, snaps: Path, step: int) -> None:
             shutil.rmtree(old)
 
 
+def _finished(ckpt: Path, steps: int) -> bool:
+    from vibe3r.recon.train import STATE_NAME
+
+    return (ckpt / STATE_NAME).is_file() and json.loads((ckpt / STATE_NAME).read_text())["step"] >= steps
+
+
 def train_recon(ctx: StageContext) -> StageResult:
     """Fine-tune the live checkpoint on this round's pairs + replayed pairs of older rounds.
 
@@ -210,31 +217,39 @@ def train_recon(ctx: StageContext) -> StageResult:
     cfg = ctx.cfg.model_copy(update={"recon": rc})
     tc = rc.train
     mix = mix_dataset(ctx.inputs["pairs"], ctx.inputs["replay"], ctx.cfg.loop.replay_fraction, ctx.seed, ctx.work / "mix")
-    ckpt, snaps = ctx.out("recon"), ctx.work / "snapshots"
+    ckpt, snaps, trash = ctx.out("recon"), ctx.work / "snapshots", ctx.work / ".trash"
+    if trash.exists():
+        shutil.rmtree(trash)
     done = sorted(snaps.glob("step-*")) if snaps.is_dir() else []
-    if ckpt.exists():
-        shutil.rmtree(ckpt)
-    if done:
+    if done:  # a killed attempt: continue from its last complete snapshot
+        if ckpt.exists():
+            shutil.rmtree(ckpt)
         shutil.copytree(done[-1], ckpt)
-    else:
+    elif snaps.is_dir() or not _finished(ckpt, tc.steps):  # (finished, no snapshots: killed while cleaning up)
+        if ckpt.exists():
+            shutil.rmtree(ckpt)
         _init_checkpoint(ckpt, parent, rc)
         _snapshot(ckpt, snaps, 0)
     step = json.loads((ckpt / STATE_NAME).read_text())["step"]
-    summary: dict[str, Any] = {}
     while step < tc.steps:
         ctx.progress(step, tc.steps, f"step {step}/{tc.steps}")
         stop = min(tc.steps, step + tc.ckpt_every)
         summary = train(cfg, ctx.work / "mix", ckpt, resume=True, progress=False, stop_at=stop)
         step = summary["step"]
+        replayable = {k: v for k, v in summary.items() if k not in ("cpu_min", "wall_min")}
+        (ckpt / "train_summary.json").write_text(json.dumps(replayable))  # part of the snapshot
         _snapshot(ckpt, snaps, step)
+    summary = json.loads((ckpt / "train_summary.json").read_text())
     ctx.progress(step, tc.steps, f"step {step}/{tc.steps}")
     state = json.loads((ckpt / STATE_NAME).read_text())
-    shutil.rmtree(snaps)
-    shutil.rmtree(ctx.work / "mix")
-    (ckpt / "optimizer.safetensors").unlink()  # resume state is not needed once the stage is complete
+    trash.mkdir()
+    for p in (snaps, ctx.work / "mix", ckpt / "optimizer.safetensors"):  # resume state, not needed any more
+        if p.exists():
+            os.rename(p, trash / p.name)
+    shutil.rmtree(trash)
     metrics = {k: summary[k] for k in ("loss", "match_acc", "match") if k in summary}
     return StageResult({"steps": float(state["step"]), "train_pairs": float(mix["n_pairs"]), "replay_pairs": float(mix["replay_pairs"]),
-                        "cpu_min": state["cpu_s"] / 60, **{f"final_{k}": v for k, v in metrics.items()}})
+                        **{f"final_{k}": v for k, v in metrics.items()}})
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,7 +261,7 @@ def _heldout_key(cfg: Config) -> dict[str, Any]:
     lc = cfg.loop
     return {"world": json.loads(cfg.world.model_dump_json()), "render": json.loads(cfg.render.model_dump_json()),
             "prompts": json.loads(cfg.prompts.model_dump_json()), "dataset": json.loads(cfg.dataset.model_dump_json()),
-            "image_size": lc.image_size, "videos": lc.heldout_videos, "pairs": lc.heldout_pairs_per_video,
+            "image_size": lc.image_size, "max_frames": lc.max_frames, "videos": lc.heldout_videos, "pairs": lc.heldout_pairs_per_video,
             "seed": cfg.seed, "loop_seed": lc.seed, "real": lc.real_pairs, "real_n": lc.real_pairs_per_list}
 
 
@@ -271,7 +286,7 @@ def ensure_heldout(cfg: Config, run_dir: Path) -> Path:
     hcfg = _overridden(cfg, [
         f"prompts.seed={stage_seed(lc.seed, 0, 'heldout')}", f"dataset.seed={stage_seed(lc.seed, 0, 'heldout-pairs')}",
         f"dataset.n_videos={lc.heldout_videos}", f"dataset.pairs_per_video={lc.heldout_pairs_per_video}",
-        "dataset.scene_seed_start=0", *_with_image_size(cfg)])
+        "dataset.scene_seed_start=0", f"prompts.max_frames={lc.max_frames}", *_with_image_size(cfg)])
     index = build_dataset(hcfg, work / "pairs", progress=False)
     lines = []
     for s in index["shards"]:
@@ -371,7 +386,11 @@ def evaluate(ctx: StageContext) -> StageResult:
     """
     lc = ctx.cfg.loop
     heldout = ensure_heldout(ctx.cfg, ctx.run_dir)
-    loss_cfg = recipe(ctx.cfg, ctx.inputs["live_recon"]).loss
+    rc = recipe(ctx.cfg, ctx.inputs["live_recon"])
+    loss_cfg = rc.loss
+    import torch
+
+    torch.set_num_threads(rc.train.threads)  # the same in a resumed process as in an uninterrupted one
     cache = ctx.run_dir / "eval-cache"
     cache.mkdir(exist_ok=True)
     res: dict[str, dict[str, float | None]] = {}

@@ -1,0 +1,262 @@
+"""The loop: registry transactions, the stage contract, kill -9 and resume equal to an uninterrupted round,
+the run lock, promotion, replay mixing, status."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from _common import REAL, TINY_MODEL
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from vibe3r.config import load_config
+from vibe3r.errors import Vibe3rError
+from vibe3r.loop.cli import app
+from vibe3r.loop.iterate import RunLock, RunLocked, iterate, select_stages, status
+from vibe3r.loop.registry import Registry
+from vibe3r.loop.stage import Stage, StageContext, StageResult, run_stage
+from vibe3r.loop.stages import STAGES, live_recon, mix_dataset, promote
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(tmp_path: Path) -> Path:
+    """Two 12-frame 32x24 videos per round, a 12-step fine-tune of the smallest model, 2 real pairs per list."""
+    cfg = {
+        "render": {"width": 32, "height": 24, "supersample": 1, "adaptive_supersample": 0},
+        "loop": {"max_frames": 12, "base_checkpoint": None, "recipe": "config", "image_size": [32, 24], "videos_per_round": 2,
+                 "pairs_per_video": 8, "train_steps": 12, "warmup_steps": 1, "lr": 0.002, "heldout_videos": 1,
+                 "heldout_pairs_per_video": 6, "real_pairs_per_list": 2 if REAL.is_dir() else 0, "eval_size": 32,
+                 "real_pairs": [str(REAL / "eval-pairs" / "tum-fr3-long-office-sequence.txt")]},
+        "recon": {"model": TINY_MODEL, "loss": {"match_samples": 64, "neg_samples": 128},
+                  "train": {"batch_size": 2, "ckpt_every": 2, "threads": 1, "log_every": 2}},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _cmd(cfg: Path, run: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "vibe3r.cli", "loop", "iterate", "--config", str(cfg), "--run", str(run), "--no-progress", *extra]
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _fingerprint(run: Path) -> dict:
+    """Everything a round produced that must be replayable: artifact hashes, metrics, promotions."""
+    with Registry(run) as reg:
+        return {
+            "artifacts": [(a["round"], a["stage"], a["name"], a["path"], a["sha256"]) for a in reg.artifacts()],
+            "metrics": reg.metrics(),
+            "checkpoints": [(c["round"], c["path"], c["sha256"], c["promoted"], c["metric"]) for c in reg.checkpoints()],
+            "stages": [(s["round"], s["name"], s["state"]) for s in reg.stages()],
+        }
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("loop")
+    cfg = tiny_config(tmp)
+    run = tmp / "full"
+    iterate(load_config(cfg), run)  # in this process; the killed run below works in subprocesses
+    return cfg, run
+
+
+def _kill_when(proc: subprocess.Popen, ready, timeout: float = 120) -> None:
+    t0 = time.time()
+    while not ready():
+        if proc.poll() is not None:
+            raise AssertionError(f"the run finished before the kill point: {proc.stderr.read().decode()[-2000:]}")
+        if time.time() - t0 > timeout:
+            proc.kill()
+            raise AssertionError("kill point not reached")
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_kill9_mid_stage_then_resume_equals_uninterrupted(uninterrupted, tmp_path):
+    cfg, full = uninterrupted
+    run = tmp_path / "killed"
+    rd = run / "rounds" / "0001"
+    # 1) kill -9 while generate is rendering (a video folder exists, the stage is unfinished)
+    proc = subprocess.Popen(_cmd(cfg, run), env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _kill_when(proc, lambda: (rd / ".generate.tmp" / "pairs" / "videos" / "00000" / "meta.json").is_file())
+    # 2) resume, then kill -9 in the middle of fine-tuning (after a training snapshot, before the end)
+    proc = subprocess.Popen(_cmd(cfg, run), env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _kill_when(proc, lambda: any(p.name >= "step-000004" for p in (rd / ".train_recon.tmp" / "snapshots").glob("step-*")))
+    with Registry(run) as reg:
+        assert reg.stage(1, "generate")["state"] == "done" and reg.stage(1, "generate")["attempts"] == 2
+        assert reg.stage(1, "train_recon")["state"] == "running"
+        assert reg.last_round()["state"] == "running"
+    # 3) resume to the end
+    out = subprocess.run(_cmd(cfg, run), env=ENV, cwd=ROOT, capture_output=True, timeout=300)
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    assert "train_recon: done" in out.stdout.decode() and "generate: skipped" in out.stdout.decode()
+    with Registry(run) as reg:
+        assert reg.stage(1, "train_recon")["attempts"] == 2
+    assert _fingerprint(run) == _fingerprint(full)
+    assert not list(rd.glob(".*.tmp"))
+
+
+def test_second_process_on_a_run_is_refused(tmp_path):
+    cfg = tiny_config(tmp_path)
+    run = tmp_path / "run"
+    with RunLock(run):
+        out = subprocess.run(_cmd(cfg, run), env=ENV, cwd=ROOT, capture_output=True, timeout=120)
+        with pytest.raises(RunLocked, match="in use by another vibe3r loop process"):
+            with RunLock(run):
+                pass
+    assert out.returncode == 2
+    err = out.stderr.decode().strip()
+    assert err.startswith("error: run ") and f"(pid {os.getpid()})" in err and "\n" not in err
+
+
+def test_status_shows_rounds_stages_metrics_and_live_checkpoint(uninterrupted):
+    _, run = uninterrupted
+    st = status(run)
+    (r,) = st["rounds"]
+    assert [s["name"] for s in r["stages"]] == [s.name for s in STAGES]
+    assert all(s["state"] == "done" for s in r["stages"])
+    assert r["metrics"]["evaluate/heldout_loss"] > 0 and "evaluate/heldout_auc10" in r["metrics"]
+    assert st["live"] == {"round": 1, "path": "rounds/0001/train_recon/ckpt"}
+    assert (run / "live" / "model.safetensors").is_file()
+    assert json.loads((run / "metrics.json").read_text())[0]["metrics"] == r["metrics"]
+    assert any((run / "tb").iterdir())
+    res = CliRunner().invoke(app, ["status", "--run", str(run)])
+    assert res.exit_code == 0 and "live recon checkpoint: round 1" in res.output
+
+
+# --------------------------------------------------------------------------------------------
+# The stage contract on toy stages (no rendering)
+# --------------------------------------------------------------------------------------------
+
+
+def _args(reg: Registry, tmp_path: Path) -> dict:
+    return {"cfg": load_config(None), "run_dir": tmp_path, "round": 1, "registry": reg, "seed": 0}
+
+
+def test_a_stage_is_recorded_only_when_complete(tmp_path):
+    calls = []
+
+    def fn(ctx: StageContext) -> StageResult:
+        calls.append(sorted(p.name for p in ctx.work.iterdir()))
+        (ctx.work / "partial").write_text("x")
+        if len(calls) == 1:
+            raise RuntimeError("killed")
+        ctx.out("thing").write_text("done")
+        return StageResult({"m": 1.5})
+
+    stage = Stage("toy", fn, inputs=(), outputs=(("thing", "thing.txt"),))
+    with Registry(tmp_path) as reg:
+        with pytest.raises(RuntimeError):
+            run_stage(stage, 0, _args(reg, tmp_path), lambda n: None)
+        assert reg.stage(1, "toy")["state"] == "running" and reg.metrics() == {}
+        assert not (tmp_path / "rounds" / "0001" / "toy").exists()
+        rec = run_stage(stage, 0, _args(reg, tmp_path), lambda n: None)
+        assert calls == [[], []]  # not resumable: the second attempt starts from an empty folder
+        assert rec["metrics"] == {"m": 1.5} and reg.stage(1, "toy")["attempts"] == 2
+        assert reg.metrics() == {1: {"toy/m": 1.5}}
+        (a,) = reg.artifacts()
+        assert a["path"] == "rounds/0001/toy/thing.txt" and len(a["sha256"]) == 64
+        assert run_stage(stage, 0, _args(reg, tmp_path), lambda n: None)["skipped"]
+        assert len(calls) == 2
+
+
+def test_a_renamed_but_unrecorded_stage_is_recorded_from_its_result(tmp_path):
+    """Killed between the atomic rename and the registry transaction: the next run records it without rerunning."""
+    calls = []
+
+    def fn(ctx):  # noqa: ANN001, ANN202
+        calls.append(1)
+        ctx.out("thing").write_text("done")
+        return StageResult({"m": 2.0})
+
+    stage = Stage("toy", fn, inputs=(), outputs=(("thing", "thing.txt"),))
+    with Registry(tmp_path) as reg:
+        run_stage(stage, 0, _args(reg, tmp_path), lambda n: None)
+        with reg.transaction() as db:  # forget the record, as if killed before it
+            db.execute("UPDATE stages SET state='running'")
+            db.execute("DELETE FROM metrics")
+        assert run_stage(stage, 0, _args(reg, tmp_path), lambda n: None)["skipped"] is False
+        assert calls == [1] and reg.metrics() == {1: {"toy/m": 2.0}} and reg.stage(1, "toy")["state"] == "done"
+
+
+def test_missing_declared_output_fails_the_stage(tmp_path):
+    stage = Stage("toy", lambda ctx: StageResult(), inputs=(), outputs=(("thing", "thing.txt"),))
+    with Registry(tmp_path) as reg, pytest.raises(Vibe3rError, match="without its declared outputs: thing"):
+        run_stage(stage, 0, _args(reg, tmp_path), lambda n: None)
+
+
+def test_registry_is_wal_and_transactions_roll_back(tmp_path):
+    with Registry(tmp_path) as reg:
+        assert reg.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        reg.start_round(1, "h", {}, ["a"])
+        with pytest.raises(RuntimeError), reg.transaction() as db:
+            db.execute("UPDATE rounds SET state='done'")
+            raise RuntimeError
+        assert reg.last_round()["state"] == "running"
+
+
+def test_stage_selection_is_data_driven():
+    assert [s.name for s in select_stages(None)] == ["generate", "train_recon", "evaluate", "promote"]
+    assert [s.name for s in select_stages(["promote", "generate"])] == ["generate", "promote"]
+    with pytest.raises(Vibe3rError, match="registered stages: generate, train_recon"):
+        select_stages(["dpo"])
+
+
+# --------------------------------------------------------------------------------------------
+# Promotion and replay
+# --------------------------------------------------------------------------------------------
+
+
+def _promote(tmp_path: Path, reg: Registry, rnd: int, new: float, old: float, tol: float) -> StageResult:
+    ckpt = tmp_path / "rounds" / f"{rnd:04d}" / "train_recon" / "ckpt"
+    ckpt.mkdir(parents=True)
+    save_file({"w": torch.full((2,), float(rnd))}, str(ckpt / "model.safetensors"))
+    ev = tmp_path / f"eval{rnd}.json"
+    ev.write_text(json.dumps({"candidate": {"mean_auc10": new}, "parent": {"mean_auc10": old}}))
+    cfg = load_config(None, [f"loop.promote_tolerance={tol}"])
+    stage = next(s for s in STAGES if s.name == "promote")
+    args = {**_args(reg, tmp_path), "cfg": cfg, "round": rnd}
+    resolve = {"recon": ckpt, "eval": ev}.get
+    return run_stage(stage, 3, args, resolve)
+
+
+def test_a_regressing_round_is_recorded_but_not_promoted(tmp_path):
+    with Registry(tmp_path) as reg:
+        assert _promote(tmp_path, reg, 1, new=30.0, old=29.0, tol=1.0)["checkpoint"]["promoted"]
+        rec = _promote(tmp_path, reg, 2, new=27.5, old=30.0, tol=1.0)
+        assert not rec["checkpoint"]["promoted"] and "regressed beyond tolerance 1" in rec["checkpoint"]["reason"]
+        assert _promote(tmp_path, reg, 3, new=29.5, old=30.0, tol=1.0)["checkpoint"]["promoted"]  # within tolerance
+        assert [c["promoted"] for c in reg.checkpoints()] == [1, 0, 1]
+        cfg = load_config(None)
+        assert live_recon(reg, cfg, 3) == tmp_path / "rounds/0001/train_recon/ckpt"  # round 3 starts from round 1's
+        assert live_recon(reg, cfg, 4) == tmp_path / "rounds/0003/train_recon/ckpt"
+    assert promote.__doc__
+
+
+def test_replay_mix_draws_about_the_requested_share_of_older_pairs(tmp_path):
+    from vibe3r.recon.synthetic import write_box_dataset
+    from vibe3r.video_gen.dataset import PairShardDataset
+
+    old = [write_box_dataset(tmp_path / f"old{k}", n_videos=3, n_frames=5, H=16, W=24, pairs_per_video=4, seed=k, shard_size=4) for k in range(2)]
+    new = write_box_dataset(tmp_path / "new", n_videos=2, n_frames=5, H=16, W=24, pairs_per_video=4, seed=9, shard_size=4)
+    n_new = json.loads((Path(new) / "index.json").read_text())["n_pairs"]
+    idx = mix_dataset(Path(new), [Path(o) for o in old], 0.5, seed=0, out=tmp_path / "mix")
+    assert idx["new_pairs"] == n_new and n_new <= idx["replay_pairs"] <= 2 * n_new
+    assert len(PairShardDataset(tmp_path / "mix")) == idx["n_pairs"] == n_new + idx["replay_pairs"]
+    assert mix_dataset(Path(new), [Path(o) for o in old], 0.5, seed=0, out=tmp_path / "mix2")["shards"] == idx["shards"]
+    assert mix_dataset(Path(new), [], 0.5, seed=0, out=tmp_path / "mix3")["replay_pairs"] == 0
+    assert np.isclose(mix_dataset(Path(new), [Path(o) for o in old], 0.0, 0, tmp_path / "mix4")["n_pairs"], n_new)
