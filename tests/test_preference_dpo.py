@@ -151,3 +151,5 @@ def test_resume_equals_uninterrupted(data, tmp_path):
     drop = lambda rows: [{k: v for k, v in json.loads(r).items() if k != "cpu_min"} for r in rows]  # noqa: E731
     assert drop(la) == drop(lb)
     assert np.isfinite([json.loads(r)["anchor_loss"] for r in la]).all()
+    again = DPOTrainer(_lora(base), 0.07, cfg, tmp_path / "b", progress=False).train(prefs, anchor_batches=anchors, resume=True)
+    assert again["step"] == 4 and again["margin"] == json.loads(lb[-1])["margin"]  # finished: its last row

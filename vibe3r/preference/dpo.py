@@ -52,6 +52,7 @@ from vibe3r.preference.trainer_common import (
     RunLog,
     check_out_dir,
     epoch_batch,
+    last_logged,
     load_checkpoint,
     lr_at,
     save_checkpoint,
@@ -345,7 +346,9 @@ class DPOTrainer:
             log.close()
         if self.out is not None and state["step"] == cfg.steps and cfg.save_merged:
             self.model.merge_and_save(self.out / "merged")
-        return {"step": state["step"], **metrics}
+        if not metrics:  # nothing left to do (a finished run resumed): its last logged row
+            metrics = last_logged(self.out)
+        return {**metrics, "step": state["step"]}
 
 
 def _group_by_pair(prefs: list, idx: Iterable[int]) -> dict[int, list[int]]:

@@ -49,7 +49,15 @@ from vibe3r.config import ReconLossConfig, Section
 from vibe3r.errors import InputError
 from vibe3r.preference.dpo import _AnchorSource, anchor_loss_step, match_kl, wrap_model
 from vibe3r.preference.lora import LoRAConfig, LoraReconModel
-from vibe3r.preference.trainer_common import RunLog, check_out_dir, epoch_batch, load_checkpoint, lr_at, save_checkpoint
+from vibe3r.preference.trainer_common import (
+    RunLog,
+    check_out_dir,
+    epoch_batch,
+    last_logged,
+    load_checkpoint,
+    lr_at,
+    save_checkpoint,
+)
 from vibe3r.recon.model import ReconModel
 from vibe3r.recon.policy import MatchPolicy, PairInput, PairSample, match_logits, per_draw_log_probs
 
@@ -276,4 +284,6 @@ class GRPOTrainer:
             log.close()
         if self.out is not None and state["step"] == cfg.steps and cfg.save_merged:
             self.model.merge_and_save(self.out / "merged")
-        return {"step": state["step"], **metrics}
+        if not metrics:  # nothing left to do (a finished run resumed): its last logged row
+            metrics = last_logged(self.out)
+        return {**metrics, "step": state["step"]}

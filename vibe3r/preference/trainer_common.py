@@ -84,6 +84,15 @@ def check_out_dir(out: Path, resume: bool) -> None:
         raise InputError(f"resume: no checkpoint in {out} ({STATE_NAME} missing)")
 
 
+def last_logged(out: Path | None) -> dict[str, float]:
+    """The last row of ``log.jsonl`` without its step ({} if none)."""
+    path = None if out is None else out / LOG_NAME
+    if path is None or not path.is_file():
+        return {}
+    rows = [r for r in path.read_text().splitlines() if r]
+    return {k: v for k, v in json.loads(rows[-1]).items() if k != "step"} if rows else {}
+
+
 class RunLog:
     """TensorBoard scalars ``<name>/<metric>``, ``log.jsonl`` rows and a rich progress bar.
     With ``out`` None only the progress bar (if enabled) is kept."""
