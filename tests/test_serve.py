@@ -17,7 +17,7 @@ from _common import TINY_MODEL
 from _serve import moving_frames, running_server
 from PIL import Image
 
-from vibe3r.captures import write_capture_video
+from vibe3r.captures import load_capture, write_capture_video
 from vibe3r.config import ReconModelConfig
 from vibe3r.errors import InputError
 from vibe3r.recon.model import build_model
@@ -83,6 +83,9 @@ def test_uploads_are_judged_by_content_not_name(tmp_path, data, message):
 def test_video_header_checks(tmp_path, videos, monkeypatch):
     info = U.check_video(videos["good"], Limits())
     assert info["codec"] == "h264" and (info["width"], info["height"]) == (64, 48) and info["frames_in_header"] == 8
+    portrait = write_capture_video(moving_frames(4, h=64, w=48), tmp_path / "portrait.mp4", display_rotation=-90)  # a phone upright
+    info = U.check_video(portrait, Limits())
+    assert (info["width"], info["height"], info["rotation"]) == (48, 64, -90)
     with pytest.raises(InputError, match="only 1 frame"):
         U.check_video(videos["one"], Limits())
     with pytest.raises(InputError, match="too long: 1 s, the limit is 0 s"):
@@ -171,9 +174,20 @@ def test_server_runs_a_job_end_to_end_and_refuses_bad_input(tmp_path, ckpt, vide
         assert c.json("/api/jobs/" + "0" * 32)[0] == 404
         pool = cfg.pool_dir / job["id"]
         assert (pool / "video.mp4").is_file() and json.loads((pool / "meta.json").read_text())["job"] == job["id"]
+        index = [json.loads(line) for line in (cfg.pool_dir / "index.jsonl").read_text().splitlines()]
+        assert [e["job"] for e in index] == [job["id"]] and len(load_capture(index[0]["spec"])) == 8
         status, mine = c.json("/api/jobs")
         assert {j["id"] for j in mine["jobs"]} == {job["id"], second["id"]}
         assert c.wait(second["id"], timeout=120)["state"] == "done" and not c.json(f"/api/jobs/{second['id']}")[1]["pooled"]
+        # several photos are a capture too; photos of different sizes are refused
+        photos = [(f"IMG_{i}.JPG", _jpeg(f)) for i, f in enumerate(moving_frames(6))]
+        status, body = c.upload(photos[:2] + [("odd.png", _jpeg(moving_frames(1, h=32)[0], "PNG"))])
+        assert status == 400 and "different sizes" in body["error"]
+        status, pj = c.upload(photos)
+        assert status == 201 and pj["kind"] == "images" and pj["display_name"] == "6 photos"
+        assert sorted(p.name for p in (cfg.jobs_dir / pj["id"] / "input" / "images").iterdir())[0] == "00000.jpg"
+        pj = c.wait(pj["id"], timeout=120)
+        assert pj["state"] == "done" and pj["result"]["frames"] == 6, pj["error"]
         status, page = c.request("GET", "/")
         assert status == 200 and b"Contribute this capture" in page
         assert c.request("GET", "/static/viewer.js")[0] == 200
@@ -204,7 +218,7 @@ def test_auth_restart_resume_and_a_crashing_job_process(tmp_path, ckpt, videos):
         assert c.wait(after["id"], timeout=120)["state"] == "done"
 
 
-def _jpeg() -> bytes:
+def _jpeg(img: np.ndarray | None = None, fmt: str = "JPEG") -> bytes:
     b = io.BytesIO()
-    Image.fromarray(moving_frames(1)[0]).save(b, format="JPEG")
+    Image.fromarray(moving_frames(1)[0] if img is None else img).save(b, format=fmt)
     return b.getvalue()

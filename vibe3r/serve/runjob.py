@@ -88,7 +88,8 @@ def package(out: Path) -> dict[str, str]:
 
 
 def contribute(cfg: ServeConfig, job: dict, input_path: Path) -> str:
-    """Copy the capture into the real-capture pool ``<data>/captures/<job id>/`` with a ``meta.json``."""
+    """Copy the capture into the real-capture pool: ``<data>/captures/<job id>/`` holds ``video.<ext>`` (or ``images/``)
+    and ``meta.json``; ``<data>/captures/index.jsonl`` lists every pooled capture as a ``load_capture`` spec."""
     dest = cfg.pool_dir / job["id"]
     tmp = cfg.pool_dir / f".{job['id']}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -102,6 +103,9 @@ def contribute(cfg: ServeConfig, job: dict, input_path: Path) -> str:
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
+    spec = dest / "images" if input_path.is_dir() else dest / f"video{input_path.suffix}"
+    with open(cfg.pool_dir / "index.jsonl", "a") as f:  # one line per capture: what `load_capture` reads
+        f.write(json.dumps({"job": job["id"], "spec": str(spec), "kind": job["kind"], "pooled": meta["pooled"]}) + "\n")
     return str(dest)
 
 

@@ -104,9 +104,11 @@ def check_video(path: Path, limits: Limits) -> dict[str, Any]:
         if 0 < n_header < limits.min_frames:
             raise InputError(f"the video has only {n_header} frame{'s' if n_header != 1 else ''}; a reconstruction needs a moving "
                              f"camera over at least {limits.min_frames} frames")
-        decoded = 0
+        decoded, rotation = 0, 0
         try:
-            for _ in container.decode(st):
+            for frame in container.decode(st):
+                if decoded == 0:  # display rotation (a phone in portrait): the frames are shown, and reconstructed, upright
+                    rotation = int(round(int(getattr(frame, "rotation", 0) or 0) / 90.0)) * 90
                 decoded += 1
                 if decoded >= limits.min_frames:
                     break
@@ -118,8 +120,10 @@ def check_video(path: Path, limits: Limits) -> dict[str, Any]:
             raise InputError(f"the video has only {decoded} frame{'s' if decoded != 1 else ''}; a reconstruction needs a moving "
                              f"camera over at least {limits.min_frames} frames")
         rate = st.average_rate or st.guessed_rate
-        return {"codec": codec, "width": w, "height": h, "duration_s": duration, "frames_in_header": n_header or None,
-                "fps": float(rate) if rate else None}
+        if rotation % 180:
+            w, h = h, w
+        return {"codec": codec, "width": w, "height": h, "rotation": rotation, "duration_s": duration,
+                "frames_in_header": n_header or None, "fps": float(rate) if rate else None}
     finally:
         container.close()
 
