@@ -14,11 +14,12 @@ from vibe3r.recon.model import build_model
 from vibe3r.recon.policy import (
     MatchPolicy,
     PairInput,
+    categorical_draws,
     cycle_matches,
     draw_log_likelihood,
-    gumbel_draws,
     match_logits,
     per_draw_log_probs,
+    row_cdfs,
 )
 from vibe3r.recon.synthetic import box_room_video
 
@@ -123,14 +124,15 @@ def test_the_mode_has_the_highest_log_likelihood(oracle):
 
 
 def test_log_likelihood_matches_a_monte_carlo_estimate_on_a_toy_case():
-    """2x2 descriptor maps: the frequency of a draw field over many Gumbel draws equals exp(log-likelihood)."""
+    """2x2 descriptor maps: the frequency of a draw field over many draws equals exp(log-likelihood)."""
     g = torch.Generator().manual_seed(0)
     d1 = F.normalize(torch.randn(2, 2, 3, generator=g), dim=-1)
     d2 = F.normalize(d1 + 0.6 * torch.randn(2, 2, 3, generator=g), dim=-1)
     logits = match_logits(d1, d2, 0.5)  # 4 x 4
     S = 100_000
-    fwd = gumbel_draws(logits.repeat(S, 1), g).reshape(S, 4)
-    bwd = gumbel_draws(logits.T.contiguous().repeat(S, 1), g).reshape(S, 4)
+    _, _, cdf_f, cdf_b = row_cdfs(logits)  # the sampler's own procedure
+    fwd = categorical_draws(cdf_f.repeat(S, 1), g).reshape(S, 4)
+    bwd = categorical_draws(cdf_b.repeat(S, 1), g).reshape(S, 4)
     fields, counts = torch.unique(torch.cat([fwd, bwd], 1), dim=0, return_counts=True)
     top = torch.argsort(counts, descending=True)[:5]
     for k in top:

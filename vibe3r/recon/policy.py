@@ -133,13 +133,19 @@ def per_draw_log_probs(logits: torch.Tensor, fwd: torch.Tensor, bwd: torch.Tenso
     return torch.cat([lp_f, lp_b], -1)
 
 
-def gumbel_draws(logits: torch.Tensor, generator: torch.Generator, chunk: int = 1024) -> torch.Tensor:
-    """One categorical draw per row of ``logits`` (N, M) by the Gumbel-max trick, rows in chunks."""
-    out = torch.empty(len(logits), dtype=torch.long)
-    for s in range(0, len(logits), chunk):
-        u = torch.rand(logits[s : s + chunk].shape, generator=generator).clamp_(1e-10, 1 - 1e-7)
-        out[s : s + chunk] = (logits[s : s + chunk] - torch.log(-torch.log(u))).argmax(-1)
-    return out
+def categorical_draws(cdf: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One categorical draw per row by inverting the row's cumulative distribution ``cdf`` (N, M),
+    unnormalised: O(N log M) per draw once the cdf is built (the cdf is shared by all samples of a pair)."""
+    u = torch.rand(len(cdf), 1, generator=generator, dtype=cdf.dtype) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u).squeeze(1).clamp_(max=cdf.shape[1] - 1)
+
+
+def row_cdfs(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Forward and backward log-probabilities and cumulative distributions of a pair's logits (N1, N2):
+    ``(lsf (N1,N2), lsb (N2,N1), cdf_f, cdf_b)``, rows of lsf are p(· | i), rows of lsb are p(· | j)."""
+    lsf = torch.log_softmax(logits, -1)
+    lsb = torch.log_softmax(logits.T.contiguous(), -1)
+    return lsf, lsb, lsf.exp().cumsum(-1), lsb.exp().cumsum(-1)
 
 
 def cycle_matches(fwd: torch.Tensor, bwd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -192,14 +198,15 @@ class MatchPolicy:
         finally:
             self.model.train(was_training)
         logits = self.logits(out)
+        lsf, lsb, cdf_f, cdf_b = row_cdfs(logits)
         samples = []
         if include_mode:
-            samples.append(self._reconstruct(pair, out, logits, logits.argmax(1), logits.argmax(0), -1, is_mode=True))
+            samples.append(self._reconstruct(pair, out, lsf, lsb, lsf.argmax(1), lsb.argmax(1), -1, is_mode=True))
         for k in range(n):
             g = torch.Generator().manual_seed(seed + k)
-            fwd = gumbel_draws(logits, g)
-            bwd = gumbel_draws(logits.T.contiguous(), g)
-            samples.append(self._reconstruct(pair, out, logits, fwd, bwd, seed + k))
+            fwd = categorical_draws(cdf_f, g)
+            bwd = categorical_draws(cdf_b, g)
+            samples.append(self._reconstruct(pair, out, lsf, lsb, fwd, bwd, seed + k))
         return samples
 
     @torch.no_grad()
@@ -207,8 +214,8 @@ class MatchPolicy:
         """The sample with this seed (``seed = -1``: the mode)."""
         return self.sample(pair, 0, include_mode=True)[0] if seed < 0 else self.sample(pair, 1, seed)[0]
 
-    def _reconstruct(self, pair: PairInput, out: dict, logits: torch.Tensor, fwd: torch.Tensor, bwd: torch.Tensor, seed: int,
-                     is_mode: bool = False) -> PairSample:
+    def _reconstruct(self, pair: PairInput, out: dict, lsf: torch.Tensor, lsb: torch.Tensor, fwd: torch.Tensor,
+                     bwd: torch.Tensor, seed: int, is_mode: bool = False) -> PairSample:
         desc1, desc2 = out["desc1"][0], out["desc2"][0]
         h, w, _ = desc1.shape
         i1, i2 = cycle_matches(fwd, bwd)
@@ -219,7 +226,7 @@ class MatchPolicy:
         sx, sy = W / w, H / h
         to_px = lambda c: torch.stack([(c[:, 0] + 0.5) * sx - 0.5, (c[:, 1] + 0.5) * sy - 0.5], -1).double().numpy()  # noqa: E731
         kp1, kp2 = to_px(c1.float()), to_px(c2f)
-        logp = float(draw_log_likelihood(logits, fwd, bwd))
+        logp = float(lsf[torch.arange(len(fwd)), fwd].sum() + lsb[torch.arange(len(bwd)), bwd].sum())
         K1, K2 = pair.K1, pair.K2
         T21, inl = None, np.zeros(len(kp1), bool)
         res = estimate_pose_essential(kp1, kp2, K1, K2, self.ransac_px, method=self.ransac)
