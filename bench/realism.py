@@ -28,6 +28,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from scipy.stats import fisher_exact
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -56,7 +57,8 @@ def sift_pose(img0: np.ndarray, img1: np.ndarray, K0: np.ndarray, K1: np.ndarray
     """Matches, inliers and pose errors of SIFT + essential-matrix RANSAC on one pair."""
     p0, p1 = sift_matches(img0, img1, 8000, 0.8)
     res = estimate_pose_essential(p0, p1, K0, K1, 1.0)
-    out = {"matches": len(p0), "inliers": 0, "err": math.inf, "rot_err": math.inf, "failed": res is None}
+    out = {"matches": len(p0), "inliers": 0, "err": math.inf, "rot_err": math.inf, "failed": res is None,
+           "grad": min(gradient_energy(img0), gradient_energy(img1))}
     if res is not None:
         R, t, mask = res
         e_r = float(geometry.rotation_error_deg(R, T_0to1[:3, :3]))
@@ -65,8 +67,26 @@ def sift_pose(img0: np.ndarray, img1: np.ndarray, K0: np.ndarray, K1: np.ndarray
     return out
 
 
+def gradient_energy(img: np.ndarray) -> float:
+    """Mean Sobel gradient magnitude of the grey image (uint8 scale): ~15 for a bare wall."""
+    g = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return float(np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1)).mean())
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval (in %) of a rate k/n."""
+    if n == 0:
+        return 0.0, 100.0
+    p = k / n
+    c = (p + z * z / (2 * n)) / (1 + z * z / n)
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return 100.0 * max(0.0, c - h), 100.0 * min(1.0, c + h)
+
+
 def summarise(rows: list[dict]) -> dict:
-    """Medians, failure rate and AUC@5/10/20 with their bootstrap std (300 resamplings of the pairs)."""
+    """Medians, failure rate (with its 95 % Wilson interval) and AUC@5/10/20 with their bootstrap
+    std (300 resamplings of the pairs); ``grad5``: 5th percentile of the pairs' gradient energy
+    (the less textured view of each pair)."""
     err = np.array([r["err"] for r in rows])
     auc = geometry.pose_auc(err, (5, 10, 20))
     rng = np.random.default_rng(0)
@@ -77,6 +97,10 @@ def summarise(rows: list[dict]) -> dict:
         "matches": float(np.median([r["matches"] for r in rows])),
         "inliers": float(np.median([r["inliers"] for r in rows])),
         "fail": 100.0 * float(np.mean([r["failed"] for r in rows])),
+        "n_fail": int(sum(r["failed"] for r in rows)),
+        "fail_ci": wilson(int(sum(r["failed"] for r in rows)), len(rows)),
+        "grad5": float(np.percentile([r["grad"] for r in rows], 5)),
+        "grads": [r["grad"] for r in rows],
         "auc5": auc[0], "auc10": auc[1], "auc20": auc[2],
         "rot_err": float(np.median([r["rot_err"] for r in rows])),
         "gt_rot": float(np.median([r["gt_rot"] for r in rows])),
@@ -126,14 +150,34 @@ def real_motions() -> list[np.ndarray]:
     return [p.T_0to1 for name in REAL_LISTS for p in load_pairs(REAL_LISTS[name])]
 
 
+def _content_ok(scene: Scene, c0: np.ndarray, c1: np.ndarray, min_thing: float, stats: dict | None) -> bool:
+    """Phone users film things: both views must have ≥ ``min_thing`` of their rays on objects.
+
+    :meth:`Scene.view_content` (a 5x4 ray grid) gives the fraction of each view on objects rather
+    than bare walls, floor or ceiling. Counted in ``stats`` (``candidates``, ``rejected``).
+    """
+    if min_thing <= 0:
+        return True
+    thing = scene.view_content(np.stack([c0[:3, 3], c1[:3, 3]]), np.stack([c0[:3, :3], c1[:3, :3]]))["thing"]
+    ok = bool(thing.min() >= min_thing)
+    if stats is not None:
+        stats["candidates"] = stats.get("candidates", 0) + 1
+        stats["rejected"] = stats.get("rejected", 0) + (not ok)
+    return ok
+
+
 def sample_pair(scene: Scene, rng: np.random.Generator, motion: np.ndarray | None = None,
-                tries: int = 200, max_depth: float = 3.0) -> tuple[np.ndarray, np.ndarray] | None:
+                tries: int = 200, max_depth: float = 3.0, min_thing: float = 0.25,
+                stats: dict | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """Two camera poses of a handheld pair, or None if none found in ``tries``.
 
     Camera 0 stands at 1.1-1.7 m in free space, aimed at an object (75 %) or looking slightly
     down, 0.8 m to ``max_depth`` from what it sees (the real captures film things 1.5-2.5 m away). With ``motion`` (a real pair's ``T_0to1``) camera 1 is
     ``c2w_0 inv(T_0to1)``: exactly the real relative pose. Without, camera 1 is displaced by a
     log-normal baseline (median 0.3 m) and aimed at the same region (± 0.25 m), ±3° roll.
+    A pair whose views are mostly bare room shell is redrawn (:func:`_content_ok`, ``min_thing``;
+    0 disables): "an object" may be a ceiling lamp or a wall socket, and a phone user does not
+    film a bare wall or ceiling from 1 m -- the real pairs never do.
     """
     Lx, Ly, H = scene.size
     shell = scene.arrays["geo_shell"]
@@ -156,7 +200,8 @@ def sample_pair(scene: Scene, rng: np.random.Generator, motion: np.ndarray | Non
         if motion is not None:
             c1 = c0 @ np.linalg.inv(motion)
             t1, X1 = _centre_hit(scene, c1)
-            if scene.free_mask(c1[None, :3, 3], 0.3)[0] and 0.5 < t1 < 6.0 and _inside(scene, X1):
+            if (scene.free_mask(c1[None, :3, 3], 0.3)[0] and 0.5 < t1 < 6.0 and _inside(scene, X1)
+                    and _content_ok(scene, c0, c1, min_thing, stats)):
                 return c0, c1
             continue
         b = float(np.clip(rng.lognormal(math.log(0.3), 0.5), 0.05, 1.0))
@@ -167,7 +212,7 @@ def sample_pair(scene: Scene, rng: np.random.Generator, motion: np.ndarray | Non
             continue
         c1 = _camera(scene, rng, eye1, X + rng.normal(0, 0.25, 3), rng.normal(0, 3))
         t1, X1 = _centre_hit(scene, c1)
-        if not (0.5 < t1 < 6.0 and _inside(scene, X1)):
+        if not (0.5 < t1 < 6.0 and _inside(scene, X1)) or not _content_ok(scene, c0, c1, min_thing, stats):
             continue
         return c0, c1
     return None
@@ -185,12 +230,15 @@ def _handheld_shutter(c2w: np.ndarray, rng: np.random.Generator, fraction: float
 
 
 def rendered_rows(cfg: Config, width: int, height: int, n_pairs: int, n_scenes: int, seed: int,
-                  sheet: list | None = None, motion: str = "real") -> tuple[list[dict], float]:
+                  sheet: list | None = None, motion: str = "real", min_thing: float = 0.25,
+                  stats: dict | None = None, dump: Path | None = None) -> tuple[list[dict], float]:
     """SIFT figures of ``n_pairs`` rendered pairs from ``n_scenes`` rooms (seeds 500+).
 
     ``motion="real"``: pair k uses the k-th real pair's relative pose (cycling through the 142);
-    camera 0 is re-drawn until camera 1 is in free space and the pair's co-visibility is ≥ 0.3.
-    ``motion="lookat"``: the synthetic handheld model of :func:`sample_pair`.
+    camera 0 is re-drawn until camera 1 is in free space, both views show things (``min_thing``,
+    :func:`_content_ok`) and the pair's co-visibility is ≥ 0.3.
+    ``motion="lookat"``: the synthetic handheld model of :func:`sample_pair`. ``stats`` counts the
+    content rejections; ``dump``: folder for failed pairs (images over colour-mapped depth).
     """
     rows = []
     scenes: dict[int, Scene] = {}
@@ -208,7 +256,7 @@ def rendered_rows(cfg: Config, width: int, height: int, n_pairs: int, n_scenes: 
         if sid not in scenes:
             scenes[sid] = build_scene(sid, cfg.world)
         sc = scenes[sid]
-        pair = sample_pair(sc, rng, T_real)
+        pair = sample_pair(sc, rng, T_real, min_thing=min_thing, stats=stats)
         if pair is None:
             continue
         K = geometry.intrinsics_from_fov(float(rng.uniform(55, 62)), width, height).numpy()
@@ -225,6 +273,11 @@ def rendered_rows(cfg: Config, width: int, height: int, n_pairs: int, n_scenes: 
         r["gt_rot"] = float(geometry.rotation_error_deg(T[:3, :3], np.eye(3)))
         r["baseline"] = float(np.linalg.norm(T[:3, 3]))
         rows.append(r)
+        if dump is not None and (r["failed"] or r["matches"] < 12):
+            dump.mkdir(parents=True, exist_ok=True)
+            dv = [cv2.applyColorMap(np.uint8(np.clip(d / 4.0 * 255, 0, 255)), cv2.COLORMAP_VIRIDIS) for d in depth]
+            name = f"pair{len(rows) - 1:03d}_scene{sid}_m{r['matches']}{'_failed' if r['failed'] else ''}.png"
+            cv2.imwrite(str(dump / name), np.vstack([np.hstack(imgs)[..., ::-1], np.hstack(dv)]))
         if sheet is not None and len(sheet) < 8:
             sheet.append(np.hstack(imgs))
     return rows, t_render
@@ -234,7 +287,8 @@ def _fmt(name: str, s: dict) -> str:
     sd = s["auc_std"]
     return (f"{name:<20} n={s['n']:3d}  matches {s['matches']:4.0f}  inliers {s['inliers']:4.0f}  fail {s['fail']:4.1f}%  "
             f"AUC@5/10/20 {s['auc5']:4.1f}±{sd[0]:.1f} / {s['auc10']:4.1f}±{sd[1]:.1f} / {s['auc20']:4.1f}±{sd[2]:.1f}  "
-            f"med rot err {s['rot_err']:5.2f}°  [GT rot {s['gt_rot']:4.1f}°, baseline {s['baseline']:.2f} m]")
+            f"med rot err {s['rot_err']:5.2f}°  [GT rot {s['gt_rot']:4.1f}°, baseline {s['baseline']:.2f} m]  "
+            f"fail 95% CI {s['fail_ci'][0]:.1f}-{s['fail_ci'][1]:.1f}%  grad p5 {s['grad5']:.0f}")
 
 
 def main() -> None:
@@ -248,6 +302,9 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], help="config overrides for the rendered side")
     ap.add_argument("--sheet", default="bench/out/realism_pairs.png", help="contact sheet of rendered pairs")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--min-thing", type=float, default=0.25,
+                    help="redraw rendered pairs with less than this fraction of either view on objects (0 = off, the old bench)")
+    ap.add_argument("--dump-failures", default=None, help="write failed / <12-match rendered pairs here (one folder per setting)")
     args = ap.parse_args()
     cv2.setRNGSeed(0)
     settings = [("rendered", [])]
@@ -256,20 +313,30 @@ def main() -> None:
     for size in args.sizes:
         W, H = (int(x) for x in size.split("x"))
         print(f"=== {W}x{H} ===", flush=True)
-        real = {}
+        real, allr = {}, []
         for name in REAL_LISTS:
-            real[name] = summarise(real_rows(name, W))
+            rows = real_rows(name, W)
+            allr += rows
+            real[name] = summarise(rows)
             print(_fmt(f"real {name}", real[name]), flush=True)
-        allr = real_rows("7scenes", W) + real_rows("tum", W)
         real["all"] = summarise(allr)
         print(_fmt("real (both lists)", real["all"]), flush=True)
         for label, extra in settings:
             cfg = load_config(None, [*args.set, *extra])
             sheet: list = []
-            rows, t = rendered_rows(cfg, W, H, args.pairs, args.scenes, args.seed, sheet, args.motion)
+            stats: dict = {}
+            dump = Path(args.dump_failures) / f"{W}x{H}_{label}" if args.dump_failures else None
+            rows, t = rendered_rows(cfg, W, H, args.pairs, args.scenes, args.seed, sheet, args.motion,
+                                    args.min_thing, stats, dump)
             s = summarise(rows)
             print(_fmt(label, s) + f"  ({2 * len(rows) / t:.1f} frames/s)", flush=True)
             ra = real["all"]
+            p_fail = fisher_exact([[s["n_fail"], s["n"] - s["n_fail"]], [ra["n_fail"], ra["n"] - ra["n_fail"]]])[1]
+            g_min = min(ra["grads"])
+            print(f"  failures {s['n_fail']}/{s['n']} vs real {ra['n_fail']}/{ra['n']} (Fisher exact p = {p_fail:.2f});  "
+                  f"bare views: {100 * np.mean(np.array(s['grads']) < g_min):.1f}% of rendered pairs below the real minimum "
+                  f"gradient energy {g_min:.0f};  content rejections {stats.get('rejected', 0)}/{stats.get('candidates', 0)} "
+                  f"({100 * stats.get('rejected', 0) / max(stats.get('candidates', 0), 1):.0f}% of candidate pairs)", flush=True)
             ratios = {k: (s[k] + 1e-9) / (ra[k] + 1e-9) for k in ("matches", "inliers", "auc5", "auc10", "auc20")}
             print("  ratio rendered/real: " + "  ".join(f"{k} {v:.2f}" for k, v in ratios.items()), flush=True)
             if sheet:

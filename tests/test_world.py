@@ -96,6 +96,28 @@ def test_fit_trajectory_accepts_motion_program(scene):
     assert scene.free_mask(c, 0.3).all()
 
 
+def test_view_content_tells_bare_ceiling_from_an_object(scene):
+    """Looking straight up away from the lamps sees only shell; looking at a piece of furniture does not."""
+    from vibe3r import geometry
+
+    Lx, Ly, H = scene.size
+    xy = np.stack(np.meshgrid(np.linspace(0.5, Lx - 0.5, 15), np.linspace(0.5, Ly - 0.5, 15)), -1).reshape(-1, 2)
+    lamps = np.array([lt.pos[:2] for lt in scene.lights])
+    far = xy[np.argmax(np.linalg.norm(xy[:, None] - lamps[None], axis=-1).min(1))]  # farthest from every lamp
+    up = geometry.look_at(np.array([*far, 1.5]), np.array([far[0] + 1e-3, far[1], H])).numpy()
+    ob = next(o for o in scene.obstacles if o.name in ("table", "desk", "bookcase", "cabinet", "sofa", "chair", "crate", "plant"))
+    eyes = [ob.centre + np.array([np.cos(a), np.sin(a), 0.0]) * 1.2 for a in np.linspace(0, 2 * np.pi, 16, endpoint=False)]
+    eye = next(e for e in eyes if scene.free_mask(np.array([e[0], e[1], 1.4])[None], 0.1)[0])
+    at = geometry.look_at(np.array([eye[0], eye[1], 1.4]), ob.centre).numpy()
+    c2w = np.stack([up, at])
+    vc = scene.view_content(c2w[:, :3, 3], c2w[:, :3, :3])
+    assert vc["thing"].shape == (2,) and vc["depth"].shape == (2, 20)
+    assert vc["thing"][0] == 0.0 and vc["out"][0] == 0.0
+    np.testing.assert_allclose(vc["depth"][0].max(), H - 1.5, rtol=1e-3)  # z-depth of the ceiling (rays near a wall stop earlier)
+    assert vc["thing"][1] >= 0.25
+    np.testing.assert_array_equal(vc["thing"], vc["thing_rays"].mean(-1))
+
+
 # --------------------------------------------------------------------------------------------
 # textures
 # --------------------------------------------------------------------------------------------

@@ -282,18 +282,21 @@ class Scene:
             "use a smaller motion or another scene seed"
         )
 
-    def _view_scores(self, eyes: np.ndarray, R: np.ndarray) -> np.ndarray:
-        """Score candidate paths: eyes (C,F,3), camera rotations (C,F,3,3) -> (C,).
+    def view_content(self, eyes: np.ndarray, R: np.ndarray) -> dict[str, np.ndarray]:
+        """What cameras see, from a 5x4 grid of rays over a ~50x35° field of view.
 
-        A 5x4 grid of rays over a ~60° field of view per frame; score = min(0.6, fraction of rays
-        hitting objects rather than the room shell) + 0.3 · min(1, 20th-percentile depth / 1.5 m),
-        minus the fraction of rays leaving the room through windows and doors.
+        ``eyes`` (..., 3) camera centres, ``R`` (..., 3, 3) camera-to-world rotations (OpenCV axes).
+        Returns ``thing`` (...): fraction of rays hitting objects rather than the room shell
+        (:data:`SHELL`: walls, floor, ceiling, skirting, what is seen through openings) -- 0 for a bare
+        wall, floor or ceiling; ``out`` (...): fraction leaving the room through windows and doors;
+        ``depth`` (..., 20): hit distances in m (1 m for rays leaving the room); ``thing_rays`` and
+        ``out_rays`` (..., 20) the per-ray booleans.
         """
-        C, F = eyes.shape[:2]
+        eyes, R = np.asarray(eyes, np.float64), np.asarray(R, np.float64)
         u, v = np.meshgrid(np.linspace(-0.45, 0.45, 5), np.linspace(-0.3, 0.3, 4))
         d_cam = np.stack([u.ravel(), v.ravel(), np.ones(u.size)], -1)  # G,3
-        d = np.einsum("cfij,gj->cfgi", R, d_cam)
-        o = np.broadcast_to(eyes[:, :, None], d.shape)
+        d = np.einsum("...ij,gj->...gi", R, d_cam)  # ...,G,3
+        o = np.broadcast_to(eyes[..., None, :], d.shape)
         hit = self.cast(o.reshape(-1, 3), d.reshape(-1, 3))
         t = np.minimum(hit["t_hit"], 100.0)
         q = o.reshape(-1, 3) + t[:, None] * d.reshape(-1, 3)
@@ -301,9 +304,27 @@ class Scene:
         out = ~((q[:, 0] > -0.2) & (q[:, 0] < Lx + 0.2) & (q[:, 1] > -0.2) & (q[:, 1] < Ly + 0.2))
         gid = np.minimum(hit["geometry_ids"].astype(np.int64), len(self.parts) - 1)
         thing = ~self.arrays["geo_shell"][gid] & ~out
-        depth = np.where(out, 1.0, t).reshape(C, -1)
-        return (np.minimum(0.6, thing.reshape(C, -1).mean(1)) + 0.3 * np.minimum(1.0, np.quantile(depth, 0.2, axis=1) / 1.5)
-                - out.reshape(C, -1).mean(1))
+        shape = d.shape[:-1]  # ...,G
+        return {
+            "thing": thing.reshape(shape).mean(-1),
+            "out": out.reshape(shape).mean(-1),
+            "depth": np.where(out, 1.0, t).reshape(shape),
+            "thing_rays": thing.reshape(shape),
+            "out_rays": out.reshape(shape),
+        }
+
+    def _view_scores(self, eyes: np.ndarray, R: np.ndarray) -> np.ndarray:
+        """Score candidate paths: eyes (C,F,3), camera rotations (C,F,3,3) -> (C,).
+
+        From :meth:`view_content` of every frame: score = min(0.6, fraction of rays hitting objects
+        rather than the room shell) + 0.3 · min(1, 20th-percentile depth / 1.5 m), minus the
+        fraction of rays leaving the room through windows and doors (all pooled over the frames).
+        """
+        C = eyes.shape[0]
+        vc = self.view_content(eyes, R)
+        depth = vc["depth"].reshape(C, -1)
+        thing, out = vc["thing_rays"].reshape(C, -1), vc["out_rays"].reshape(C, -1)
+        return np.minimum(0.6, thing.mean(1)) + 0.3 * np.minimum(1.0, np.quantile(depth, 0.2, axis=1) / 1.5) - out.mean(1)
 
     def place_trajectory(self, program_or_extent: Any, rng: np.random.Generator, clearance: float = 0.3,
                          height: tuple[float, float] = (1.2, 1.7), seed: int = 0) -> np.ndarray:
