@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -75,15 +76,55 @@ def records(store: PreferenceStore, a: argparse.Namespace):
     return out
 
 
-def evaluate(ckpt: Path, label: str, a: argparse.Namespace) -> dict:
+def evaluate(ckpt: Path, label: str, a: argparse.Namespace, cache: Path) -> dict:
+    """Real eval pairs (and the held-out synthetic list when given) with usac_accurate; cached per checkpoint."""
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    lists = dict(EVAL)
+    if a.synthetic_list:
+        lists["synthetic"] = Path(a.synthetic_list)
     res = {}
-    for name, lst in EVAL.items():
+    for name, lst in lists.items():
         est = make_model_estimator(ckpt, threads=a.threads, ransac="usac_accurate")
-        ev = evaluate_pairs(lst, est, a.size, method_name=label)
+        ev = evaluate_pairs(lst, est, a.size, root=a.synthetic_root if name == "synthetic" else None, method_name=label)
         print(f"[{label}] {name}: {format_summary(ev)}", flush=True)
-        js = ev.to_json()
-        res[name] = {k: v for k, v in js.items() if k != "per_pair"}
+        res[name] = {k: v for k, v in ev.to_json().items() if k != "per_pair"}
+    cache.write_text(json.dumps(res, indent=1, default=str))
     return res
+
+
+def train_variant(method: str, recs: list, pairs_for_grpo: list, reward_fn, a: argparse.Namespace) -> Path:
+    """Train one preference variant; returns its merged checkpoint folder."""
+    tag = f"{method}-{a.reduction}-b{a.beta}" if method == "dpo" else f"grpo-n{a.group}"
+    out = a.out / tag
+    anchor = None
+    if a.anchor_data.is_dir():
+        from vibe3r.recon.train import PairStream
+
+        anchor = PairStream(a.anchor_data, batch_size=4, seed=a.seed)
+    t0 = time.time()
+    if method == "dpo":
+        cfg = DPOConfig(beta=a.beta, lr=a.lr, steps=a.steps, batch_size=4, reduction=a.reduction,
+                        anchor_weight=0.1 if anchor else 0.0, threads=a.threads, seed=a.seed, ckpt_every=20)
+        last = DPOTrainer(ReconModel.from_pretrained(a.ckpt), a.temperature, cfg, out).train(recs, anchor_batches=anchor, resume=out.is_dir())
+    else:
+        from vibe3r.preference.grpo import GRPOConfig, GRPOTrainer
+
+        cfg = GRPOConfig(n=a.group, temperature=a.temperature, lr=a.lr, steps=a.steps, anchor_weight=0.1 if anchor else 0.0,
+                         threads=a.threads, seed=a.seed, ckpt_every=10)
+        last = GRPOTrainer(ReconModel.from_pretrained(a.ckpt), cfg, out).train(pairs_for_grpo, reward_fn, anchor_batches=anchor,
+                                                                               resume=out.is_dir())
+    print(f"{tag}: {cfg.steps} steps, {time.time() - t0:.0f}s wall; last {json.dumps(last, default=str)}", flush=True)
+    return out / "merged"
+
+
+def row(label: str, res: dict) -> str:
+    cells = []
+    for name in ("7scenes", "tum", "synthetic"):
+        if name in res:
+            s = res[name]["all"]
+            cells.append(f"{s['auc5']:.1f}/{s['auc10']:.1f}/{s['auc20']:.1f}, {s['median_rot']:.2f}°")
+    return f"| {label} | " + " | ".join(cells) + " |"
 
 
 def main() -> None:
@@ -91,21 +132,24 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "pref-bench")
     ap.add_argument("--ckpt", type=Path, default=ROOT / "weights" / "recon-base")
     ap.add_argument("--anchor-data", type=Path, default=ROOT / "data" / "sim-pairs-128")
+    ap.add_argument("--synthetic-list", default="", help="held-out synthetic SuperGlue list (bench/synthetic_pairs.py)")
+    ap.add_argument("--synthetic-root", default=None)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--pairs", type=int, default=48)
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--temperature", type=float, default=0.07)
-    ap.add_argument("--dpo-steps", type=int, default=80)
+    ap.add_argument("--methods", default="dpo", help="comma list of dpo, grpo")
+    ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--beta", type=float, default=0.1)
+    ap.add_argument("--reduction", default="sum")
+    ap.add_argument("--group", type=int, default=6)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--per-pair", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--skip-eval-sft", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     a.out.mkdir(parents=True, exist_ok=True)
-    results = {}
     with PreferenceStore(a.out / "preferences.sqlite") as store:
         sample_stage(store, a.ckpt, a)
         if not store.preferences(round=1):
@@ -114,22 +158,32 @@ def main() -> None:
             print(f"{n} reward preferences", flush=True)
         print(json.dumps(store.summary(), indent=1))
         recs = records(store, a)
-    if not a.skip_eval_sft:
-        results["sft"] = evaluate(a.ckpt, "SFT", a)
-    cfg = DPOConfig(beta=a.beta, lr=a.lr, steps=a.dpo_steps, batch_size=4, anchor_weight=0.1 if a.anchor_data.is_dir() else 0.0,
-                    threads=a.threads, seed=a.seed, ckpt_every=20)
-    anchor = None
-    if cfg.anchor_weight > 0:
-        from vibe3r.recon.train import PairStream
+        pair_ij = sorted({(p.i, p.j) for p in store.preferences(round=1)})
+    table = [row("SFT (weights/recon-base)", evaluate(a.ckpt, "SFT", a, a.out / "eval-sft.json"))]
+    reward_fn, grpo_pairs = None, []
+    if "grpo" in a.methods:
+        spec = str(REAL / "7scenes-redkitchen") + "@0:125"
+        small, full = load_capture(spec, size=a.size), load_capture(spec)
+        colour_focal(small, full)
+        from vibe3r.preference.rewards import score_samples
 
-        anchor = PairStream(a.anchor_data, batch_size=4, seed=a.seed)
-    t0 = time.time()
-    trainer = DPOTrainer(ReconModel.from_pretrained(a.ckpt), a.temperature, cfg, a.out / "dpo")
-    last = trainer.train(recs, anchor_batches=anchor, resume=(a.out / "dpo").is_dir())
-    print(f"DPO {cfg.steps} steps in {time.time() - t0:.0f}s: {last}", flush=True)
-    merged = next((p for p in (a.out / "dpo").rglob("config.json") if (p.parent / "model.safetensors").is_file()), None)
-    results["dpo"] = evaluate(merged.parent, "SFT+DPO", a)
-    (a.out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+        sampler = CaptureSampler(MatchPolicy(ReconModel.from_pretrained(a.ckpt), temperature=a.temperature), small, full)
+        keys = {}
+        for i, j in pair_ij:
+            pr = sampler.pair_input(i, j)
+            keys[id(pr)] = (i, j)
+            grpo_pairs.append(pr)
+
+        def reward_fn(pair, samples):  # noqa: ANN001, ANN202
+            i, j = keys[id(pair)]
+            return np.array([r["combined"] for r in score_samples(sampler.context(i, j, pair), samples, sampler.cfg)])
+
+    for method in [m for m in a.methods.split(",") if m]:
+        merged = train_variant(method, recs, grpo_pairs, reward_fn, a)
+        tag = merged.parent.name
+        table.append(row(f"SFT+{tag}", evaluate(merged, tag, a, a.out / f"eval-{tag}.json")))
+    print("\n| model | 7-Scenes AUC@5/10/20, med rot | TUM | synthetic |\n|---|---|---|---|")
+    print("\n".join(table))
 
 
 if __name__ == "__main__":
