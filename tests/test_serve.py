@@ -222,3 +222,24 @@ def _jpeg(img: np.ndarray | None = None, fmt: str = "JPEG") -> bytes:
     b = io.BytesIO()
     Image.fromarray(moving_frames(1)[0] if img is None else img).save(b, format=fmt)
     return b.getvalue()
+
+
+@pytest.mark.slow  # a job process starts (torch import)
+def test_a_job_over_the_time_limit_is_stopped_and_fails(tmp_path, ckpt, videos):
+    cfg = ServeConfig(data=tmp_path / "data", ckpt=ckpt, recon=FAST, job_timeout_s=0.2)
+    with running_server(cfg) as (url, app):
+        c = Client(url)
+        job = c.wait(c.upload(videos["good"])[1]["id"], timeout=120)
+        assert job["state"] == "failed" and "longer than the limit" in job["error"]
+
+
+def test_serve_command_is_registered_with_its_options():
+    from typer.testing import CliRunner
+
+    from vibe3r.cli import app
+
+    res = CliRunner().invoke(app, ["serve", "--help"])
+    assert res.exit_code == 0
+    for opt in ("--host", "--port", "--data", "--ckpt", "--auth", "--max-upload-mb", "--jobs-per-client", "--job-timeout-min"):
+        assert opt in res.output
+    assert CliRunner().invoke(app, ["serve", "--auth", "nopassword"]).exit_code != 0

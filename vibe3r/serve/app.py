@@ -176,7 +176,6 @@ def create_app(cfg: ServeConfig, start_worker: bool = True) -> FastAPI:
                     return _error(429, f"you already have {cfg.limits.jobs_per_client} jobs queued or running; "
                                        "wait for one to finish")
                 store.create(client, kind, name, n, info, contribute, job_id=job_id)
-            worker.wake()
             return JSONResponse(public(store.get(job_id)), status_code=201)
         finally:
             await form.close()

@@ -18,6 +18,7 @@ def serve(
     max_duration_s: Annotated[float, typer.Option("--max-duration", help="longest video (seconds)")] = 600.0,
     jobs_per_client: Annotated[int, typer.Option("--jobs-per-client", help="queued + running jobs one client may have")] = 5,
     workers: Annotated[int, typer.Option("--workers", help="jobs run at once, each in its own process")] = 1,
+    job_timeout_min: Annotated[float, typer.Option("--job-timeout-min", help="a job running longer is stopped and fails")] = 30.0,
     size: Annotated[int, typer.Option("--size", help="longer image side the network sees (pixels)")] = 128,
     max_frames: Annotated[int, typer.Option("--max-frames", help="frames kept from each upload, evenly spread")] = 32,
     iters: Annotated[int, typer.Option("--iters", help="global alignment iterations")] = 300,
@@ -32,6 +33,7 @@ def serve(
     from vibe3r.serve.config import Limits, ReconSettings, ServeConfig
 
     cfg = ServeConfig(data=data.resolve(), ckpt=ckpt.resolve() if ckpt else None, host=host, port=port, auth=auth, workers=workers,
+                      job_timeout_s=60 * job_timeout_min,
                       limits=Limits(max_upload_mb=max_upload_mb, max_duration_s=max_duration_s, jobs_per_client=jobs_per_client),
                       recon=ReconSettings(size=size, max_frames=max_frames, iters=iters, pose=pose, mesh=mesh, threads=threads))
     if cfg.ckpt is None:

@@ -37,6 +37,14 @@ class ReconSettings:
     mesh: bool = True  # TSDF mesh
     threads: int = 1  # torch threads of a job process
 
+    def __post_init__(self) -> None:
+        poses = ("auto", "essential", "pnp", "procrustes")
+        if self.pose not in poses:
+            raise InputError(f"unknown pose solver {self.pose!r}; valid: {', '.join(poses)}")
+        if self.size < 16 or self.max_frames < 2 or self.iters < 0 or self.threads < 1:
+            raise InputError(f"bad reconstruction settings: size {self.size} (>= 16), max_frames {self.max_frames} (>= 2), "
+                             f"iters {self.iters} (>= 0), threads {self.threads} (>= 1)")
+
 
 @dataclass
 class ServeConfig:
@@ -46,6 +54,7 @@ class ServeConfig:
     port: int = 7860
     auth: str | None = None  # "user:password" (HTTP Basic) when the server is exposed
     workers: int = 1  # jobs run at once (each in its own process)
+    job_timeout_s: float = 1800.0  # a job running longer is killed and fails
     limits: Limits = field(default_factory=Limits)
     recon: ReconSettings = field(default_factory=ReconSettings)
 
@@ -80,4 +89,4 @@ class ServeConfig:
     def from_json(cls, text: str) -> ServeConfig:
         d = json.loads(text)
         return cls(data=Path(d["data"]), ckpt=None if d["ckpt"] is None else Path(d["ckpt"]), host=d["host"], port=d["port"],
-                   workers=d["workers"], limits=Limits(**d["limits"]), recon=ReconSettings(**d["recon"]))
+                   workers=d["workers"], job_timeout_s=d["job_timeout_s"], limits=Limits(**d["limits"]), recon=ReconSettings(**d["recon"]))

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 from vibe3r.serve.config import ServeConfig
 from vibe3r.serve.jobs import JobStore
@@ -18,8 +19,8 @@ class Worker:
     """``cfg.workers`` supervisor threads, each running one job process that claims jobs from the queue.
 
     A job process that dies on its own (crash, signal) fails the job it held with a readable line and is
-    started again; ``stop()`` terminates the processes and puts their jobs back in the queue, so a
-    restarted server picks them up (a server killed outright: its children get SIGTERM from the kernel
+    started again, and so does one whose job runs past ``cfg.job_timeout_s`` (killed). ``stop()`` terminates
+    the processes and puts their jobs back in the queue, so a restarted server picks them up (a server killed outright: its children get SIGTERM from the kernel
     and the next server re-queues what they held, ``JobStore.requeue_running``).
     """
 
@@ -36,9 +37,6 @@ class Worker:
             t = threading.Thread(target=self._loop, args=(i,), name=f"vibe3r-worker-{i}", daemon=True)
             t.start()
             self._threads.append(t)
-
-    def wake(self) -> None:
-        """Kept for callers: job processes poll the queue themselves."""
 
     def stop(self, timeout: float = 15.0) -> None:
         self._stop.set()
@@ -59,6 +57,11 @@ class Worker:
         finally:
             logf.close()
 
+    def _overdue(self, p: subprocess.Popen, job: dict | None = None) -> bool:
+        """Whether the job the process holds has run past ``cfg.job_timeout_s``."""
+        jobs = [job] if job is not None else self.store.running_of(str(p.pid))
+        return any(j["started"] is not None and time.time() - j["started"] > self.cfg.job_timeout_s for j in jobs)
+
     def _loop(self, slot: int) -> None:
         while not self._stop.is_set():
             p = self._spawn(slot)
@@ -69,6 +72,10 @@ class Worker:
                     rc = p.wait(timeout=self.poll_s)
                     break
                 except subprocess.TimeoutExpired:
+                    if self._overdue(p):
+                        p.kill()
+                        rc = p.wait()
+                        break
                     if self._stop.is_set():
                         p.terminate()
                         try:
@@ -80,7 +87,11 @@ class Worker:
             with self._lock:
                 self._children.remove(p)
             for job in self.store.running_of(str(p.pid)):
-                if self._stop.is_set():
+                if self._overdue(p, job):
+                    self.store.fail(job["id"], f"the reconstruction took longer than the limit of {self.cfg.job_timeout_s / 60:.0f} min "
+                                               "and was stopped; try a shorter video")
+                    log.warning("job %s: over the time limit", job["id"])
+                elif self._stop.is_set():
                     self.store.requeue(job["id"])
                     log.info("job %s re-queued (server stopping)", job["id"])
                 else:

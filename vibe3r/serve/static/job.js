@@ -40,7 +40,11 @@ function showResult(job) {
 async function poll() {
   let job;
   try { job = await getJSON(`/api/jobs/${jobId}`); }
-  catch (e) { document.getElementById("error").textContent = e.message; setTimeout(poll, 3000); return; }
+  catch (e) {
+    document.getElementById("error").textContent = e.message;
+    if (e.message !== "no such job") setTimeout(poll, 3000);  // the server may be restarting: keep asking
+    return;
+  }
   document.getElementById("name").textContent = job.display_name;
   const st = document.getElementById("state"); st.textContent = stateText(job); st.className = "state-" + job.state;
   document.getElementById("when").textContent = "submitted " + fmtTime(job.created);
