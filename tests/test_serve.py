@@ -104,6 +104,27 @@ def test_video_header_checks(tmp_path, videos, monkeypatch):
         U.check_video(videos["good"], Limits())
 
 
+@pytest.mark.parametrize("fmt, codec, sniffed", [("webm", "libvpx-vp9", "webm"), ("mov", "libx264", "mov"), ("webm", "libvpx", "webm")])
+def test_phone_formats_pass_the_upload_check_and_decode(tmp_path, fmt, codec, sniffed):
+    import av
+
+    from vibe3r.captures import load_capture
+
+    path = tmp_path / f"clip.{fmt}"
+    with av.open(str(path), "w", format=fmt) as c:
+        st = c.add_stream(codec, rate=10)
+        st.width, st.height, st.pix_fmt = 64, 48, "yuv420p"
+        for f in moving_frames(6):
+            for pkt in st.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(pkt)
+        for pkt in st.encode():
+            c.mux(pkt)
+    assert U.sniff(path.read_bytes()[:64]) == sniffed
+    info = U.check_video(path, Limits())
+    assert (info["width"], info["height"]) == (64, 48) and info["duration_s"] == pytest.approx(0.6)
+    assert load_capture(path).images.shape == (6, 48, 64, 3)
+
+
 @pytest.mark.parametrize("which, message", [("static", "camera does not move"), ("black", "all 6 frames are black")])
 def test_static_and_black_videos_fail_the_job_with_a_readable_line(tmp_path, ckpt, videos, which, message):
     cfg = _cfg(tmp_path, ckpt)
