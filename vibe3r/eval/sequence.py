@@ -22,7 +22,8 @@ Metrics (``sequence_metrics``), every one stating its alignment:
 The depth sources of ``recon.triangulate.select_depth`` are all measured in every run: ``pointmap`` (the
 alignment's fused depth from the pointmap heads; for ``sift`` the fused sparse triangulated keypoints),
 ``triangulated`` (the essential-RANSAC inlier matches triangulated with the aligned poses, sparse) and
-``triangulated+pointmap`` (the pointmap depth filling the pixels without a triangulated match); plus the
+``triangulated+pointmap`` (the pointmap depth, rescaled per frame, filling the pixels without a
+triangulated match); plus the
 pointmap depth on exactly the triangulated pixels (``pointmap@tri``), the fair comparison.
 ``depth`` (default ``cfg.depth``, what ``recon run`` exports) chooses the headline one.
 
@@ -46,7 +47,7 @@ from vibe3r import geometry
 from vibe3r.captures import Capture
 from vibe3r.errors import InputError
 from vibe3r.recon import run as RR
-from vibe3r.recon.triangulate import DEPTH_SOURCES, triangulated_depth
+from vibe3r.recon.triangulate import DEPTH_SOURCES, select_depth
 
 METHODS = ("model", "sift", "oracle")
 DEPTHS = DEPTH_SOURCES
@@ -137,8 +138,7 @@ def evaluate_sequence(cap: Capture, method: str = "model", model: torch.nn.Modul
         r = RR.align_capture(cap, cfg=cfg, progress=progress, oracle=True)
     seconds = time.perf_counter() - t0
     n = len(cap)
-    tri, _ = triangulated_depth(r.pred, r.al.c2w, r.al.K, n)
-    depths = {"pointmap": r.al.depth, "triangulated": tri, "triangulated+pointmap": np.where(tri > 0, tri, r.al.depth)}
+    depths = {k: select_depth(k, r.al.depth, r.pred, r.al.c2w, r.al.K) for k in DEPTH_SOURCES}
     metrics = sequence_metrics(r.al.c2w, depths, r.gt)
     res = {
         "method": method,

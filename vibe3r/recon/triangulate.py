@@ -109,8 +109,10 @@ DEPTH_SOURCES = ("pointmap", "triangulated", "triangulated+pointmap")
 def select_depth(source: str, pointmap_depth: np.ndarray, pred: PairwisePredictions, c2w: np.ndarray,
                  K: np.ndarray) -> np.ndarray:
     """The depth (N,H,W) the pipeline exports: ``pointmap`` (the alignment's fused pointmap depth),
-    ``triangulated`` (sparse, ``triangulated_depth``) or ``triangulated+pointmap`` (triangulated where
-    a match gives a depth, the pointmap depth elsewhere; both are in the alignment's world units)."""
+    ``triangulated`` (sparse, ``triangulated_depth``) or ``triangulated+pointmap``: triangulated where a
+    match gives a depth, elsewhere the pointmap depth times s_n = median(tri / pointmap) over frame n's
+    pixels that have both (the two are nominally in the same world units, but on 7-Scenes s_n ranges
+    0.9-1.5 from frame to frame; filling without it made the depth worse than either)."""
     if source not in DEPTH_SOURCES:
         raise InputError(f"unknown depth source {source!r}; valid: {', '.join(DEPTH_SOURCES)}")
     if source == "pointmap":
@@ -118,4 +120,9 @@ def select_depth(source: str, pointmap_depth: np.ndarray, pred: PairwisePredicti
     tri, _ = triangulated_depth(pred, c2w, K, len(c2w))
     if source == "triangulated":
         return tri
-    return np.where(tri > 0, tri, pointmap_depth).astype(np.float32)
+    out = np.empty_like(tri)
+    for n in range(len(tri)):
+        both = (tri[n] > 0) & (pointmap_depth[n] > 0)
+        s = float(np.median(tri[n][both] / pointmap_depth[n][both])) if both.any() else 1.0
+        out[n] = np.where(tri[n] > 0, tri[n], s * pointmap_depth[n])
+    return out
