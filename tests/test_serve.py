@@ -104,6 +104,22 @@ def test_video_header_checks(tmp_path, videos, monkeypatch):
         U.check_video(videos["good"], Limits())
 
 
+def test_photo_checks_and_exif_orientation(tmp_path):
+    img = Image.fromarray(moving_frames(1, h=48, w=64)[0])
+    exif = Image.Exif()
+    exif[U.EXIF_ORIENTATION] = 6  # stored sideways: shown rotated 90 degrees clockwise
+    img.save(tmp_path / "side.jpg", exif=exif)
+    assert U.check_photo(tmp_path / "side.jpg", Limits()) == (48, 64)  # rewritten upright
+    with Image.open(tmp_path / "side.jpg") as im:
+        assert im.size == (48, 64) and im.getexif().get(U.EXIF_ORIENTATION, 1) == 1
+    img.save(tmp_path / "big.png")
+    with pytest.raises(InputError, match="a photo is too large"):
+        U.check_photo(tmp_path / "big.png", Limits(max_pixels=100))
+    (tmp_path / "bad.jpg").write_bytes((tmp_path / "side.jpg").read_bytes()[:200])
+    with pytest.raises(InputError, match="a photo is corrupt"):
+        U.check_photo(tmp_path / "bad.jpg", Limits())
+
+
 @pytest.mark.parametrize("fmt, codec, sniffed", [("webm", "libvpx-vp9", "webm"), ("mov", "libx264", "mov"), ("webm", "libvpx", "webm")])
 def test_phone_formats_pass_the_upload_check_and_decode(tmp_path, fmt, codec, sniffed):
     import av

@@ -138,16 +138,30 @@ def _has_decoder(name: str) -> bool:
         return False
 
 
+EXIF_ORIENTATION = 0x0112
+
+
 def check_photo(path: Path, limits: Limits) -> tuple[int, int]:
-    """A photo's size from its header, then a full verify of the file; (width, height)."""
-    from PIL import Image
+    """A photo's size from its header, then a full verify of the file; (width, height) as displayed.
+
+    A phone photo taken upright is often stored sideways with an EXIF orientation tag: such a file is
+    rewritten upright (same format), as players show it and as the reconstruction must see it.
+    """
+    from PIL import Image, ImageOps
 
     try:
         with Image.open(path) as im:
             w, h = im.size
             if w * h > limits.max_pixels:
                 raise InputError(f"a photo is too large: {w}x{h} pixels, the limit is {limits.max_pixels / 1e6:.1f} megapixels")
+            orientation = im.getexif().get(EXIF_ORIENTATION, 1)
+            fmt = im.format
             im.verify()
+        if orientation not in (1, None):
+            with Image.open(path) as im:
+                up = ImageOps.exif_transpose(im)
+                up.save(path, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+                w, h = up.size
     except InputError:
         raise
     except Exception:
