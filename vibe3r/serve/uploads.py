@@ -154,11 +154,10 @@ def check_photo(path: Path, limits: Limits) -> tuple[int, int]:
             w, h = im.size
             if w * h > limits.max_pixels:
                 raise InputError(f"a photo is too large: {w}x{h} pixels, the limit is {limits.max_pixels / 1e6:.1f} megapixels")
-            orientation = im.getexif().get(EXIF_ORIENTATION, 1)
-            fmt = im.format
-            im.verify()
-        if orientation not in (1, None):
-            with Image.open(path) as im:
+            im.verify()  # must come right after open (PNG)
+        with Image.open(path) as im:
+            if im.getexif().get(EXIF_ORIENTATION, 1) not in (1, None):
+                fmt = im.format
                 up = ImageOps.exif_transpose(im)
                 up.save(path, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
                 w, h = up.size
