@@ -10,18 +10,20 @@
    view 1's depth (and the inverse transform must not).
 3. Runs the unchanged ``vibe3r eval pairs`` CLI on it for the checkpoint (``--ransac ransac`` and
    ``usac_accurate``), SIFT at the pairs' resolution and at 4x (images upsampled to 512 px, K rescaled),
-   and the no-motion prior; prints the table (AUC@5/10/20 of max(rot, tdir), medians, failures).
+   and the no-motion prior; prints the table (AUC@5/10/20 of max(rot, tdir), medians, failures), with
+   90% intervals from resampling *rooms* (pairs of one room are correlated) and paired differences.
 
-The full benchmark (10 rooms x 16 pairs at 128x96; ~15 min to render on a free 2-core CPU, then
-~3 min of evaluation)::
+The full benchmark (20 rooms x 16 pairs = 320 pairs at 128x96; ~30 min to render on a loaded 2-core
+CPU, once; then ~10 min of evaluation)::
 
     .venv/bin/python bench/synthetic_pairs.py                            # shipped checkpoint
-    .venv/bin/python bench/synthetic_pairs.py --ckpt runs/x/recon-dpo    # another checkpoint, same pairs
+    .venv/bin/python bench/synthetic_pairs.py --ckpt runs/x/recon-dpo --against bench/out/synthetic/recon-base
+                                                       # another checkpoint, same pairs, paired differences
 
 A tiny CPU run (2 rooms x 4 pairs, its own folder)::
 
-    .venv/bin/python bench/synthetic_pairs.py --data bench/out/synthetic-tiny --videos 2 --pairs 4 \\
-        --set prompts.max_frames=12
+    .venv/bin/python bench/synthetic_pairs.py --data bench/out/synthetic-tiny --out bench/out/synthetic-tiny/eval \\
+        --videos 2 --pairs 4 --set prompts.max_frames=12
 """
 
 from __future__ import annotations
@@ -197,18 +199,57 @@ def _f(x: float | None, fmt: str = "5.1f") -> str:
     return "inf" if x is None else format(x, fmt)
 
 
-def table(results: list[tuple[str, dict]], key: str = "all") -> str:
-    """Markdown table of the summaries under ``key`` (``all`` or ``baseline>=0.15``)."""
-    head = "| method | input | n | AUC@5 | AUC@10 | AUC@20 | median rot (°) | median tdir (°) | fail % | s |"
-    lines = [head, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
+def _room_errors(per_pair: list[dict], min_baseline: float = 0.0) -> dict[str, np.ndarray]:
+    """max(rot, tdir) errors (failures = inf) grouped by room, the ``images/VVVVV/`` folder of name0."""
+    by_room: dict[str, list[float]] = {}
+    for p in per_pair:
+        if p["baseline"] >= min_baseline:
+            e = [np.inf if x is None else x for x in (p["rot_err"], p["tdir_err"])]
+            by_room.setdefault(p["name0"].split("/")[1], []).append(max(e))
+    return {k: np.array(v) for k, v in by_room.items()}
+
+
+def room_bootstrap_auc10(*per_pairs: list[dict], min_baseline: float = 0.0, draws: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """90% interval of AUC@10 when the *rooms* are resampled with replacement (pairs of one room are
+    correlated, so the room is the sampling unit). With two per-pair lists (the same pairs, two methods)
+    the interval is of the paired difference AUC@10(first) - AUC@10(second) on the same draws."""
+    from vibe3r import geometry
+
+    groups = [_room_errors(pp, min_baseline) for pp in per_pairs]
+    rooms = sorted(groups[0])
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(draws):
+        pick = [rooms[i] for i in rng.integers(len(rooms), size=len(rooms))]
+        auc = [geometry.pose_auc(np.concatenate([g[r] for r in pick]), (10.0,))[0] for g in groups]
+        vals.append(auc[0] if len(auc) == 1 else auc[0] - auc[1])
+    return float(np.percentile(vals, 5)), float(np.percentile(vals, 95))
+
+
+def differences(pairs_of_rows: list[tuple[str, dict, str, dict]], key: str = "all", min_baseline: float = 0.0) -> str:
+    """Markdown table of paired AUC@10 differences (first minus second) with their room-bootstrap 90% CI."""
+    lines = ["| AUC@10 difference | value | 90% CI (rooms, paired) |", "|---|--:|--:|"]
+    for la, a, lb, b in pairs_of_rows:
+        if [(p["name0"], p["name1"]) for p in a["per_pair"]] != [(p["name0"], p["name1"]) for p in b["per_pair"]]:
+            raise SystemExit(f"{la} and {lb} were evaluated on different pairs")
+        lo, hi = room_bootstrap_auc10(a["per_pair"], b["per_pair"], min_baseline=min_baseline)
+        lines.append(f"| {la} - {lb} | {a[key]['auc10'] - b[key]['auc10']:+.1f} | {lo:+.1f} to {hi:+.1f} |")
+    return "\n".join(lines)
+
+
+def table(results: list[tuple[str, dict]], key: str = "all", min_baseline: float = 0.0) -> str:
+    """Markdown table of the summaries under ``key`` (``all`` or ``baseline>=0.15`` with ``min_baseline``)."""
+    head = "| method | input | n | AUC@5 | AUC@10 | AUC@10 90% CI (rooms) | AUC@20 | median rot (°) | median tdir (°) | fail % | s |"
+    lines = [head, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for label, r in results:
         s = r[key]
         if not s.get("n"):
             continue
         w, h = r["size"]
-        lines.append(f"| {label} | {w}x{h} | {s['n']} | {_f(s['auc5'])} | {_f(s['auc10'])} | {_f(s['auc20'])} | "
+        lo, hi = room_bootstrap_auc10(r["per_pair"], min_baseline=min_baseline)
+        lines.append(f"| {label} | {w}x{h} | {s['n']} | {_f(s['auc5'])} | {_f(s['auc10'])} | {lo:.1f}-{hi:.1f} | {_f(s['auc20'])} | "
                      f"{_f(s['median_rot'], '.2f')} | {_f(s['median_tdir'], '.2f')} | {_f(s['fail_pct'])} | {r['seconds']:.0f} |")
-    return "\n".join(lines)
+    return "\n".join(lines) if len(lines) > 2 else "(no pairs)"
 
 
 def pair_stats(per_pair: list[dict]) -> str:
@@ -221,9 +262,9 @@ def pair_stats(per_pair: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ckpt", type=Path, default=ROOT / "weights" / "recon-base", help="checkpoint folder (config.json + safetensors)")
-    ap.add_argument("--data", type=Path, default=ROOT / "data" / "heldout-128", help="held-out dataset folder (rendered if missing)")
+    ap.add_argument("--data", type=Path, default=ROOT / "data" / "synthetic-heldout-128", help="held-out dataset folder (rendered if missing)")
     ap.add_argument("--out", type=Path, default=None, help="result JSONs and table (default bench/out/synthetic/<ckpt name>)")
-    ap.add_argument("--videos", type=int, default=10, help="held-out rooms (one scene seed each)")
+    ap.add_argument("--videos", type=int, default=20, help="held-out rooms (one scene seed each)")
     ap.add_argument("--pairs", type=int, default=16, help="pairs drawn per room")
     ap.add_argument("--seed-start", type=int, default=900, help="first scene seed (held-out: seed-start + videos <= 1000)")
     ap.add_argument("--seed", type=int, default=900, help="prompt and pair-draw seed")
@@ -231,6 +272,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--config", type=Path, default=BASE_CONFIG, help="base config of the pair set (the checkpoint's training data config)")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra config override for the pair set (KEY=VALUE)")
     ap.add_argument("--only", default=None, help="comma-separated row labels' first words to run (model,sift,identity)")
+    ap.add_argument("--against", type=Path, default=None,
+                    help="output folder of an earlier run on the same pairs (e.g. bench/out/synthetic/recon-base): paired model differences")
     a = ap.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -260,7 +303,19 @@ def main(argv: list[str] | None = None) -> None:
     stats = pair_stats(results[0][1]["per_pair"])
     text = (f"held-out synthetic pairs: {a.data} ({index['n_pairs']} pairs, {len(index['videos'])} rooms, scene seeds "
             f"{seeds[0]}-{seeds[-1]}), checkpoint {a.ckpt}\n{stats}\n\nall pairs\n\n{table(results)}\n\n"
-            f"baseline >= 0.15 m\n\n{table(results, 'baseline>=0.15')}\n")
+            f"baseline >= 0.15 m\n\n{table(results, 'baseline>=0.15', 0.15)}\n")
+    got = dict(results)
+    big = 4 * a.size
+    versus = [(f"model {a.size} {r}", f"sift {a.size} {r}") for r in ("ransac", "usac_accurate")]
+    versus += [(f"model {a.size} {r}", f"sift {big} (4x) {r}") for r in ("ransac", "usac_accurate")]
+    versus = [(x, got[x], y, got[y]) for x, y in versus if x in got and y in got]
+    if a.against is not None:
+        for label in (f"model {a.size} ransac", f"model {a.size} usac_accurate"):
+            old = a.against / f"{label.replace(' ', '_')}.json"
+            if label in got and old.is_file():
+                versus.append((f"{label} [{a.ckpt.name}]", got[label], f"[{a.against.name}]", json.loads(old.read_text())))
+    if versus:
+        text += f"\npaired differences, all pairs\n\n{differences(versus)}\n"
     (out / "table.md").write_text(text)
     summary = {label: {k: v for k, v in r.items() if k != "per_pair"} for label, r in results}
     (out / "results.json").write_text(json.dumps({"data": str(a.data), "ckpt": str(a.ckpt), "scene_seeds": seeds,
