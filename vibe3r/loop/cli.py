@@ -95,4 +95,6 @@ def status_cmd(
         t.add_row(str(r["round"]), r["state"], stages, pair("heldout_auc10"), pair("real_auc10"), pair("heldout_loss"),
                   f("heldout_depth_absrel"), "-" if ck is None else ("yes" if ck["promoted"] else "no: " + ck["reason"]))
     con.print(t)
-    con.print(f"live recon checkpoint: round {st['live']['round']} ({st['live']['path']})")
+    live = st["live"]
+    con.print(f"live recon checkpoint: round {live['round']} ({live['path']})" if live["round"]
+              else f"live recon checkpoint: the base ({live['path']}, no round promoted yet)")

@@ -189,4 +189,4 @@ def status(run_dir: str | Path) -> dict[str, Any]:
         link = run_dir / "live"
         return {"run": str(run_dir), "rounds": rounds,
                 "live": {"round": live["round"], "path": live["path"]} if live is not None
-                else {"round": 0, "path": os.readlink(link) if link.is_symlink() else None}}
+                else {"round": 0, "path": os.path.realpath(link) if link.is_symlink() else None}}
