@@ -287,6 +287,31 @@ class LoopConfig(Section):
     seed: int = Field(0, description="seed of each round's prompts, scenes, pair draws, replay choice and training")
 
 
+class PreferenceConfig(Section):
+    """Preference stage of the loop: sample and score reconstructions of real captures, then DPO or GRPO
+    of the reconstruction model (``vibe3r.preference``; the CLI ``vibe3r preference`` takes the same knobs)."""
+
+    captures: list[str] = Field(["../shared/data/real/7scenes-redkitchen@0:125"],
+                                description="real capture specs with intrinsics (relative paths: cwd, then the project folder); "
+                                            "the default is 7-Scenes frames 0-496, the preference-training side")
+    focal: tuple[float, float] | None = Field((518.0, 532.0), description="fx, fy of the native frames used by the rewards "
+                                              "(7-Scenes documents its depth camera's 585; its colour camera fits 518, 532); None = the capture's K")
+    size: int = Field(128, ge=16, description="longer image side the policy sees")
+    pairs: int = Field(8, ge=1, description="pairs sampled per capture and round")
+    n: int = Field(6, ge=2, description="samples per pair (the mode is added)")
+    min_gap: int = Field(3, ge=1, description="smallest frame gap of a pair")
+    max_gap: int = Field(15, ge=1, description="largest frame gap of a pair")
+    temperature: float = Field(0.07, gt=0, description="policy temperature (the InfoNCE one)")
+    min_margin: float = Field(0.05, ge=0, description="smallest combined-reward difference that makes a preference")
+    per_pair: int = Field(2, ge=1, description="preferences per pair")
+    method: Literal["dpo", "grpo"] = Field("dpo", description="preference optimiser")
+    steps: int = Field(20, ge=1, description="DPO steps or GRPO rollouts per round")
+    beta: float = Field(0.1, gt=0, description="DPO beta")
+    reduction: Literal["sum", "mean"] = Field("sum", description="sample log-likelihood: sum over draws | mean per draw")
+    lr: float = Field(1e-4, gt=0, description="adapter learning rate")
+    anchor_weight: float = Field(0.1, ge=0, description="supervised anchor on the round's simulator pairs")
+
+
 # --------------------------------------------------------------------------------------------
 # root
 # --------------------------------------------------------------------------------------------
@@ -302,6 +327,7 @@ class Config(Section):
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     recon: ReconConfig = Field(default_factory=ReconConfig)
     loop: LoopConfig = Field(default_factory=LoopConfig)
+    preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
 
 
 def _fmt_error(err: ValidationError, model: type[BaseModel]) -> str:

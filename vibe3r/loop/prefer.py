@@ -1,0 +1,153 @@
+"""The loop's preference stages: the real world as the judge of the reconstruction model.
+
+``sample_real``  the round's candidate checkpoint (after ``train_recon``) draws ``preference.n``
+                 reconstructions + its mode of ``preference.pairs`` pairs of every real capture; the
+                 self-supervised rewards score them; the best samples are preferred over the worst. All
+                 of it goes into the round's preference store ``sample_real/preferences.sqlite`` — inside
+                 the stage folder, so it appears atomically with the stage (a killed attempt leaves no
+                 half-written store behind; the stage is re-run from scratch and, seeded, gives the
+                 same rows).
+``prefer_recon`` DPO (or GRPO) of LoRA adapters on that checkpoint with the round's preferences, a
+                 supervised anchor on the round's simulator pairs; the merged model becomes the round's
+                 ``recon`` checkpoint, which ``evaluate`` and ``promote`` then judge like any other.
+                 Resumable: the trainer's own checkpoints live in the stage's work folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from vibe3r.errors import InputError
+from vibe3r.loop.stage import StageContext, StageResult
+
+
+def _captures(ctx: StageContext, size: int | None):  # noqa: ANN202
+    from vibe3r.captures import load_capture
+    from vibe3r.loop.stages import resolve_path
+
+    pc = ctx.cfg.preference
+    out = []
+    for spec in pc.captures:
+        path, _, rng = spec.partition("@")
+        full_spec = str(resolve_path(path)) + (f"@{rng}" if rng else "")
+        cap = load_capture(full_spec, size=size)
+        if pc.focal is not None and cap.K is not None:
+            s = cap.images.shape[2] / cap.meta["native_size"][1]
+            cap.K[:, 0, 0], cap.K[:, 1, 1] = pc.focal[0] * s, pc.focal[1] * s
+        out.append((full_spec, cap))
+    return out
+
+
+def sample_real(ctx: StageContext) -> StageResult:
+    from vibe3r.preference.cli import model_version
+    from vibe3r.preference.sampling import CaptureSampler, choose_pairs
+    from vibe3r.preference.store import PreferenceStore
+    from vibe3r.recon.model import ReconModel
+    from vibe3r.recon.policy import MatchPolicy
+
+    pc = ctx.cfg.preference
+    ckpt = Path(ctx.inputs["recon"])
+    version = model_version(ckpt)
+    policy = MatchPolicy(ReconModel.from_pretrained(ckpt), temperature=pc.temperature)
+    store_path = ctx.out("store")
+    if store_path.exists():  # a killed attempt: start the store again (seeded: the same rows)
+        store_path.unlink()
+    smalls, fulls = _captures(ctx, pc.size), _captures(ctx, None)
+    total = len(smalls) * pc.pairs
+    done = 0
+    with PreferenceStore(store_path) as store:
+        for c, ((spec, small), (_, full)) in enumerate(zip(smalls, fulls)):
+            sampler = CaptureSampler(policy, small, full)
+            cap_id = store.add_capture(spec, small.name, len(small.images))
+            for k, (i, j) in enumerate(choose_pairs(len(small.images), pc.pairs, pc.min_gap, pc.max_gap, ctx.seed + c)):
+                ctx.progress(done, total, f"capture {c + 1}/{len(smalls)} pair {k + 1}")
+                sp = sampler.sample_pair(i, j, pc.n, seed=ctx.seed + 1000 * (c * pc.pairs + k))
+                store.add_samples(store.add_pair(cap_id, i, j), sp.samples, sp.rewards, version, ctx.round)
+                done += 1
+        n_pref = store.prefer_by_reward(ctx.round, version, pc.min_margin, pc.per_pair)
+        rows = store.samples(round=ctx.round)
+    ctx.progress(total, total, "scored")
+    modes = [s for s in rows if s.is_mode]
+    return StageResult({
+        "pairs": float(total), "samples": float(len(rows)), "preferences": float(n_pref),
+        "degenerate_frac": float(np.mean([s.degenerate is not None for s in rows])) if rows else None,
+        "mean_reward": float(np.mean([s.combined for s in rows])) if rows else None,
+        "mode_reward": float(np.mean([s.combined for s in modes])) if modes else None,
+    })
+
+
+def prefer_recon(ctx: StageContext) -> StageResult:
+    from vibe3r.preference.store import PreferenceStore
+    from vibe3r.recon.model import ReconModel
+    from vibe3r.recon.policy import PairInput
+
+    pc = ctx.cfg.preference
+    ckpt = Path(ctx.inputs["recon"])
+    model = ReconModel.from_pretrained(ckpt)
+    caps = dict(_captures(ctx, pc.size))
+    anchor = None
+    if pc.anchor_weight > 0 and ctx.inputs.get("pairs"):
+        from vibe3r.recon.train import PairStream
+
+        anchor = PairStream(ctx.inputs["pairs"], batch_size=4, seed=ctx.seed)
+    out = ctx.out("recon")
+    trainer_dir = ctx.work / "trainer"
+    with PreferenceStore(Path(ctx.inputs["store"])) as store:
+        prefs = store.preferences(round=ctx.round)
+        pair_rows = store.db.execute("SELECT c.spec, p.i, p.j FROM pairs p JOIN captures c ON c.id = p.capture_id ORDER BY p.id").fetchall()
+    if pc.method == "dpo":
+        from vibe3r.preference.dpo import DPOConfig, DPOTrainer
+
+        if not prefs:  # every sample of every pair scored alike: nothing to prefer, the checkpoint passes through
+            import shutil
+
+            if out.exists():
+                shutil.rmtree(out)
+            shutil.copytree(ckpt, out)
+            return StageResult({"dpo_preferences": 0.0})
+        recs = []
+        for p in prefs:
+            c = caps[p.capture_spec]
+            pair = PairInput.from_uint8(c.images[p.i], c.images[p.j], c.K[p.i], c.K[p.j], model.config.patch_size)
+            recs.append((pair, p.chosen.as_pair_sample(), p.rejected.as_pair_sample()))
+        cfg = DPOConfig(beta=pc.beta, reduction=pc.reduction, lr=pc.lr, steps=pc.steps, anchor_weight=pc.anchor_weight if anchor else 0.0,
+                        seed=ctx.seed, ckpt_every=max(1, pc.steps // 4))
+        last = DPOTrainer(model, pc.temperature, cfg, trainer_dir, progress=False).train(recs, anchor_batches=anchor, resume=trainer_dir.is_dir())
+    else:
+        from vibe3r.preference.grpo import GRPOConfig, GRPOTrainer
+        from vibe3r.preference.rewards import score_samples
+        from vibe3r.preference.sampling import CaptureSampler
+        from vibe3r.recon.policy import MatchPolicy
+
+        fulls = dict(_captures(ctx, None))
+        samplers = {spec: CaptureSampler(MatchPolicy(model, temperature=pc.temperature), caps[spec], fulls[spec], cycle=False)
+                    for spec in caps}
+        pairs, keys = [], {}
+        for spec, i, j in pair_rows:
+            pr = samplers[spec].pair_input(i, j)
+            keys[id(pr)] = (spec, i, j)
+            pairs.append(pr)
+
+        def reward_fn(pair, samples):  # noqa: ANN001, ANN202
+            spec, i, j = keys[id(pair)]
+            return np.array([r["combined"] for r in score_samples(samplers[spec].context(i, j, pair), samples, samplers[spec].cfg)])
+
+        cfg = GRPOConfig(n=pc.n, temperature=pc.temperature, lr=pc.lr, steps=pc.steps, anchor_weight=pc.anchor_weight if anchor else 0.0,
+                         seed=ctx.seed, ckpt_every=max(1, pc.steps // 4))
+        last = GRPOTrainer(model, cfg, trainer_dir, progress=False).train(pairs, reward_fn, anchor_batches=anchor,
+                                                                         resume=trainer_dir.is_dir())
+    merged = trainer_dir / "merged"
+    if not (merged / "model.safetensors").is_file():
+        raise InputError(f"the {pc.method} trainer wrote no merged checkpoint in {merged}")
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    merged.rename(out)
+    (out / "preference.json").write_text(json.dumps({"method": pc.method, "parent": str(ckpt), "last": last}, default=str))
+    keep = ("loss", "dpo_loss", "margin", "accuracy", "kl", "reward_mean", "kl_k3", "chosen_reward", "rejected_reward")
+    metrics = {f"{pc.method}_{k}": float(v) for k, v in last.items() if k in keep and isinstance(v, (int, float))}
+    return StageResult({**metrics, f"{pc.method}_preferences": float(len(prefs))})
