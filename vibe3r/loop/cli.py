@@ -3,6 +3,7 @@
     vibe3r loop iterate --config configs/default.yaml --run runs/demo            # one round (loop.rounds)
     vibe3r loop iterate --run runs/demo --rounds 3                               # three more rounds
     vibe3r loop status --run runs/demo
+    vibe3r loop compare --run runs/demo --rounds 1 3 5 --out report.html      # HTML report (--json: numbers)
 """
 
 from __future__ import annotations
@@ -98,3 +99,29 @@ def status_cmd(
     live = st["live"]
     con.print(f"live recon checkpoint: round {live['round']} ({live['path']})" if live["round"]
               else f"live recon checkpoint: the base ({live['path']}, no round promoted yet)")
+
+
+@app.command("compare", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def compare_cmd(
+    ctx: typer.Context,
+    run: RunOpt,
+    rounds: Annotated[list[str] | None, typer.Option("--rounds", help="rounds to compare: --rounds 1 3 5 (or 1,3,5); default all")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="the self-contained HTML report to write")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report's numbers as JSON")] = False,
+) -> None:
+    """Compare rounds: metrics, promotion, rewards, preference margins, SFT vs DPO/GRPO, human win rate, GLBs."""
+    from vibe3r.errors import Vibe3rError
+    from vibe3r.loop.compare import compare
+
+    tokens = [t for r in (rounds or []) for t in r.split(",")] + list(ctx.args)  # `--rounds 1 3 5`: 3 and 5 arrive as extra args
+    try:
+        picked = [int(t) for t in tokens if t.strip()]
+    except ValueError:
+        raise Vibe3rError(f"--rounds takes round numbers, got {' '.join(tokens)!r}") from None
+    if out is None and not as_json:
+        raise Vibe3rError("nothing to do: give --out report.html and/or --json")
+    data = compare(run, out, picked or None)
+    if as_json:
+        typer.echo(json.dumps(data, indent=1))
+    if out is not None:
+        typer.echo(f"wrote {out} ({len(data['rounds'])} rounds)", err=as_json)
