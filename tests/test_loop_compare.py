@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -184,3 +185,31 @@ def test_unknown_run_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.Mon
 def test_unknown_round_is_a_one_line_error(run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     code, err = _main(monkeypatch, capsys, "--run", str(run), "--rounds", "1", "7", "--json")
     assert code == 2 and err.count("\n") == 1 and "round 7 is not in" in err and "rounds: 1, 2, 3" in err
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SHOTS = Path(__file__).resolve().parents[1] / "bench" / "out" / "loop-compare"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(run: Path, tmp_path: Path) -> None:
+    """Debian's chromium (through Playwright, never a downloaded browser) opens the report offline: every
+    embedded figure decodes, the table is laid out, a full-page screenshot is taken (bench/out/loop-compare/)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    out = tmp_path / "report.html"
+    assert CliRunner().invoke(app, ["compare", "--run", str(run), "--out", str(out)]).exit_code == 0
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1250, "height": 900}, offline=True)
+            page.goto(out.as_uri())
+            sizes = page.eval_on_selector_all("img", "els => els.map(e => [e.id, e.complete, e.naturalWidth, e.naturalHeight])")
+            rows = page.eval_on_selector_all("table:first-of-type tr", "els => els.length")
+            page.screenshot(path=str(SHOTS / "report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert {s[0] for s in sizes} == {"fig-auc", "fig-losses", "fig-rewards", "fig-margins"}
+    assert all(ok and w > 200 and h > 100 for _, ok, w, h in sizes), sizes
+    assert rows == 4  # header + rounds 1, 2, 3
+    assert (SHOTS / "report.png").stat().st_size > 20_000
