@@ -519,6 +519,8 @@ def render_html(data: dict[str, Any], out: Path) -> str:
         _img(figs, "rewards", "reward distributions per round", "no preference store in these rounds"),
         _img(figs, "margins", "preference margins per round", "no preferences in these rounds"),
         "<h2>SFT vs DPO vs GRPO</h2>", sft_table,
+        '<p class="absent">held-out AUC is of the round\'s final checkpoint: after the preference stage when one ran '
+        "(an <code>eval.json</code> that also evaluates the SFT checkpoint adds its own row).</p>",
         "<h2>All metrics</h2>", full,
         "<h2>Stages</h2>", _table(["round", "stages"], stage_rows),
         "</body></html>\n",
