@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from vibe3r.errors import InputError
-from vibe3r.loop.stage import StageContext, StageResult
+from vibe3r.loop.stage import Stage, StageContext, StageResult
 
 
 def _captures(ctx: StageContext, size: int | None):  # noqa: ANN202
@@ -151,3 +151,11 @@ def prefer_recon(ctx: StageContext) -> StageResult:
     keep = ("loss", "dpo_loss", "margin", "accuracy", "kl", "reward_mean", "kl_k3", "chosen_reward", "rejected_reward")
     metrics = {f"{pc.method}_{k}": float(v) for k, v in last.items() if k in keep and isinstance(v, (int, float))}
     return StageResult({**metrics, f"{pc.method}_preferences": float(len(prefs))})
+
+
+PREFERENCE_STAGES = [
+    Stage("sample_real", sample_real, inputs=("recon",), outputs=(("store", "preferences.sqlite"),),
+          help="sample + score reconstructions of real captures with the candidate; reward preferences"),
+    Stage("prefer_recon", prefer_recon, inputs=("recon", "store", "pairs"), outputs=(("recon", "ckpt"),), resumable=True,
+          help="DPO/GRPO (LoRA) of the candidate on the round's preferences; the merged model is the new candidate"),
+]
