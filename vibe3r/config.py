@@ -279,7 +279,7 @@ class LoopConfig(Section):
         ["../shared/data/real/eval-pairs/7scenes-redkitchen-second-half.txt",
          "../shared/data/real/eval-pairs/tum-fr3-long-office-sequence.txt"],
         description="SuperGlue pair lists of real held-out pairs (relative paths: cwd, then the project folder)")
-    real_pairs_per_list: int = Field(20, ge=0, description="evenly spaced pairs evaluated per real list; 0 = none")
+    real_pairs_per_list: int = Field(100, ge=0, description="at most this many evenly spaced pairs evaluated per real list (100: all of both lists, 142 pairs); 0 = none")
     eval_size: int = Field(128, ge=16, description="longer image side for the pair-pose evaluation")
     promote_metric: Literal["heldout_auc10", "heldout_loss", "real_auc10", "mean_auc10"] = Field(
         "mean_auc10", description="held-out metric deciding promotion (auc: higher is better; loss: lower is better)")
