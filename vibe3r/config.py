@@ -283,7 +283,7 @@ class LoopConfig(Section):
     eval_size: int = Field(128, ge=16, description="longer image side for the pair-pose evaluation")
     promote_metric: Literal["heldout_auc10", "heldout_loss", "real_auc10", "mean_auc10"] = Field(
         "mean_auc10", description="held-out metric deciding promotion (auc: higher is better; loss: lower is better)")
-    promote_tolerance: float = Field(1.0, ge=0, description="largest regression of promote_metric against the live checkpoint that still promotes")
+    promote_tolerance: float = Field(0.5, ge=0, description="largest regression of promote_metric against the live checkpoint that still promotes")
     seed: int = Field(0, description="seed of each round's prompts, scenes, pair draws, replay choice and training")
 
 
