@@ -5,8 +5,10 @@ The 250 frames of ../shared/data/real/7scenes-redkitchen (every 4th frame of a 3
 spread frames of it **without intrinsics** (a video file has none: the focal comes from the pointmaps).
 The same N frames of the 7-Scenes folder give the ground truth: ATE of the camera centres after Sim(3)
 (Umeyama) alignment, rotation RPE between consecutive used frames, and depth AbsRel / δ<1.25 of the
-exported (confidence-filtered) depth maps after one median scale for the whole video (7-Scenes depth
-comes from the depth camera, which is not perfectly registered to the colour one). Time and peak memory
+exported depth maps (``recon run --depth``, default triangulated+pointmap) after one median scale for the
+whole video and, as ``eval sequence`` reports it, after a median scale per frame; coverage = fraction of
+the GT-valid pixels with a depth (7-Scenes depth comes from the depth camera, which is not perfectly
+registered to the colour one). Time and peak memory
 (``ru_maxrss`` of the run) come from its report.json.
 
 It also measures the network alone: pairs/s at the run's resolution, its FLOPs per pair
@@ -77,6 +79,7 @@ def evaluate(out: Path, n: int, size: int) -> dict[str, float]:
     """ATE / RPE / depth of the run in ``out`` against the same n frames of the 7-Scenes folder."""
     from vibe3r import geometry
     from vibe3r.captures import load_capture
+    from vibe3r.eval.sequence import depth_per_frame
     from vibe3r.recon.export import read_colmap_text
 
     gt = load_capture(SCENE, max_frames=n, size=size)
@@ -89,10 +92,12 @@ def evaluate(out: Path, n: int, size: int) -> dict[str, float]:
     y0, x0 = (gt.hw[0] - H) // 2, (gt.hw[1] - W) // 2  # the run centre-crops to the patch size
     gt_depth = gt.depth[:, y0 : y0 + H, x0 : x0 + W]
     d = geometry.depth_metrics(depth, gt_depth)
+    dpf = depth_per_frame(depth, gt_depth)
     r = geometry.rpe(c2w, gt.cam2world)
     return {"ate_sim3_m": geometry.ate(c2w, gt.cam2world, "sim3"), "gt_path_m": float(np.linalg.norm(np.diff(gt.cam2world[:, :3, 3], axis=0), axis=1).sum()),
             "rpe_rot_deg": r["rpe_rot_deg"], "rpe_tdir_deg": r["rpe_tdir_deg"], "depth_abs_rel": d["abs_rel"], "depth_delta1": d["delta1"],
-            "depth_coverage": float((depth > 0).mean())}
+            "depth_abs_rel_per_frame": dpf["abs_rel"], "depth_delta1_per_frame": dpf["delta1"], "depth_coverage": dpf["coverage"],
+            "depth_source": json.loads((out / "report.json").read_text()).get("depth_source", "pointmap")}
 
 
 def main() -> None:
@@ -137,7 +142,8 @@ def main() -> None:
                **evaluate(out, n, args.size)}
         results["runs"].append(row)
         print(f"{n:4d} frames {row['pairs']:5d} pairs | ATE {row['ate_sim3_m']:.3f} m (path {row['gt_path_m']:.2f} m) | "
-              f"RPE rot {row['rpe_rot_deg']:.2f} deg | depth AbsRel {row['depth_abs_rel']:.3f} d1 {row['depth_delta1']:.3f} | "
+              f"RPE rot {row['rpe_rot_deg']:.2f} deg | depth ({row['depth_source']}) AbsRel {row['depth_abs_rel']:.3f} d1 {row['depth_delta1']:.3f}, "
+              f"per-frame scale {row['depth_abs_rel_per_frame']:.3f} / {row['depth_delta1_per_frame']:.3f}, coverage {100 * row['depth_coverage']:.0f}% | "
               f"{row['run_s']:.0f} s, peak {row['peak_rss_mb']:.0f} MB | inference {row['inference_edges_per_s']:.1f} pairs/s "
               f"(with matching)", flush=True)
     H = args.size * 3 // 4 // 8 * 8  # 4:3 video at --size, cropped to the patch size (8 for the shipped configs)
