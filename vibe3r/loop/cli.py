@@ -98,7 +98,7 @@ def status_cmd(
     con.print(t)
     live = st["live"]
     con.print(f"live recon checkpoint: round {live['round']} ({live['path']})" if live["round"]
-              else f"live recon checkpoint: the base ({live['path']}, no round promoted yet)")
+              else f"live recon checkpoint: the base ({live['path'] or 'loop.base_checkpoint'}), no round promoted yet")
 
 
 @app.command("compare", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
