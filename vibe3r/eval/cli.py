@@ -87,7 +87,7 @@ def sequence_cmd(
     if method not in S.METHODS:
         raise InputError(f"unknown method {method!r}; valid: {', '.join(S.METHODS)}")
     torch.set_num_threads(threads)
-    cfg = RunConfig(size=size, max_frames=frames or None, graph=graph, align=AlignConfig(iters=iters))
+    cfg = RunConfig(size=size, max_frames=frames or None, graph=graph, depth=depth, align=AlignConfig(iters=iters))
     cap = load_capture(capture, size=size, max_frames=cfg.max_frames)
     S.require_gt_poses(cap)
     model = None
@@ -95,7 +95,7 @@ def sequence_cmd(
         from vibe3r.recon.model import ReconModel
 
         model = ReconModel.from_pretrained(ckpt if ckpt is not None else default_checkpoint())
-    res = S.evaluate_sequence(cap, method, model=model, cfg=cfg, depth=depth, sift_ransac=ransac)
+    res = S.evaluate_sequence(cap, method, model=model, cfg=cfg, sift_ransac=ransac)
     typer.echo(S.format_summary(res))
     if save is not None:
         save.parent.mkdir(parents=True, exist_ok=True)
