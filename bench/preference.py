@@ -95,7 +95,7 @@ def evaluate(ckpt: Path, label: str, a: argparse.Namespace, cache: Path) -> dict
 
 def train_variant(method: str, recs: list, pairs_for_grpo: list, reward_fn, a: argparse.Namespace) -> Path:
     """Train one preference variant; returns its merged checkpoint folder."""
-    tag = f"{method}-{a.reduction}-b{a.beta}" if method == "dpo" else f"grpo-n{a.group}"
+    tag = (f"{method}-{a.reduction}-b{a.beta}" if method == "dpo" else f"grpo-n{a.group}") + a.tag
     out = a.out / tag
     anchor = None
     if a.anchor_data.is_dir():
@@ -143,6 +143,8 @@ def main() -> None:
     ap.add_argument("--beta", type=float, default=0.1)
     ap.add_argument("--reduction", default="sum")
     ap.add_argument("--group", type=int, default=6)
+    ap.add_argument("--grpo-pairs", type=int, default=0, help="GRPO on this many fresh pairs of frames 0-496 (0: the preference pairs)")
+    ap.add_argument("--tag", default="", help="suffix of the variant's folder")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--per-pair", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -169,6 +171,8 @@ def main() -> None:
 
         sampler = CaptureSampler(MatchPolicy(ReconModel.from_pretrained(a.ckpt), temperature=a.temperature), small, full)
         keys = {}
+        if a.grpo_pairs:
+            pair_ij = choose_pairs(len(small.images), a.grpo_pairs, 3, 15, a.seed + 7)
         for i, j in pair_ij:
             pr = sampler.pair_input(i, j)
             keys[id(pr)] = (i, j)
