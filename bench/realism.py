@@ -280,6 +280,7 @@ def rendered_rows(cfg: Config, width: int, height: int, n_pairs: int, n_scenes: 
         r = sift_pose(imgs[0], imgs[1], K, K, T)
         r["gt_rot"] = float(geometry.rotation_error_deg(T[:3, :3], np.eye(3)))
         r["baseline"] = float(np.linalg.norm(T[:3, 3]))
+        r["motion_index"] = (len(rows) % len(motions)) if motion == "real" else -1
         rows.append(r)
         if dump is not None and (r["failed"] or r["matches"] < 12):
             dump.mkdir(parents=True, exist_ok=True)
@@ -347,6 +348,15 @@ def main() -> None:
                   f"({100 * stats.get('rejected', 0) / max(stats.get('candidates', 0), 1):.0f}% of candidate pairs)", flush=True)
             ratios = {k: (s[k] + 1e-9) / (ra[k] + 1e-9) for k in ("matches", "inliers", "auc5", "auc10", "auc20")}
             print("  ratio rendered/real: " + "  ".join(f"{k} {v:.2f}" for k, v in ratios.items()), flush=True)
+            if args.motion == "real":  # the rendered pairs that reuse each real list's motions, beside that list
+                start = 0
+                for name in REAL_LISTS:
+                    n = real[name]["n"]
+                    sub = summarise([r for r in rows if start <= r["motion_index"] < start + n])
+                    start += n
+                    print(f"  {name} motions: rendered AUC@5/10/20 {sub['auc5']:.1f} / {sub['auc10']:.1f} / {sub['auc20']:.1f}, "
+                          f"fail {sub['n_fail']}/{sub['n']}  vs real {real[name]['auc5']:.1f} / {real[name]['auc10']:.1f} / "
+                          f"{real[name]['auc20']:.1f}, fail {real[name]['n_fail']}/{real[name]['n']}", flush=True)
             if sheet:
                 out = Path(args.sheet.replace(".png", f"_{W}x{H}_{label}.png"))
                 out.parent.mkdir(parents=True, exist_ok=True)
