@@ -37,7 +37,11 @@ def tiny_config(tmp_path: Path) -> Path:
         "loop": {"max_frames": 12, "base_checkpoint": None, "recipe": "config", "image_size": [32, 24], "videos_per_round": 2,
                  "pairs_per_video": 8, "train_steps": 12, "warmup_steps": 1, "lr": 0.002, "heldout_videos": 1,
                  "heldout_pairs_per_video": 6, "real_pairs_per_list": 2 if REAL.is_dir() else 0, "eval_size": 32,
-                 "real_pairs": [str(REAL / "eval-pairs" / "tum-fr3-long-office-sequence.txt")]},
+                 "real_pairs": [str(REAL / "eval-pairs" / "tum-fr3-long-office-sequence.txt")],
+                 "stages": None if REAL.is_dir() else ["generate", "train_recon", "evaluate", "promote"]},
+        # the preference stages on 7 frames of 7-Scenes' preference side; without the shared data they are left out
+        "preference": {"captures": [str(REAL / "7scenes-redkitchen") + "@0:125:20"], "size": 32, "pairs": 2, "n": 2,
+                       "min_gap": 1, "max_gap": 2, "steps": 2, "min_margin": 0.0},
         "recon": {"model": TINY_MODEL, "loss": {"match_samples": 64, "neg_samples": 128},
                   "train": {"batch_size": 2, "ckpt_every": 2, "threads": 1, "log_every": 2}},
     }
@@ -127,10 +131,11 @@ def test_status_shows_rounds_stages_metrics_and_live_checkpoint(uninterrupted):
     _, run = uninterrupted
     st = status(run)
     (r,) = st["rounds"]
-    assert [s["name"] for s in r["stages"]] == [s.name for s in STAGES]
+    assert [s["name"] for s in r["stages"]] == [s.name for s in STAGES if REAL.is_dir() or s.name not in ("sample_real", "prefer_recon")]
     assert all(s["state"] == "done" for s in r["stages"])
     assert r["metrics"]["evaluate/heldout_loss"] > 0 and "evaluate/heldout_auc10" in r["metrics"]
-    assert st["live"] == {"round": 1, "path": "rounds/0001/train_recon/ckpt"}
+    last = "prefer_recon" if REAL.is_dir() else "train_recon"  # the round's last recon-producing stage
+    assert st["live"] == {"round": 1, "path": f"rounds/0001/{last}/ckpt"}
     assert (run / "live" / "model.safetensors").is_file()
     assert json.loads((run / "metrics.json").read_text())[0]["metrics"] == r["metrics"]
     assert any((run / "tb").iterdir())
@@ -210,7 +215,7 @@ def test_registry_is_wal_and_transactions_roll_back(tmp_path):
 
 
 def test_stage_selection_is_data_driven():
-    assert [s.name for s in select_stages(None)] == ["generate", "train_recon", "evaluate", "promote"]
+    assert [s.name for s in select_stages(None)] == ["generate", "train_recon", "sample_real", "prefer_recon", "evaluate", "promote"]
     assert [s.name for s in select_stages(["promote", "generate"])] == ["generate", "promote"]
     with pytest.raises(Vibe3rError, match="registered stages: generate, train_recon"):
         select_stages(["dpo"])

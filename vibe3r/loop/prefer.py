@@ -147,7 +147,9 @@ def prefer_recon(ctx: StageContext) -> StageResult:
 
         shutil.rmtree(out)
     merged.rename(out)
-    (out / "preference.json").write_text(json.dumps({"method": pc.method, "parent": str(ckpt), "last": last}, default=str))
+    parent = ckpt.relative_to(ctx.run_dir) if ckpt.is_relative_to(ctx.run_dir) else ckpt.name
+    keep_last = {k: v for k, v in last.items() if not k.endswith(("_s", "_min", "wall", "time"))}
+    (out / "preference.json").write_text(json.dumps({"method": pc.method, "parent": str(parent), "last": keep_last}, default=str))
     keep = ("loss", "dpo_loss", "margin", "accuracy", "kl", "reward_mean", "kl_k3", "chosen_reward", "rejected_reward")
     metrics = {f"{pc.method}_{k}": float(v) for k, v in last.items() if k in keep and isinstance(v, (int, float))}
     return StageResult({**metrics, f"{pc.method}_preferences": float(len(prefs))})

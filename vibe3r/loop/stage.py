@@ -98,6 +98,8 @@ def file_sha256(path: Path) -> str:
     whose header lists the metadata in an order that changes from process to process."""
     if path.suffix == ".safetensors":
         return safetensors_sha256(path)
+    if path.suffix == ".sqlite":
+        return sqlite_sha256(path)
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -107,6 +109,26 @@ def file_sha256(path: Path) -> str:
 
 # not part of an artifact's hash: logs carrying wall-clock time, host names or CPU time
 UNHASHED = ("tb", "train_state.json", RESULT_NAME)
+
+
+def sqlite_sha256(path: Path) -> str:
+    """sha256 of a SQLite database's content (tables by name, rows by rowid), leaving out the wall-clock
+    columns (``*_at``): the file's bytes also depend on page layout and timestamps."""
+    import sqlite3
+
+    h = hashlib.sha256()
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
+        for t in tables:
+            cur = db.execute(f'SELECT * FROM "{t}" ORDER BY rowid')
+            keep = [i for i, d in enumerate(cur.description) if not d[0].endswith("_at")]
+            h.update(f"{t}\0{[cur.description[i][0] for i in keep]}\0".encode())
+            for row in cur:
+                h.update(repr(tuple(row[i] for i in keep)).encode())
+    finally:
+        db.close()
+    return h.hexdigest()
 
 
 def safetensors_sha256(path: Path) -> str:

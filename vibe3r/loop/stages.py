@@ -10,6 +10,8 @@ Round layout (``RUN/rounds/NNNN/``)::
 
     generate/pairs/          pair dataset of this round's procedural videos (vibe3r video dataset format)
     train_recon/ckpt/        the fine-tuned checkpoint (config.json, model.safetensors, train_config.yaml, tb/)
+    sample_real/preferences.sqlite   the round's scored samples of the real captures and their preferences
+    prefer_recon/ckpt/       the DPO/GRPO'd candidate (merged LoRA) that evaluate and promote judge
     evaluate/eval.json       metrics of the candidate and of its parent (the live checkpoint)
     promote/decision.json    promoted or not, and why
 """
@@ -28,6 +30,7 @@ import numpy as np
 
 from vibe3r.config import Config, ReconConfig, ReconModelConfig, load_config
 from vibe3r.errors import InputError
+from vibe3r.loop.prefer import PREFERENCE_STAGES
 from vibe3r.loop.registry import Registry
 from vibe3r.loop.stage import Stage, StageContext, StageResult, file_sha256, stage_seed, write_json_atomic
 
@@ -450,6 +453,7 @@ STAGES: list[Stage] = [
           help="procedural videos from the prompt writer -> pair shards"),
     Stage("train_recon", train_recon, inputs=("recon", "pairs", "replay"), outputs=(("recon", "ckpt"),), resumable=True,
           help="fine-tune the live checkpoint on new pairs + replay"),
+    *PREFERENCE_STAGES,
     Stage("evaluate", evaluate, inputs=("recon", "live_recon"), outputs=(("eval", "eval.json"),),
           help="held-out synthetic + real pairs, candidate and live checkpoint"),
     Stage("promote", promote, inputs=("recon", "eval"), outputs=(("decision", "decision.json"),),

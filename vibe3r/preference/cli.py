@@ -12,7 +12,6 @@ sampled by the same model in the same round, preferences are not added twice, tr
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Annotated
@@ -32,15 +31,14 @@ def _group() -> None:
 
 
 def model_version(ckpt: Path) -> str:
-    """Content hash of a checkpoint's weights: which model drew a sample."""
+    """Hash of a checkpoint's tensors (not of the file's bytes, whose safetensors header order varies
+    from process to process): which model drew a sample."""
+    from vibe3r.loop.stage import safetensors_sha256
+
     w = Path(ckpt) / "model.safetensors"
     if not w.is_file():
         raise InputError(f"no model.safetensors in checkpoint folder {ckpt}")
-    h = hashlib.sha256()
-    with open(w, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:12]
+    return safetensors_sha256(w)[:12]
 
 
 def _ckpt(ckpt: Path | None) -> Path:

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 import torch
 
@@ -229,7 +230,8 @@ class MatchPolicy:
         logp = float(lsf[torch.arange(len(fwd)), fwd].sum() + lsb[torch.arange(len(bwd)), bwd].sum())
         K1, K2 = pair.K1, pair.K2
         T21, inl = None, np.zeros(len(kp1), bool)
-        res = estimate_pose_essential(kp1, kp2, K1, K2, self.ransac_px, method=self.ransac)
+        cv2.setRNGSeed(seed & 0x7FFFFFFF)  # OpenCV's RANSAC draws from a process-wide generator: reseed, so a
+        res = estimate_pose_essential(kp1, kp2, K1, K2, self.ransac_px, method=self.ransac)  # sample is a function of its draws
         if res is not None and res[2].sum() >= self.min_inliers:
             R, t, inl = res
             ij = np.round(kp1[inl]).astype(np.int64)
