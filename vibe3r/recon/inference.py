@@ -7,7 +7,7 @@ network sees view 1 = frame a, view 2 = frame b and gives, in camera a's frame a
     X^{a,e} = X^{1,1}  (H,W,3)  frame a's pixels,     C^{a,e}  (H,W)
     X^{b,e} = X^{2,1}  (H,W,3)  frame b's pixels,     C^{b,e}  (H,W)
 
-stored as float16 (the alignment reads them chunk by chunk; memory is linear in the number of edges),
+pointmaps stored as float16, confidences as float32 (the alignment reads them chunk by chunk; memory is linear in the number of edges),
 plus the mutual-nearest-neighbour matches of the dense descriptors (pixels of a ↔ pixels of b).
 
 Then ``estimate_pair_poses`` gives each edge a relative pose ``T_b_a`` (camera a → camera b) **in the
@@ -57,8 +57,8 @@ class PairwisePredictions:
     edges: np.ndarray  # E,2 int64 (a, b)
     pts_a: torch.Tensor  # E,H,W,3 float16  X^{a,e}
     pts_b: torch.Tensor  # E,H,W,3 float16  X^{b,e}
-    conf_a: torch.Tensor  # E,H,W float16
-    conf_b: torch.Tensor  # E,H,W float16
+    conf_a: torch.Tensor  # E,H,W float32
+    conf_b: torch.Tensor  # E,H,W float32
     matches: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # per edge: kp_a (M,2), kp_b (M,2) pixels
     rel_pose: np.ndarray | None = None  # E,4,4 float64
     pose_method: list[str] = field(default_factory=list)
@@ -107,7 +107,7 @@ def run_pairs(model: torch.nn.Module, images: np.ndarray, edges: np.ndarray, bat
               match: bool = True, progress: Progress | None = None) -> PairwisePredictions:
     """Run the network over directed edges (E,2) of frames ``images`` (N,H,W,3) uint8, in batches.
 
-    H and W must be multiples of the model's patch size. Returns float16 pointmaps/confidences and,
+    H and W must be multiples of the model's patch size. Returns float16 pointmaps, float32 confidences and,
     with ``match``, the descriptor matches of every edge (mutual NN + sub-cell refinement).
     """
     model = model.eval()
@@ -116,7 +116,9 @@ def run_pairs(model: torch.nn.Module, images: np.ndarray, edges: np.ndarray, bat
     E = len(edges)
     pts_a = torch.empty(E, H, W, 3, dtype=torch.float16)
     pts_b = torch.empty_like(pts_a)
-    conf_a = torch.empty(E, H, W, dtype=torch.float16)
+    # confidences in float32: a checkpoint whose C sits just above conf_min (1 + 1e-4) would round to
+    # exactly 1 in float16, i.e. zero weight (log C) everywhere in the alignment's pointmap term
+    conf_a = torch.empty(E, H, W, dtype=torch.float32)
     conf_b = torch.empty_like(conf_a)
     matches: list[tuple[np.ndarray, np.ndarray]] = []
     for s in range(0, E, batch_size):
@@ -124,8 +126,8 @@ def run_pairs(model: torch.nn.Module, images: np.ndarray, edges: np.ndarray, bat
         out = model(x[torch.from_numpy(e[:, 0])], x[torch.from_numpy(e[:, 1])])
         pts_a[s : s + len(e)] = out["pts11"].half()
         pts_b[s : s + len(e)] = out["pts21"].half()
-        conf_a[s : s + len(e)] = out["conf1"].clamp(max=6e4).half()
-        conf_b[s : s + len(e)] = out["conf2"].clamp(max=6e4).half()
+        conf_a[s : s + len(e)] = out["conf1"].float()
+        conf_b[s : s + len(e)] = out["conf2"].float()
         if match:
             for k in range(len(e)):
                 kp_a, kp_b, _ = match_descriptors(out["desc1"][k], out["desc2"][k], (H, W), subpixel=True)
