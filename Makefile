@@ -21,7 +21,8 @@ $(STAMP): pyproject.toml Makefile
 	@touch $(STAMP)
 
 demo: setup
-	$(BIN)/vibe3r demo --config configs/default.yaml --out runs/demo
+	$(BIN)/vibe3r loop iterate --config configs/default.yaml --run runs/demo
+	$(BIN)/vibe3r loop status --run runs/demo
 
 test: setup
 	$(BIN)/python -m pytest -q
