@@ -44,11 +44,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from vibe3r.config import ReconLossConfig, Section
+from vibe3r.config import ReconLossConfig
 from vibe3r.errors import InputError
 from vibe3r.preference.lora import LoRAConfig, LoraReconModel
 from vibe3r.preference.trainer_common import (
     STATE_NAME,
+    AdapterTrainConfig,
     RunLog,
     check_out_dir,
     epoch_batch,
@@ -63,26 +64,16 @@ from vibe3r.recon.policy import REDUCTIONS, PairInput, PairSample, draw_log_like
 LOSS_TYPES = ("sigmoid", "robust", "ipo")
 
 
-class DPOConfig(Section):
+class DPOConfig(AdapterTrainConfig):
     """DPO of the reconstruction model's match policy (``preference.dpo``)."""
 
     beta: float = Field(0.1, gt=0, description="DPO β: strength of the implicit KL to the reference (larger = stay closer)")
     loss_type: Literal["sigmoid", "robust", "ipo"] = Field("sigmoid", description="sigmoid (DPO) | robust (robust DPO) | ipo (IPO)")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="assumed preference-label noise ε (conservative / robust DPO)")
     reduction: Literal["sum", "mean"] = Field("sum", description="sample log-likelihood: sum over draws (exact joint) | mean per draw")
-    lr: float = Field(1e-4, gt=0, description="AdamW learning rate of the adapters")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay of the adapters")
-    warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up steps (then constant)")
-    grad_clip: float = Field(1.0, ge=0, description="max global gradient norm; 0 disables")
     steps: int = Field(100, ge=1, description="optimiser steps")
     batch_size: int = Field(4, ge=1, description="preference records per step")
-    anchor_weight: float = Field(0.1, ge=0, description="weight of the supervised anchor loss on simulator pairs (0 = off)")
-    lora: LoRAConfig = Field(default_factory=LoRAConfig, description="adapters added when the trainer is given a plain ReconModel")
-    log_every: int = Field(1, ge=1, description="steps between log rows")
     ckpt_every: int = Field(50, ge=1, description="steps between checkpoints (and at the end)")
-    save_merged: bool = Field(True, description="also write the merged model (a plain ReconModel checkpoint) at the end")
-    threads: int = Field(0, ge=0, description="torch CPU threads; 0 leaves torch's setting")
-    seed: int = Field(0, description="seed of record order, dropout and the anchor's sampling")
 
     @model_validator(mode="after")
     def _check(self) -> DPOConfig:

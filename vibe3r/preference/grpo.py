@@ -45,11 +45,12 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from vibe3r.config import ReconLossConfig, Section
+from vibe3r.config import ReconLossConfig
 from vibe3r.errors import InputError
 from vibe3r.preference.dpo import _AnchorSource, anchor_loss_step, match_kl, wrap_model
-from vibe3r.preference.lora import LoRAConfig, LoraReconModel
+from vibe3r.preference.lora import LoraReconModel
 from vibe3r.preference.trainer_common import (
+    AdapterTrainConfig,
     RunLog,
     check_out_dir,
     epoch_batch,
@@ -64,7 +65,7 @@ from vibe3r.recon.policy import MatchPolicy, PairInput, PairSample, match_logits
 RewardFn = Callable[[PairInput, list[PairSample]], np.ndarray]
 
 
-class GRPOConfig(Section):
+class GRPOConfig(AdapterTrainConfig):
     """GRPO of the reconstruction model's match policy (``preference.grpo``)."""
 
     n: int = Field(8, ge=2, description="group size: samples drawn per pair and step")
@@ -74,19 +75,9 @@ class GRPOConfig(Section):
     num_iterations: int = Field(1, ge=1, description="μ: optimiser steps per rollout (>1 makes the ratio and the clip matter)")
     adv_eps: float = Field(1e-4, gt=0, description="ε in (r - mean) / (std + ε)")
     scale_rewards: bool = Field(True, description="divide advantages by the group's reward std (false: Dr. GRPO)")
-    lr: float = Field(1e-4, gt=0, description="AdamW learning rate of the adapters")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay of the adapters")
-    warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up (optimiser steps; then constant)")
-    grad_clip: float = Field(1.0, ge=0, description="max global gradient norm; 0 disables")
     steps: int = Field(50, ge=1, description="rollouts (each followed by num_iterations optimiser steps)")
     batch_size: int = Field(1, ge=1, description="pairs (groups) per rollout")
-    anchor_weight: float = Field(0.1, ge=0, description="weight of the supervised anchor loss on simulator pairs (0 = off)")
-    lora: LoRAConfig = Field(default_factory=LoRAConfig, description="adapters added when the trainer is given a plain ReconModel")
-    log_every: int = Field(1, ge=1, description="rollouts between log rows")
     ckpt_every: int = Field(10, ge=1, description="rollouts between checkpoints (and at the end)")
-    save_merged: bool = Field(True, description="also write the merged model (a plain ReconModel checkpoint) at the end")
-    threads: int = Field(0, ge=0, description="torch CPU threads; 0 leaves torch's setting")
-    seed: int = Field(0, description="seed of pair order, the groups' draws, dropout and the anchor's sampling")
 
 
 def group_advantages(rewards: torch.Tensor, eps: float = 1e-4, scale: bool = True) -> torch.Tensor:

@@ -20,15 +20,33 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import Field
 from safetensors.torch import load_file, save_file
 
+from vibe3r.config import Section
 from vibe3r.errors import InputError
-from vibe3r.preference.lora import LoraReconModel
+from vibe3r.preference.lora import LoRAConfig, LoraReconModel
 
 STATE_NAME = "trainer_state.json"
 OPTIM_NAME = "optimizer.safetensors"
 ADAPTER_DIR = "adapter"
 LOG_NAME = "log.jsonl"
+
+
+class AdapterTrainConfig(Section):
+    """What the DPO and GRPO trainers share: the AdamW schedule of the LoRA adapters, the supervised
+    anchor, logging and checkpoints."""
+
+    lr: float = Field(1e-4, gt=0, description="AdamW learning rate of the adapters")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay of the adapters")
+    warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up (optimiser steps; then constant)")
+    grad_clip: float = Field(1.0, ge=0, description="max global gradient norm; 0 disables")
+    anchor_weight: float = Field(0.1, ge=0, description="weight of the supervised anchor loss on simulator pairs (0 = off)")
+    lora: LoRAConfig = Field(default_factory=LoRAConfig, description="adapters added when the trainer is given a plain ReconModel")
+    log_every: int = Field(1, ge=1, description="steps between log rows")
+    save_merged: bool = Field(True, description="also write the merged model (a plain ReconModel checkpoint) at the end")
+    threads: int = Field(0, ge=0, description="torch CPU threads; 0 leaves torch's setting")
+    seed: int = Field(0, description="seed of record/pair order, draws, dropout and the anchor's sampling")
 
 
 def epoch_batch(seed: int, step: int, batch_size: int, n: int) -> list[int]:
