@@ -307,8 +307,9 @@ class PreferenceConfig(Section):
     method: Literal["dpo", "grpo"] = Field("dpo", description="preference optimiser")
     steps: int = Field(20, ge=1, description="DPO steps or GRPO rollouts per round")
     beta: float = Field(0.1, gt=0, description="DPO beta")
-    reduction: Literal["sum", "mean"] = Field("sum", description="sample log-likelihood: sum over draws | mean per draw")
-    lr: float = Field(1e-4, gt=0, description="adapter learning rate")
+    reduction: Literal["sum", "mean"] = Field("mean", description="sample log-likelihood: sum over draws | mean per draw "
+                                              "(mean keeps DPO out of saturation; bench/preference.md)")
+    lr: float = Field(1e-3, gt=0, description="adapter learning rate")
     anchor_weight: float = Field(0.1, ge=0, description="supervised anchor on the round's simulator pairs")
 
 

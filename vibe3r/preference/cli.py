@@ -134,6 +134,9 @@ def train_cmd(
     round_: Annotated[int, typer.Option("--round", help="round whose preferences (dpo) or pairs (grpo) are used")] = 1,
     steps: Annotated[int, typer.Option("--steps", min=1, help="optimiser steps (dpo) or rollouts (grpo)")] = 80,
     group: Annotated[int, typer.Option("--group", min=2, help="grpo: samples per pair and rollout")] = 8,
+    lr: Annotated[float, typer.Option("--lr", help="adapter learning rate (the best measured DPO setting by default)")] = 1e-3,
+    beta: Annotated[float, typer.Option("--beta", help="dpo: beta")] = 0.1,
+    reduction: Annotated[str, typer.Option("--reduction", help="dpo: sample log-likelihood, mean per draw | sum")] = "mean",
     size: Annotated[int, typer.Option("--size", help="longer image side the model sees")] = 128,
     temperature: Annotated[float, typer.Option("--temperature", help="policy temperature the samples were drawn at")] = 0.07,
     anchor_data: Annotated[Path | None, typer.Option("--anchor-data", help="simulator pair dataset for the supervised anchor")] = None,
@@ -177,7 +180,8 @@ def train_cmd(
                 c = cap(p.capture_spec)
                 pair = PairInput.from_uint8(c.images[p.i], c.images[p.j], c.K[p.i], c.K[p.j], model.config.patch_size)
                 recs.append((pair, p.chosen.as_pair_sample(), p.rejected.as_pair_sample()))
-            cfg = DPOConfig(steps=steps, anchor_weight=0.1 if anchor is not None else 0.0, threads=threads)
+            cfg = DPOConfig(steps=steps, lr=lr, beta=beta, reduction=reduction, anchor_weight=0.1 if anchor is not None else 0.0,
+                            threads=threads)
             last = DPOTrainer(model, temperature, cfg, out).train(recs, anchor_batches=anchor, resume=resume)
         else:
             from vibe3r.preference.grpo import GRPOConfig, GRPOTrainer
@@ -207,7 +211,7 @@ def train_cmd(
                 ctx = samplers[spec].context(i, j, pair)
                 return np.array([r["combined"] for r in score_samples(ctx, samples, samplers[spec].cfg)])
 
-            cfg = GRPOConfig(steps=steps, n=group, temperature=temperature, anchor_weight=0.1 if anchor is not None else 0.0,
+            cfg = GRPOConfig(steps=steps, n=group, lr=lr, temperature=temperature, anchor_weight=0.1 if anchor is not None else 0.0,
                              threads=threads)
             last = GRPOTrainer(model, cfg, out).train(pairs, reward_fn, anchor_batches=anchor, resume=resume)
     typer.echo(json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in last.items()}))
