@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -27,7 +26,7 @@ from vibe3r.captures import load_capture  # noqa: E402
 from vibe3r.eval.pairs import evaluate_pairs, format_summary  # noqa: E402
 from vibe3r.preference.dpo import DPOConfig, DPOTrainer  # noqa: E402
 from vibe3r.preference.rewards import RewardConfig  # noqa: E402
-from vibe3r.preference.sampling import CaptureSampler, choose_pairs  # noqa: E402
+from vibe3r.preference.sampling import CaptureSampler, choose_pairs, grpo_pairs, set_focal  # noqa: E402
 from vibe3r.preference.store import PreferenceStore  # noqa: E402
 from vibe3r.recon.model import ReconModel  # noqa: E402
 from vibe3r.recon.policy import MatchPolicy  # noqa: E402
@@ -39,10 +38,9 @@ EVAL = {"7scenes": REAL / "eval-pairs" / "7scenes-redkitchen-second-half.txt",
         "tum": REAL / "eval-pairs" / "tum-fr3-long-office-sequence.txt"}
 
 
-def colour_focal(*caps, fx: float = 518.0, fy: float = 532.0) -> None:
+def colour_focal(*caps) -> None:
     for c in caps:
-        s = c.images.shape[2] / 640
-        c.K[:, 0, 0], c.K[:, 1, 1] = fx * s, fy * s
+        set_focal(c, 518.0, 532.0)
 
 
 def sample_stage(store: PreferenceStore, ckpt: Path, a: argparse.Namespace) -> None:
@@ -162,28 +160,18 @@ def main() -> None:
         recs = records(store, a)
         pair_ij = sorted({(p.i, p.j) for p in store.preferences(round=1)})
     table = [row("SFT (weights/recon-base)", evaluate(a.ckpt, "SFT", a, a.out / "eval-sft.json"))]
-    reward_fn, grpo_pairs = None, []
+    reward_fn, grpo_pairs_ = None, []
     if "grpo" in a.methods:
         spec = str(REAL / "7scenes-redkitchen") + "@0:125"
         small, full = load_capture(spec, size=a.size), load_capture(spec)
         colour_focal(small, full)
-        from vibe3r.preference.rewards import score_samples
-
         sampler = CaptureSampler(MatchPolicy(ReconModel.from_pretrained(a.ckpt), temperature=a.temperature), small, full)
-        keys = {}
         if a.grpo_pairs:
             pair_ij = choose_pairs(len(small.images), a.grpo_pairs, 3, 15, a.seed + 7)
-        for i, j in pair_ij:
-            pr = sampler.pair_input(i, j)
-            keys[id(pr)] = (i, j)
-            grpo_pairs.append(pr)
-
-        def reward_fn(pair, samples):  # noqa: ANN001, ANN202
-            i, j = keys[id(pair)]
-            return np.array([r["combined"] for r in score_samples(sampler.context(i, j, pair), samples, sampler.cfg)])
+        grpo_pairs_, reward_fn = grpo_pairs({"7scenes": sampler}, [("7scenes", i, j) for i, j in pair_ij])
 
     for method in [m for m in a.methods.split(",") if m]:
-        merged = train_variant(method, recs, grpo_pairs, reward_fn, a)
+        merged = train_variant(method, recs, grpo_pairs_, reward_fn, a)
         tag = merged.parent.name
         table.append(row(f"SFT+{tag}", evaluate(merged, tag, a, a.out / f"eval-{tag}.json")))
     print("\n| model | 7-Scenes AUC@5/10/20, med rot | TUM | synthetic |\n|---|---|---|---|")

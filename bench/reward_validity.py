@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from vibe3r.captures import load_capture  # noqa: E402
 from vibe3r.preference.rewards import TERMS, RewardConfig  # noqa: E402
-from vibe3r.preference.sampling import CaptureSampler, choose_pairs  # noqa: E402
+from vibe3r.preference.sampling import CaptureSampler, choose_pairs, set_focal  # noqa: E402
 from vibe3r.recon.model import ReconModel  # noqa: E402
 from vibe3r.recon.policy import MatchPolicy  # noqa: E402
 
@@ -66,8 +66,7 @@ def main() -> None:
     if a.focal:
         fx, fy = (float(v) for v in a.focal.split(","))
         for c in (small, full):
-            s = c.images.shape[2] / 640
-            c.K[:, 0, 0], c.K[:, 1, 1] = fx * s, fy * s
+            set_focal(c, fx, fy)
     policy = MatchPolicy(ReconModel.from_pretrained(a.ckpt), temperature=a.temperature)
     sampler = CaptureSampler(policy, small, full, RewardConfig())
     pairs = choose_pairs(len(small.images), a.pairs, a.min_gap, a.max_gap, a.seed)

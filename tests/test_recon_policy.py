@@ -154,6 +154,7 @@ def test_log_likelihood_of_stored_samples_is_differentiable_in_the_model():
     pair = PairInput.from_uint8(gt.images[0], gt.images[2], gt.K[0], gt.K[2], model.config.patch_size)
     policy = MatchPolicy(model, temperature=0.07)
     samples = policy.sample(pair, 3, seed=5)
+    assert np.array_equal(policy.redraw(pair, 6).fwd, samples[1].fwd)  # a stored (seed, model) redraws its sample
     model.train()
     ll = policy.log_likelihood(pair, samples)
     assert torch.allclose(ll.detach(), torch.tensor([s.logp for s in samples]), rtol=1e-4)

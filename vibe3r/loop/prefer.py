@@ -27,6 +27,7 @@ from vibe3r.loop.stage import Stage, StageContext, StageResult
 def _captures(ctx: StageContext, size: int | None):  # noqa: ANN202
     from vibe3r.captures import load_capture
     from vibe3r.loop.stages import resolve_path
+    from vibe3r.preference.sampling import set_focal
 
     pc = ctx.cfg.preference
     out = []
@@ -35,8 +36,7 @@ def _captures(ctx: StageContext, size: int | None):  # noqa: ANN202
         full_spec = str(resolve_path(path)) + (f"@{rng}" if rng else "")
         cap = load_capture(full_spec, size=size)
         if pc.focal is not None and cap.K is not None:
-            s = cap.images.shape[2] / cap.meta["native_size"][1]
-            cap.K[:, 0, 0], cap.K[:, 1, 1] = pc.focal[0] * s, pc.focal[1] * s
+            set_focal(cap, *pc.focal)
         out.append((full_spec, cap))
     return out
 
@@ -118,22 +118,13 @@ def prefer_recon(ctx: StageContext) -> StageResult:
         last = DPOTrainer(model, pc.temperature, cfg, trainer_dir, progress=False).train(recs, anchor_batches=anchor, resume=trainer_dir.is_dir())
     else:
         from vibe3r.preference.grpo import GRPOConfig, GRPOTrainer
-        from vibe3r.preference.rewards import score_samples
-        from vibe3r.preference.sampling import CaptureSampler
+        from vibe3r.preference.sampling import CaptureSampler, grpo_pairs
         from vibe3r.recon.policy import MatchPolicy
 
         fulls = dict(_captures(ctx, None))
         samplers = {spec: CaptureSampler(MatchPolicy(model, temperature=pc.temperature), caps[spec], fulls[spec], cycle=False)
                     for spec in caps}
-        pairs, keys = [], {}
-        for spec, i, j in pair_rows:
-            pr = samplers[spec].pair_input(i, j)
-            keys[id(pr)] = (spec, i, j)
-            pairs.append(pr)
-
-        def reward_fn(pair, samples):  # noqa: ANN001, ANN202
-            spec, i, j = keys[id(pair)]
-            return np.array([r["combined"] for r in score_samples(samplers[spec].context(i, j, pair), samples, samplers[spec].cfg)])
+        pairs, reward_fn = grpo_pairs(samplers, pair_rows)
 
         cfg = GRPOConfig(n=pc.n, temperature=pc.temperature, lr=pc.lr, steps=pc.steps, anchor_weight=pc.anchor_weight if anchor else 0.0,
                          seed=ctx.seed, ckpt_every=max(1, pc.steps // 4))

@@ -54,9 +54,10 @@ def _override_focal(caps: list, focal: str) -> None:
         fx, fy = (float(v) for v in focal.split(","))
     except ValueError:
         raise InputError(f"--focal must be 'fx,fy' in pixels of the native frames, got {focal!r}") from None
+    from vibe3r.preference.sampling import set_focal
+
     for c in caps:
-        s = c.images.shape[2] / c.meta["native_size"][1]
-        c.K[:, 0, 0], c.K[:, 1, 1] = fx * s, fy * s
+        set_focal(c, fx, fy)
 
 
 @app.command("sample")
@@ -192,24 +193,14 @@ def train_cmd(
                                     " WHERE p.id IN (SELECT pair_id FROM samples WHERE round=?)", (round_,)).fetchall()
             if not rows:
                 raise InputError(f"no sampled pairs in round {round_}; run `vibe3r preference sample` first")
-            samplers, pairs, keys = {}, [], {}
-            for spec, i, j in rows:
-                if spec not in samplers:
-                    small, full = load_capture(spec, size=size), load_capture(spec)
-                    _override_focal([small, full], focal)
-                    samplers[spec] = CaptureSampler(MatchPolicy(model, temperature=temperature), small, full, cycle=False)
-                pair = samplers[spec].pair_input(i, j)
-                keys[id(pair)] = (spec, i, j)
-                pairs.append(pair)
+            from vibe3r.preference.sampling import grpo_pairs
 
-            def reward_fn(pair, samples):  # noqa: ANN001, ANN202
-                import numpy as np
-
-                from vibe3r.preference.rewards import score_samples
-
-                spec, i, j = keys[id(pair)]
-                ctx = samplers[spec].context(i, j, pair)
-                return np.array([r["combined"] for r in score_samples(ctx, samples, samplers[spec].cfg)])
+            samplers = {}
+            for spec in {r[0] for r in rows}:
+                small, full = load_capture(spec, size=size), load_capture(spec)
+                _override_focal([small, full], focal)
+                samplers[spec] = CaptureSampler(MatchPolicy(model, temperature=temperature), small, full, cycle=False)
+            pairs, reward_fn = grpo_pairs(samplers, rows)
 
             cfg = GRPOConfig(steps=steps, n=group, lr=lr, temperature=temperature, anchor_weight=0.1 if anchor is not None else 0.0,
                              threads=threads)

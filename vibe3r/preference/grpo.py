@@ -54,7 +54,7 @@ from vibe3r.preference.trainer_common import (
     RunLog,
     check_out_dir,
     epoch_batch,
-    last_logged,
+    finish_run,
     load_checkpoint,
     lr_at,
     save_checkpoint,
@@ -273,8 +273,4 @@ class GRPOTrainer:
                     save_checkpoint(self.out, self.model, self.opt, {**state, "config": cfg.model_dump()})
         finally:
             log.close()
-        if self.out is not None and state["step"] == cfg.steps and cfg.save_merged:
-            self.model.merge_and_save(self.out / "merged")
-        if not metrics:  # nothing left to do (a finished run resumed): its last logged row
-            metrics = last_logged(self.out)
-        return {**metrics, "step": state["step"]}
+        return finish_run(self.out, self.model, cfg, state, metrics)

@@ -102,3 +102,30 @@ class CaptureSampler:
         samples = self.policy.sample(pair, n, seed=seed, include_mode=include_mode, out=out)
         ctx = self.context(i, j, pair, out)
         return ScoredPair(i, j, ctx, samples, score_samples(ctx, samples, self.cfg))
+
+
+def set_focal(cap: Capture, fx: float, fy: float) -> Capture:
+    """Replace a capture's focal lengths (given in pixels of its native frames) in place, rescaled to the
+    loaded size — e.g. 7-Scenes' colour camera (518, 532) instead of its documented depth camera (585)."""
+    if cap.K is None:
+        raise InputError(f"{cap.name}: no intrinsics to correct")
+    s = cap.images.shape[2] / cap.meta["native_size"][1]
+    cap.K[:, 0, 0], cap.K[:, 1, 1] = fx * s, fy * s
+    return cap
+
+
+def grpo_pairs(samplers: dict[str, CaptureSampler], rows: list[tuple[str, int, int]]):  # noqa: ANN201
+    """GRPO's inputs for pairs ``(capture spec, i, j)``: the ``PairInput`` list and the reward function
+    ``reward_fn(pair, samples) -> (n,)`` scoring samples of those very pair objects with the rewards."""
+    pairs, keys = [], {}
+    for spec, i, j in rows:
+        pair = samplers[spec].pair_input(i, j)
+        keys[id(pair)] = (spec, i, j)
+        pairs.append(pair)
+
+    def reward_fn(pair: PairInput, samples: list[PairSample]) -> np.ndarray:
+        spec, i, j = keys[id(pair)]
+        s = samplers[spec]
+        return np.array([r["combined"] for r in score_samples(s.context(i, j, pair), samples, s.cfg)])
+
+    return pairs, reward_fn

@@ -151,3 +151,14 @@ class RunLog:
         self.bar.stop()
         if self.writer is not None:
             self.writer.close()
+
+
+def finish_run(out: Path | None, model: LoraReconModel, cfg: AdapterTrainConfig, state: dict[str, Any],
+               metrics: dict[str, float]) -> dict[str, float]:
+    """End of a DPO/GRPO session: the merged checkpoint once the run is complete, and the last metrics
+    (those of the last logged row when a finished run was resumed and did nothing)."""
+    if out is not None and state["step"] == cfg.steps and cfg.save_merged:
+        model.merge_and_save(out / "merged")
+    if not metrics:
+        metrics = last_logged(out)
+    return {**metrics, "step": state["step"]}

@@ -43,7 +43,7 @@ IPO-style losses use); ``"sum"`` is the exact joint log-probability.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -74,7 +74,6 @@ class PairSample:
     inliers: np.ndarray
     T21: np.ndarray | None
     is_mode: bool = False
-    info: dict = field(default_factory=dict)
 
     @property
     def n_matches(self) -> int:
