@@ -14,21 +14,18 @@ A trainer's output folder::
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from pydantic import Field
-from safetensors.torch import load_file, save_file
 
 from vibe3r.config import Section
 from vibe3r.errors import InputError
 from vibe3r.preference.lora import LoRAConfig, LoraReconModel
 
 STATE_NAME = "trainer_state.json"
-OPTIM_NAME = "optimizer.safetensors"
 ADAPTER_DIR = "adapter"
 LOG_NAME = "log.jsonl"
 
@@ -68,31 +65,20 @@ def lr_at(step: int, lr: float, warmup: int) -> float:
 
 
 def save_checkpoint(out: Path, model: LoraReconModel, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    """Adapter, optimizer tensors and the loop state; the state JSON is written last (atomically), so a
-    checkpoint is complete whenever ``trainer_state.json`` names its step."""
+    """Adapter, then optimizer tensors and the loop state (``recon.train.save_training_state``: the state
+    JSON is written last, so a checkpoint is complete whenever ``trainer_state.json`` names its step)."""
+    from vibe3r.recon.train import save_training_state
+
     model.save_adapter(out / ADAPTER_DIR)
-    sd = opt.state_dict()
-    tensors = {f"{i}.{k}": (v.detach().clone() if torch.is_tensor(v) else torch.tensor(v))
-               for i, st in sd["state"].items() for k, v in st.items()}
-    tmp = out / f".{OPTIM_NAME}.tmp"
-    save_file(tensors, str(tmp))
-    os.replace(tmp, out / OPTIM_NAME)
-    groups = [{k: v for k, v in g.items() if k != "params"} | {"params": g["params"]} for g in sd["param_groups"]]
-    tmp = out / f".{STATE_NAME}.tmp"
-    tmp.write_text(json.dumps({**state, "param_groups": groups}, indent=1))
-    os.replace(tmp, out / STATE_NAME)
+    save_training_state(out, opt, state, STATE_NAME)
 
 
 def load_checkpoint(out: Path, model: LoraReconModel, opt: torch.optim.Optimizer) -> dict[str, Any]:
     """Restore adapter weights and optimizer from ``out``; returns the loop state."""
-    state = json.loads((out / STATE_NAME).read_text())
+    from vibe3r.recon.train import load_training_state
+
     model.load_adapter_weights(out / ADAPTER_DIR / "adapter_model.safetensors")
-    per: dict[int, dict[str, torch.Tensor]] = {}
-    for key, v in load_file(str(out / OPTIM_NAME)).items():
-        i, name = key.split(".", 1)
-        per.setdefault(int(i), {})[name] = v
-    opt.load_state_dict({"state": per, "param_groups": state.pop("param_groups")})
-    return state
+    return load_training_state(out, opt, STATE_NAME)
 
 
 def check_out_dir(out: Path, resume: bool) -> None:

@@ -142,35 +142,42 @@ def lr_at(progress: float, step: int, warmup: int, lr: float, min_lr: float) -> 
     return min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
 
 
-def save_checkpoint(out: Path, model: ReconModel, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    """Model (config.json + model.safetensors), optimizer tensors and the loop state; the state JSON
-    is written last, so a checkpoint is complete whenever ``train_state.json`` names its step."""
-    model.save_pretrained(out)
-    tensors = {}
+def save_training_state(out: Path, opt: torch.optim.Optimizer, state: dict[str, Any], state_name: str = STATE_NAME) -> None:
+    """Optimizer tensors (safetensors) and the loop state + param groups (JSON, written last and
+    atomically): a checkpoint is complete whenever ``state_name`` names its step. Shared by every trainer."""
     sd = opt.state_dict()
-    for i, st in sd["state"].items():
-        for k, v in st.items():
-            tensors[f"{i}.{k}"] = v.detach().clone() if torch.is_tensor(v) else torch.tensor(v)
+    tensors = {f"{i}.{k}": (v.detach().clone() if torch.is_tensor(v) else torch.tensor(v))
+               for i, st in sd["state"].items() for k, v in st.items()}
     tmp = out / f".{OPTIM_NAME}.tmp"
     save_file(tensors, str(tmp))
     os.replace(tmp, out / OPTIM_NAME)
     groups = [{k: v for k, v in g.items() if k != "params"} | {"params": g["params"]} for g in sd["param_groups"]]
-    tmp = out / f".{STATE_NAME}.tmp"
+    tmp = out / f".{state_name}.tmp"
     tmp.write_text(json.dumps({**state, "param_groups": groups}, indent=1))
-    os.replace(tmp, out / STATE_NAME)
+    os.replace(tmp, out / state_name)
 
 
-def load_checkpoint(out: Path, model: ReconModel, opt: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore weights and optimizer from ``out``; returns the loop state."""
-    state = json.loads((out / STATE_NAME).read_text())
-    model.load_weights(out / "model.safetensors")
-    tensors = load_file(str(out / OPTIM_NAME))
+def load_training_state(out: Path, opt: torch.optim.Optimizer, state_name: str = STATE_NAME) -> dict[str, Any]:
+    """Restore the optimizer saved by ``save_training_state``; returns the loop state."""
+    state = json.loads((out / state_name).read_text())
     per: dict[int, dict[str, torch.Tensor]] = {}
-    for key, v in tensors.items():
+    for key, v in load_file(str(out / OPTIM_NAME)).items():
         i, name = key.split(".", 1)
         per.setdefault(int(i), {})[name] = v
     opt.load_state_dict({"state": per, "param_groups": state.pop("param_groups")})
     return state
+
+
+def save_checkpoint(out: Path, model: ReconModel, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Model (config.json + model.safetensors), then optimizer and loop state (``save_training_state``)."""
+    model.save_pretrained(out)
+    save_training_state(out, opt, state)
+
+
+def load_checkpoint(out: Path, model: ReconModel, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    """Restore weights and optimizer from ``out``; returns the loop state."""
+    model.load_weights(out / "model.safetensors")
+    return load_training_state(out, opt)
 
 
 # --------------------------------------------------------------------------------------------
