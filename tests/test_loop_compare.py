@@ -109,7 +109,7 @@ def test_html_report_has_rows_figures_and_links(run: Path, tmp_path: Path) -> No
     assert all(len(b) > 2000 for _, b in figs)
     assert not re.search(r'(src|href)="(https?:|//)', page) and "<link" not in page and "<script" not in page
     assert "room.glb</a>" in page
-    assert "67% (2/3 vs round 1)" in page
+    assert "67% vs round 1 (n=3: 2 won, 1 lost)" in page
     assert "SFT → DPO" in page and "SFT only" in page
     assert page.count('<span class="absent">none</span>') == 2  # rounds 1 and 3 have no GLB
 
@@ -143,7 +143,7 @@ def test_json_numbers_equal_the_registry(run: Path) -> None:
     assert p["terms"]["photometric"]["mean"] == pytest.approx(2 * p["combined"]["mean"])
     assert p["margins"]["reward"]["n"] == 2 and p["margins"]["reward"]["mean"] == pytest.approx(np.mean([2.0, 3.0]))
     assert r2["prefer"] == {"method": "dpo", "metrics": {"dpo_loss": 0.6, "dpo_accuracy": 0.75, "dpo_preferences": 2.0}}
-    assert r2["human_vs_previous"] == {"previous": 1, "wins": 2, "losses": 1, "win_rate": pytest.approx(2 / 3)}
+    assert r2["human_vs_previous"] == {"previous": 1, "wins": 2, "losses": 1, "ties": 0, "n": 3, "win_rate": pytest.approx(2 / 3)}
     assert r2["glb"] == ["rounds/0002/export/room.glb"]
     assert data["human_labels"] == 3 and data["live_round"] == 2
 

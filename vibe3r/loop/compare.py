@@ -18,9 +18,10 @@ Per round the report holds:
 * the supervised fine-tune (``train_recon``) against the preference stage (``prefer_recon``: its
   metrics and the method named in its checkpoint's ``preference.json``), and any extra variants an
   ``eval.json`` carries beside ``candidate`` and ``parent``;
-* the human win rate against the previous round: over every ``human`` preference in the run's stores
-  (the round stores and ``RUN/preferences.sqlite``) whose chosen and rejected samples were drawn in
-  round r and in the round before it, the fraction where round r's sample was chosen;
+* the human win rate against the previous round (round 0: the base checkpoint): over every human verdict
+  in the run's stores (the round stores and ``RUN/preferences.sqlite``, which the web app's evaluator
+  page writes) between round r and the round before it — ``human`` preferences between samples and
+  evaluators' judgements of whole reconstructions — ``(wins + ties / 2) / n``, with n shown;
 * the reconstruction GLB files found in the round folder, linked relative to the report.
 
 Anything a round lacks (no evaluation, no preference stage, an unfinished round) is reported as absent.
@@ -105,12 +106,45 @@ def read_store(path: Path, rnd: int | None) -> dict[str, Any]:
     return out
 
 
-def human_duels(path: Path) -> list[tuple[int, int]]:
-    """``(chosen sample's round, rejected sample's round)`` of every human preference in a store."""
+Duel = tuple[int, int, float]  # (round of A, round of B, A's points: 1 win, 0.5 tie, 0 loss)
+
+
+def human_duels(path: Path) -> list[Duel]:
+    """Every human verdict in a store as ``(round A, round B, A's points)``: the ``human`` preferences between
+    samples (chosen first, a win) and the evaluators' judgements of whole reconstructions (ties count half).
+    A store written before the judgement tables existed has only the former."""
     with _connect_ro(path) as db:
-        return [(a, b) for a, b in db.execute(
+        out: list[Duel] = [(a, b, 1.0) for a, b in db.execute(
             "SELECT c.round, r.round FROM preferences p JOIN samples c ON c.id = p.chosen_id"
             " JOIN samples r ON r.id = p.rejected_id WHERE p.source = 'human' ORDER BY p.id")]
+        if db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='judgements'").fetchone():
+            out += [(a, b, {"a": 1.0, "b": 0.0, "tie": 0.5}[v]) for a, b, v in db.execute(
+                "SELECT ra.round, rb.round, j.verdict FROM judgements j JOIN comparisons m ON m.id = j.comparison_id"
+                " JOIN reconstructions ra ON ra.id = m.a_id JOIN reconstructions rb ON rb.id = m.b_id"
+                " WHERE j.source = 'human' ORDER BY j.id")]
+    return out
+
+
+def win_rate(duels: list[Duel], rnd: int, prev: int) -> dict[str, Any]:
+    """Round ``rnd`` against round ``prev`` over the duels between them (either side shown as A):
+    ``win_rate = (wins + ties / 2) / n``; None without a duel."""
+    wins = losses = ties = 0
+    for a, b, pts in duels:
+        if (a, b) == (rnd, prev):
+            mine = pts
+        elif (a, b) == (prev, rnd):
+            mine = 1.0 - pts
+        else:
+            continue
+        if mine == 0.5:
+            ties += 1
+        elif mine > 0.5:
+            wins += 1
+        else:
+            losses += 1
+    n = wins + losses + ties
+    return {"previous": prev, "wins": wins, "losses": losses, "ties": ties, "n": n,
+            "win_rate": (wins + 0.5 * ties) / n if n else None}
 
 
 def _visible(p: Path, root: Path) -> bool:
@@ -233,12 +267,9 @@ def collect(run_dir: str | Path, rounds: list[int] | None = None, *, with_values
             ev = _eval_json(reg, rnd)
             variants = {k: v for k, v in (ev or {}).items() if k not in ("candidate", "parent") and isinstance(v, dict)}
             prev = max((r for r in all_rounds if r < rnd), default=None)
-            human = None
-            if prev is not None:
-                wins = sum(1 for a, b in duels if (a, b) == (rnd, prev))
-                losses = sum(1 for a, b in duels if (a, b) == (prev, rnd))
-                human = {"previous": prev, "wins": wins, "losses": losses,
-                         "win_rate": wins / (wins + losses) if wins + losses else None}
+            if prev is None and any(0 in (a, b) for a, b, _ in duels):
+                prev = 0  # the first round against the base checkpoint (round 0), when evaluators judged that
+            human = None if prev is None else win_rate(duels, rnd, prev)
             rec: dict[str, Any] = {
                 "round": rnd,
                 "state": states[rnd],
@@ -426,9 +457,11 @@ def _human_cell(r: dict, total: int) -> str:
         return '<span class="absent">no human labels yet</span>'
     if h is None:
         return '<span class="absent">first round</span>'
+    versus = "the base" if h["previous"] == 0 else f'round {h["previous"]}'
     if h["win_rate"] is None:
-        return f'<span class="absent">no human labels vs round {h["previous"]}</span>'
-    return f'{h["win_rate"]:.0%} ({h["wins"]}/{h["wins"] + h["losses"]} vs round {h["previous"]})'
+        return f'<span class="absent">no human labels vs {versus}</span>'
+    ties = f', {h["ties"]} tie{"s" if h["ties"] != 1 else ""}' if h["ties"] else ""
+    return f'{h["win_rate"]:.0%} vs {versus} (n={h["n"]}: {h["wins"]} won, {h["losses"]} lost{ties})'
 
 
 def _glb_cell(r: dict, run_dir: Path, out_dir: Path) -> str:

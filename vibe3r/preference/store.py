@@ -6,6 +6,14 @@ that drew it (``MatchPolicy.redraw(pair, seed)`` with that model gives it back),
 a chosen and a rejected sample of the same pair, with its round, its source (``reward`` or ``human``),
 the margin between the two rewards and, for human labels, who gave it.
 
+Evaluators judge whole reconstructions rather than pair samples (the web app's evaluator page): a
+``reconstructions`` row is one reconstruction of some frames of a capture by one model (its round and
+version; ``seed`` -1 for the model's mode, else a sample's seed) with the folder holding its renders; a
+``comparisons`` row puts two of the same capture side by side (A and B); a ``judgements`` row is one
+evaluator's verdict on a comparison — ``a``, ``b`` or ``tie`` — with who and when (source ``human``;
+one verdict per evaluator and comparison). Stores written before these tables existed gain them when
+opened (``CREATE TABLE IF NOT EXISTS``; ``PRAGMA user_version`` records the schema version).
+
 WAL journaling lets a reader (``vibe3r preference show``, the web app) look while a writer works;
 every write is one transaction.
 """
@@ -47,7 +55,20 @@ CREATE TABLE IF NOT EXISTS preferences (
     UNIQUE(chosen_id, rejected_id, source));
 CREATE INDEX IF NOT EXISTS samples_pair ON samples(pair_id);
 CREATE INDEX IF NOT EXISTS prefs_round ON preferences(round);
+CREATE TABLE IF NOT EXISTS reconstructions (
+    id INTEGER PRIMARY KEY, capture_id INTEGER NOT NULL REFERENCES captures(id), round INTEGER NOT NULL,
+    model_version TEXT NOT NULL, seed INTEGER NOT NULL DEFAULT -1, frames TEXT NOT NULL, path TEXT, created_at REAL,
+    UNIQUE(capture_id, model_version, seed, frames));
+CREATE TABLE IF NOT EXISTS comparisons (
+    id INTEGER PRIMARY KEY, a_id INTEGER NOT NULL REFERENCES reconstructions(id),
+    b_id INTEGER NOT NULL REFERENCES reconstructions(id), created_at REAL, UNIQUE(a_id, b_id), CHECK (a_id <> b_id));
+CREATE TABLE IF NOT EXISTS judgements (
+    id INTEGER PRIMARY KEY, comparison_id INTEGER NOT NULL REFERENCES comparisons(id),
+    verdict TEXT NOT NULL CHECK (verdict IN ('a', 'b', 'tie')), source TEXT NOT NULL DEFAULT 'human',
+    annotator TEXT NOT NULL, created_at REAL NOT NULL, UNIQUE(comparison_id, annotator));
 """
+SCHEMA_VERSION = 2  # 1: captures/pairs/samples/preferences; 2: + reconstructions/comparisons/judgements (added on open)
+VERDICTS = ("a", "b", "tie")
 
 
 def _pack_draws(fwd: np.ndarray, bwd: np.ndarray) -> bytes:
@@ -99,6 +120,42 @@ class Preference:
     annotator: str | None
 
 
+@dataclass
+class Reconstruction:
+    """One reconstruction of frames of a capture by one model (``seed`` -1: the model's mode)."""
+
+    id: int
+    capture_spec: str
+    round: int
+    model_version: str
+    seed: int
+    frames: list[int]
+    path: str | None
+
+
+@dataclass
+class Judgement:
+    """An evaluator's verdict on comparison ``comparison_id``: ``a``, ``b`` or ``tie``."""
+
+    id: int
+    comparison_id: int
+    a: Reconstruction
+    b: Reconstruction
+    verdict: str
+    source: str
+    annotator: str
+    created_at: float
+
+    @property
+    def score_a(self) -> float:
+        """A's points: 1 a win, 0.5 a tie, 0 a loss."""
+        return {"a": 1.0, "b": 0.0, "tie": 0.5}[self.verdict]
+
+
+class DuplicateJudgement(InputError):
+    """The evaluator already judged this comparison."""
+
+
 class PreferenceStore:
     """SQLite-backed store (``path`` is a file, created with its schema when missing)."""
 
@@ -109,6 +166,8 @@ class PreferenceStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
+        if self.db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
         self.db.close()
@@ -211,7 +270,84 @@ class PreferenceStore:
                 n += 1
         return n
 
+    def add_reconstruction(self, capture_id: int, round: int, model_version: str, frames: list[int], seed: int = -1,
+                           path: str | None = None) -> int:
+        """A reconstruction of ``frames`` of a capture by a model (the same one again keeps its row; ``path`` updated)."""
+        key = json.dumps([int(f) for f in frames])
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO reconstructions(capture_id, round, model_version, seed, frames, path, created_at)"
+                       " VALUES (?,?,?,?,?,?,?)", (capture_id, round, model_version, seed, key, path, time.time()))
+            rid = db.execute("SELECT id FROM reconstructions WHERE capture_id=? AND model_version=? AND seed=? AND frames=?",
+                             (capture_id, model_version, seed, key)).fetchone()[0]
+            if path is not None:
+                db.execute("UPDATE reconstructions SET path=? WHERE id=?", (path, rid))
+            return rid
+
+    def add_comparison(self, a_id: int, b_id: int) -> int:
+        """Reconstructions ``a_id`` (shown as A) and ``b_id`` (B) of the same capture, side by side."""
+        with self._tx() as db:
+            rows = {r[0]: r[1] for r in db.execute("SELECT id, capture_id FROM reconstructions WHERE id IN (?,?)", (a_id, b_id))}
+            if a_id not in rows or b_id not in rows:
+                raise InputError(f"unknown reconstruction id in comparison ({a_id}, {b_id})")
+            if a_id == b_id or rows[a_id] != rows[b_id]:
+                raise InputError("a comparison puts two different reconstructions of the same capture side by side")
+            db.execute("INSERT OR IGNORE INTO comparisons(a_id, b_id, created_at) VALUES (?,?,?)", (a_id, b_id, time.time()))
+            return db.execute("SELECT id FROM comparisons WHERE a_id=? AND b_id=?", (a_id, b_id)).fetchone()[0]
+
+    def add_judgement(self, comparison_id: int, verdict: str, annotator: str, source: str = "human") -> int:
+        """Record ``annotator``'s verdict (``a``, ``b`` or ``tie``) on a comparison; a second verdict of the same
+        evaluator on the same comparison raises :class:`DuplicateJudgement`."""
+        if verdict not in VERDICTS:
+            raise InputError(f"unknown verdict {verdict!r}; valid: {', '.join(VERDICTS)}")
+        if source not in SOURCES:
+            raise InputError(f"unknown preference source {source!r}; valid: {', '.join(SOURCES)}")
+        annotator = (annotator or "").strip()
+        if not annotator:
+            raise InputError("a judgement needs the evaluator's name")
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM comparisons WHERE id=?", (comparison_id,)).fetchone() is None:
+                raise InputError(f"no comparison {comparison_id}")
+            try:
+                cur = db.execute("INSERT INTO judgements(comparison_id, verdict, source, annotator, created_at) VALUES (?,?,?,?,?)",
+                                 (comparison_id, verdict, source, annotator[:200], time.time()))
+            except sqlite3.IntegrityError:
+                raise DuplicateJudgement(f"{annotator} already judged comparison {comparison_id}") from None
+            return cur.lastrowid
+
     # ---- reading -------------------------------------------------------------------------------
+
+    _RECON_COLS = "r.id, c.spec, r.round, r.model_version, r.seed, r.frames, r.path"
+
+    @staticmethod
+    def _recon(row: tuple) -> Reconstruction:
+        rid, spec, rnd, ver, seed, frames, path = row
+        return Reconstruction(rid, spec, rnd, ver, seed, json.loads(frames), path)
+
+    def reconstruction(self, rid: int) -> Reconstruction | None:
+        row = self.db.execute(f"SELECT {self._RECON_COLS} FROM reconstructions r JOIN captures c ON c.id = r.capture_id"
+                              " WHERE r.id=?", (rid,)).fetchone()
+        return None if row is None else self._recon(row)
+
+    def comparisons(self) -> list[tuple[int, Reconstruction, Reconstruction]]:
+        """Every comparison as ``(id, A, B)``, in order of creation."""
+        rows = self.db.execute("SELECT id, a_id, b_id FROM comparisons ORDER BY id").fetchall()
+        return [(cid, self.reconstruction(a), self.reconstruction(b)) for cid, a, b in rows]
+
+    def next_comparison(self, annotator: str) -> tuple[int, Reconstruction, Reconstruction] | None:
+        """The first comparison ``annotator`` has not judged yet (None: all judged)."""
+        row = self.db.execute("SELECT id, a_id, b_id FROM comparisons WHERE id NOT IN"
+                              " (SELECT comparison_id FROM judgements WHERE annotator=?) ORDER BY id LIMIT 1",
+                              ((annotator or "").strip(),)).fetchone()
+        return None if row is None else (row[0], self.reconstruction(row[1]), self.reconstruction(row[2]))
+
+    def judgements(self, annotator: str | None = None) -> list[Judgement]:
+        q, args = "SELECT j.id, j.comparison_id, m.a_id, m.b_id, j.verdict, j.source, j.annotator, j.created_at" \
+                  " FROM judgements j JOIN comparisons m ON m.id = j.comparison_id", []
+        if annotator is not None:
+            q += " WHERE j.annotator=?"
+            args.append(annotator)
+        return [Judgement(jid, cid, self.reconstruction(a), self.reconstruction(b), v, src, who, t)
+                for jid, cid, a, b, v, src, who, t in self.db.execute(q + " ORDER BY j.id", args).fetchall()]
 
     def _sample(self, row: tuple) -> StoredSample:
         (sid, pid, seed, ver, rnd, is_mode, logp, t21, _nm, _ni, draws, rewards, combined, degen) = row
@@ -259,6 +395,9 @@ class PreferenceStore:
                 "SELECT round, COUNT(*), SUM(degenerate IS NOT NULL), AVG(combined) FROM samples GROUP BY round")},
             "preferences": [{"round": r, "source": s, "n": n, "mean_margin": m} for r, s, n, m in q(
                 "SELECT round, source, COUNT(*), AVG(margin) FROM preferences GROUP BY round, source ORDER BY round")],
+            "reconstructions": q("SELECT COUNT(*) FROM reconstructions")[0][0],
+            "comparisons": q("SELECT COUNT(*) FROM comparisons")[0][0],
+            "judgements": {v: n for v, n in q("SELECT verdict, COUNT(*) FROM judgements GROUP BY verdict")},
         }
 
     def export(self, out: str | Path) -> Path:
