@@ -294,6 +294,9 @@ class PreferenceConfig(Section):
     captures: list[str] = Field(["../shared/data/real/7scenes-redkitchen@0:125"],
                                 description="real capture specs with intrinsics (relative paths: cwd, then the project folder); "
                                             "the default is 7-Scenes frames 0-496, the preference-training side")
+    capture_pool: str | None = Field(None, description="folder of captures contributed through the web app (`vibe3r serve --data DIR`: "
+                                     "DIR/captures, its index.jsonl); every pooled capture joins the real captures of the next round")
+    pool_max_frames: int = Field(24, ge=2, description="frames kept of each pooled capture (evenly spread): phone videos are long")
     focal: tuple[float, float] | None = Field((518.0, 532.0), description="fx, fy of the native frames used by the rewards "
                                               "(7-Scenes documents its depth camera's 585; its colour camera fits 518, 532); None = the capture's K")
     size: int = Field(128, ge=16, description="longer image side the policy sees")

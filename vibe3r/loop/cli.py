@@ -2,6 +2,7 @@
 
     vibe3r loop iterate --config configs/default.yaml --run runs/demo            # one round (loop.rounds)
     vibe3r loop iterate --run runs/demo --rounds 3                               # three more rounds
+    vibe3r loop iterate --run runs/demo --captures phone.mp4 --captures runs/serve/captures  # own real captures
     vibe3r loop status --run runs/demo
     vibe3r loop compare --run runs/demo --rounds 1 3 5 --out report.html      # HTML report (--json: numbers)
 """
@@ -33,15 +34,25 @@ def iterate_cmd(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (default: the embedded default)")] = None,
     rounds: Annotated[int | None, typer.Option("--rounds", help="rounds to run now (default loop.rounds); an interrupted round counts as the first")] = None,
     overrides: Annotated[list[str] | None, typer.Option("--set", "-s", help="config override section.key=value (repeatable)")] = None,
+    captures: Annotated[list[str] | None, typer.Option(
+        "--captures", help="real captures for the preference stages, instead of preference.captures (repeatable): a video, "
+                           "a capture folder, PATH@START:STOP, or a capture pool (`vibe3r serve` DIR/captures); "
+                           "their own intrinsics are used unless --set preference.focal=[fx,fy]")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="plain lines instead of progress bars")] = False,
 ) -> None:
     """Run rounds; killed at any point, the same command resumes at the first unfinished stage."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from vibe3r.config import load_config
+    from vibe3r.config import Config, load_config
     from vibe3r.loop.iterate import iterate
 
     cfg = load_config(config, overrides)
+    if captures:
+        d = json.loads(cfg.model_dump_json())
+        d["preference"]["captures"] = list(captures)
+        if not any(o.strip().startswith("preference.focal") for o in overrides or []):
+            d["preference"]["focal"] = None  # preference.focal corrects the default 7-Scenes capture, not these
+        cfg = Config.model_validate(d)
     con = Console()
     tasks: dict[tuple[int, str], int] = {}
     with Progress(TextColumn("[bold]round {task.fields[rnd]}[/bold] {task.description:<12}"), BarColumn(),

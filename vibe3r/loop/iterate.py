@@ -4,7 +4,8 @@ Run directory::
 
     RUN/registry.sqlite        the registry (vibe3r.loop.registry)
     RUN/.lock                  held (flock) by the process working on the run
-    RUN/rounds/NNNN/           config.yaml (the round's resolved config) and one folder per stage
+    RUN/rounds/NNNN/           config.yaml (the round's resolved config), captures.json (its real captures,
+                               vibe3r.loop.pool) and one folder per stage
     RUN/heldout-<hash>/        the fixed evaluation set
     RUN/eval-cache/            metrics per (checkpoint, evaluation set)
     RUN/live                   symlink to the live (last promoted) recon checkpoint
@@ -23,6 +24,7 @@ from typing import Any
 
 from vibe3r.config import Config, save_config
 from vibe3r.errors import Vibe3rError
+from vibe3r.loop.pool import freeze_captures
 from vibe3r.loop.registry import Registry
 from vibe3r.loop.stage import Stage, config_hash, run_stage, stage_seed, write_json_atomic
 from vibe3r.loop.stages import RUN_INPUTS, STAGES, live_recon
@@ -118,6 +120,8 @@ def run_round(cfg: Config, reg: Registry, rnd: int, stages: list[Stage], on_even
     round_dir = reg.run_dir / "rounds" / f"{rnd:04d}"
     round_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, round_dir)
+    if any(s.name in ("sample_real", "prefer_recon") for s in stages):
+        freeze_captures(cfg, reg.run_dir, rnd)  # the round's real captures, pooled uploads included, fixed once
     resolve = _resolver(reg, cfg, rnd)
     for idx, stage in enumerate(stages):
         ev(rnd, stage.name, "start", 0, None, stage.help)

@@ -1,7 +1,8 @@
 """The loop's preference stages: the real world as the judge of the reconstruction model.
 
 ``sample_real``  the round's candidate checkpoint (after ``train_recon``) draws ``preference.n``
-                 reconstructions + its mode of ``preference.pairs`` pairs of every real capture; the
+                 reconstructions + its mode of ``preference.pairs`` pairs of every real capture
+                 (``vibe3r.loop.pool``: ``preference.captures`` and the web app's capture pool); the
                  self-supervised rewards score them; the best samples are preferred over the worst. All
                  of it goes into the round's preference store ``sample_real/preferences.sqlite`` — inside
                  the stage folder, so it appears atomically with the stage (a killed attempt leaves no
@@ -25,19 +26,34 @@ from vibe3r.loop.stage import Stage, StageContext, StageResult
 
 
 def _captures(ctx: StageContext, size: int | None):  # noqa: ANN202
+    """``(spec, Capture)`` of the round's real captures (``vibe3r.loop.pool``: the configured ones and the
+    pooled uploads, frozen per round) at ``size`` (None: full resolution, pooled ones at most
+    ``pool.FULL_MAX_SIDE``), with the focal length each is to be scored with."""
+    from vibe3r import geometry
     from vibe3r.captures import load_capture
-    from vibe3r.loop.stages import resolve_path
+    from vibe3r.loop.pool import DEFAULT_FOV_DEG, FULL_MAX_SIDE, round_captures
     from vibe3r.preference.sampling import set_focal
 
     pc = ctx.cfg.preference
     out = []
-    for spec in pc.captures:
-        path, _, rng = spec.partition("@")
-        full_spec = str(resolve_path(path)) + (f"@{rng}" if rng else "")
-        cap = load_capture(full_spec, size=size)
-        if pc.focal is not None and cap.K is not None:
-            set_focal(cap, *pc.focal)
-        out.append((full_spec, cap))
+    for rc in round_captures(ctx.cfg, ctx.run_dir, ctx.round):
+        load_size = size
+        if size is None and rc.origin == "pool":
+            from vibe3r.captures import open_source, parse_spec
+
+            if max(open_source(parse_spec(rc.spec)[0]).hw) > FULL_MAX_SIDE:
+                load_size = FULL_MAX_SIDE
+        cap = load_capture(rc.spec, size=load_size, max_frames=rc.max_frames)
+        focal = rc.focal if rc.origin == "pool" else pc.focal
+        if focal is not None and cap.K is not None:
+            set_focal(cap, *focal)
+        elif cap.K is None:  # a phone video: the focal the web app estimated, else a 60 degree field of view
+            H, W = cap.hw
+            K = geometry.intrinsics_from_fov(DEFAULT_FOV_DEG, W, H).numpy().astype(np.float64)
+            cap.K = np.repeat(K[None], len(cap.images), axis=0)
+            if focal is not None:
+                set_focal(cap, *focal)
+        out.append((rc.spec, cap))
     return out
 
 

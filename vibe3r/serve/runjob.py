@@ -87,9 +87,11 @@ def package(out: Path) -> dict[str, str]:
     return {"colmap.zip": "colmap.zip", "nerfstudio.zip": "nerfstudio.zip"}
 
 
-def contribute(cfg: ServeConfig, job: dict, input_path: Path) -> str:
+def contribute(cfg: ServeConfig, job: dict, input_path: Path, intrinsics: dict | None = None) -> str:
     """Copy the capture into the real-capture pool: ``<data>/captures/<job id>/`` holds ``video.<ext>`` (or ``images/``)
-    and ``meta.json``; ``<data>/captures/index.jsonl`` lists every pooled capture as a ``load_capture`` spec."""
+    and ``meta.json`` (with ``intrinsics``: the focal length the reconstruction found, in native pixels, which
+    the loop scores the capture with); ``<data>/captures/index.jsonl`` lists every pooled capture as a
+    ``load_capture`` spec (``vibe3r.loop.pool`` reads it)."""
     dest = cfg.pool_dir / job["id"]
     tmp = cfg.pool_dir / f".{job['id']}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -99,7 +101,7 @@ def contribute(cfg: ServeConfig, job: dict, input_path: Path) -> str:
     else:
         shutil.copy2(input_path, tmp / f"video{input_path.suffix}")
     meta = {"job": job["id"], "kind": job["kind"], "submitted": job["created"], "pooled": time.time(), "source": "vibe3r serve upload",
-            "consent": "contribute checkbox ticked at upload", "info": job["info"]}
+            "consent": "contribute checkbox ticked at upload", "info": job["info"], "intrinsics": intrinsics}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
@@ -158,7 +160,11 @@ def run_job(cfg: ServeConfig, job_id: str, models: dict | None = None) -> None:
                                extra_report={"checkpoint": str(ckpt), "job": job_id})
         prog("package", 0, 1)
         package(out)
-        pooled = contribute(cfg, job, src) if job["contribute"] else None
+        pooled = None
+        if job["contribute"]:
+            f = report["focal_px"] * cap.meta["native_size"][1] / cap.hw[1]  # the job's pixels -> the upload's
+            pooled = contribute(cfg, job, src, {"fx": f, "fy": f, "from": report["intrinsics_from"],
+                                                "native_size": cap.meta["native_size"]})
         prog("package", 1, 1)
         t = report["timings_s"]
         result = {"frames": report["frames"], "pairs": report["graph"]["pairs"], "points": report["exports"]["points"],
