@@ -8,6 +8,12 @@ package (no CDN: the server works offline).
 
 Routes: ``GET /`` upload page, ``GET /jobs/{id}`` job page, ``POST /api/jobs`` upload, ``GET /api/jobs``
 this client's jobs, ``GET /api/jobs/{id}``, ``GET /api/jobs/{id}/files/{name}`` downloads, ``GET /healthz``.
+
+Evaluator (``--run RUN``): ``GET /evaluate`` the page, ``GET /api/evaluate/next?annotator=NAME`` the next
+comparison that evaluator has not judged (with the builder's progress), ``POST /api/evaluate/{id}``
+``{"verdict": "a" | "b" | "tie", "annotator": NAME}`` records a judgement (under ``--auth`` the evaluator
+is the authenticated user), ``GET /api/evaluate/files/{reconstruction id}/{name}`` its renders and GLB.
+The comparisons are built by a separate process (``vibe3r.serve.evaluator``) started with the server.
 """
 
 from __future__ import annotations
@@ -31,10 +37,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from vibe3r.errors import InputError
+from vibe3r.serve import evaluator as E
 from vibe3r.serve import uploads as U
 from vibe3r.serve.config import ServeConfig
 from vibe3r.serve.jobs import JobStore
-from vibe3r.serve.worker import Worker
+from vibe3r.serve.worker import EvalBuilder, Worker
 
 STATIC = Path(__file__).parent / "static"
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -56,6 +63,7 @@ def create_app(cfg: ServeConfig, start_worker: bool = True) -> FastAPI:
     previous server left running."""
     store = JobStore(cfg.db_path)
     worker = Worker(cfg, store)
+    builder = EvalBuilder(cfg) if cfg.evaluate.run is not None else None
     submit_lock = threading.Lock()
     max_body = int(cfg.limits.max_upload_mb * 2**20)
 
@@ -66,12 +74,16 @@ def create_app(cfg: ServeConfig, start_worker: bool = True) -> FastAPI:
             log.info("re-queued %d job(s) left running: %s", len(back), ", ".join(back))
         if start_worker:
             worker.start()
+            if builder is not None:
+                builder.start()
         yield
         if start_worker:
             await run_in_threadpool(worker.stop)
+            if builder is not None:
+                await run_in_threadpool(builder.stop)
 
     app = FastAPI(title="vibe3r", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.cfg, app.state.store, app.state.worker = cfg, store, worker
+    app.state.cfg, app.state.store, app.state.worker, app.state.builder = cfg, store, worker, builder
 
     if cfg.auth is not None:
         user, password = cfg.auth.split(":", 1)
@@ -201,6 +213,97 @@ def create_app(cfg: ServeConfig, start_worker: bool = True) -> FastAPI:
             return _error(404, f"{name} is not available for this job")
         return FileResponse(path, media_type=MEDIA.get(path.suffix, "application/octet-stream"),
                             filename=f"vibe3r-{job_id[:8]}-{name}")
+
+    # ---- evaluator ---------------------------------------------------------------------------
+
+    def pref_store():  # noqa: ANN202 - one connection per request (sqlite connections stay in their thread)
+        from vibe3r.preference.store import PreferenceStore
+
+        return PreferenceStore(cfg.evaluate.run / E.STORE_NAME)
+
+    no_run = ("this server compares no loop run: start it with `vibe3r serve --run runs/NAME` to judge its rounds")
+
+    def evaluator_of(request: Request, given: str | None) -> str:
+        if cfg.auth is not None:
+            return cfg.auth.split(":", 1)[0]
+        return (given or "").strip()[:100]
+
+    def side(rec: Any) -> dict[str, Any]:
+        f = lambda name: f"/api/evaluate/files/{rec.id}/{name}"  # noqa: E731
+        return {"glb": f("scene.glb"), "views": [f("view0.png"), f("view1.png")]}
+
+    def next_item(annotator: str) -> dict[str, Any]:
+        with pref_store() as st:
+            total = st.db.execute("SELECT COUNT(*) FROM comparisons").fetchone()[0]
+            judged = st.db.execute("SELECT COUNT(*) FROM judgements WHERE annotator=?", (annotator,)).fetchone()[0]
+            nxt = st.next_comparison(annotator) if annotator else None
+        item = None
+        if nxt is not None:
+            cid, a, b = nxt
+            item = {"id": cid, "capture": Path(a.capture_spec.split("@")[0]).name, "frames": len(a.frames),
+                    "input": f"/api/evaluate/files/{a.id}/input.png", "a": side(a), "b": side(b)}
+        return {"annotator": annotator, "fixed_annotator": cfg.auth is not None, "item": item,
+                "progress": {"comparisons": total, "judged": judged, **(builder.status() if builder else {})}}
+
+    @app.get("/api/evaluate/next")
+    async def evaluate_next(request: Request, annotator: str | None = None):
+        if cfg.evaluate.run is None:
+            return _error(404, no_run)
+        return await run_in_threadpool(next_item, evaluator_of(request, annotator))
+
+    @app.post("/api/evaluate/{cid}")
+    async def evaluate_submit(request: Request, cid: str):
+        from vibe3r.preference.store import DuplicateJudgement
+
+        if cfg.evaluate.run is None:
+            return _error(404, no_run)
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, 'send JSON: {"verdict": "a" | "b" | "tie", "annotator": "your name"}')
+        if not isinstance(body, dict):
+            return _error(400, 'send JSON: {"verdict": "a" | "b" | "tie", "annotator": "your name"}')
+        if not cid.isdigit():
+            return _error(404, f"no comparison {cid[:40]!r}")
+        who = evaluator_of(request, body.get("annotator") if isinstance(body.get("annotator"), str) else None)
+        if not who:
+            return _error(400, "enter your name before judging (it is recorded with your verdict)")
+
+        def record() -> int:
+            with pref_store() as st:
+                if st.db.execute("SELECT 1 FROM comparisons WHERE id=?", (int(cid),)).fetchone() is None:
+                    raise LookupError
+                return st.add_judgement(int(cid), str(body.get("verdict")), who)
+        try:
+            jid = await run_in_threadpool(record)
+        except LookupError:
+            return _error(404, f"no comparison {cid}")
+        except DuplicateJudgement:
+            return _error(409, f"{who} already judged comparison {cid}; each evaluator judges a comparison once")
+        except InputError as exc:
+            return _error(400, str(exc))
+        return JSONResponse({"judgement": jid, "comparison": int(cid), "annotator": who, "verdict": body.get("verdict")}, status_code=201)
+
+    @app.get("/api/evaluate/files/{rid}/{name}")
+    async def evaluate_file(rid: str, name: str):
+        if cfg.evaluate.run is None:
+            return _error(404, no_run)
+        if not rid.isdigit() or name not in E.FILES:
+            return _error(404, "no such file")
+
+        def find() -> Path | None:
+            with pref_store() as st:
+                rec = st.reconstruction(int(rid))
+            return None if rec is None or rec.path is None else cfg.evaluate.run / rec.path / name
+        path = await run_in_threadpool(find)
+        if path is None or not path.is_file():
+            return _error(404, "no such file")
+        media = {".png": "image/png", ".glb": "model/gltf-binary"}[path.suffix]
+        return FileResponse(path, media_type=media, headers={"Cache-Control": "max-age=3600"})
+
+    @app.get("/evaluate")
+    async def evaluate_page():
+        return FileResponse(STATIC / "evaluate.html", media_type="text/html")
 
     @app.get("/api/config")
     async def config():

@@ -25,22 +25,36 @@ def serve(
     pose: Annotated[str, typer.Option("--pose", help="pair pose solver: auto | essential | pnp | procrustes")] = "auto",
     mesh: Annotated[bool, typer.Option("--mesh/--no-mesh", help="TSDF mesh")] = True,
     threads: Annotated[int, typer.Option("--threads", help="torch threads per job")] = 1,
+    run: Annotated[Path | None, typer.Option("--run", help="loop run whose rounds the evaluator page (/evaluate) compares")] = None,
+    eval_frames: Annotated[int, typer.Option("--eval-frames", help="evaluator: frames of each capture reconstructed")] = 6,
+    eval_size: Annotated[int, typer.Option("--eval-size", help="evaluator: longer image side the network sees")] = 128,
+    eval_iters: Annotated[int, typer.Option("--eval-iters", help="evaluator: global alignment iterations")] = 100,
+    eval_captures: Annotated[list[str] | None, typer.Option("--eval-captures", help="evaluator: capture specs to compare on (repeatable); default: the run's real captures")] = None,
 ) -> None:
-    """Web app: upload a phone video (or photos) of a room, watch the progress, view and download the 3D result."""
+    """Web app: upload a phone video (or photos) of a room, watch the progress, view and download the 3D result;
+    with --run, evaluators compare the run's rounds at /evaluate."""
     import uvicorn
 
     from vibe3r.serve.app import create_app
     from vibe3r.serve.config import Limits, ReconSettings, ServeConfig
+    from vibe3r.serve.evaluator import EvalSettings
 
     cfg = ServeConfig(data=data.resolve(), ckpt=ckpt.resolve() if ckpt else None, host=host, port=port, auth=auth, workers=workers,
                       job_timeout_s=60 * job_timeout_min,
                       limits=Limits(max_upload_mb=max_upload_mb, max_duration_s=max_duration_s, jobs_per_client=jobs_per_client),
-                      recon=ReconSettings(size=size, max_frames=max_frames, iters=iters, pose=pose, mesh=mesh, threads=threads))
+                      recon=ReconSettings(size=size, max_frames=max_frames, iters=iters, pose=pose, mesh=mesh, threads=threads),
+                      evaluate=EvalSettings(run=run.resolve() if run else None, frames=eval_frames, size=eval_size, iters=eval_iters,
+                                            captures=list(eval_captures or [])))
+    if run is not None:
+        from vibe3r.loop.compare import open_registry_ro
+
+        open_registry_ro(run).close()  # not a loop run: one line now
     if cfg.ckpt is None:
         from vibe3r.recon.run import default_checkpoint
 
         default_checkpoint()  # fail now, in one line, rather than in every job
     if host not in ("127.0.0.1", "localhost", "::1") and auth is None:
         typer.echo(f"warning: serving on {host} without --auth: anyone who can reach this address can upload", err=True)
-    typer.echo(f"vibe3r serve: http://{host}:{port}/  (data in {cfg.data})")
+    typer.echo(f"vibe3r serve: http://{host}:{port}/  (data in {cfg.data})"
+               + (f"; evaluator: http://{host}:{port}/evaluate (run {run})" if run else ""))
     uvicorn.run(create_app(cfg), host=host, port=port, log_level="warning")

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vibe3r.errors import InputError
+from vibe3r.serve.evaluator import EvalSettings
 
 
 @dataclass
@@ -57,6 +58,7 @@ class ServeConfig:
     job_timeout_s: float = 1800.0  # a job running longer is killed and fails
     limits: Limits = field(default_factory=Limits)
     recon: ReconSettings = field(default_factory=ReconSettings)
+    evaluate: EvalSettings = field(default_factory=EvalSettings)  # the evaluator page (a loop run's rounds side by side)
 
     def __post_init__(self) -> None:
         self.data = Path(self.data)
@@ -83,6 +85,7 @@ class ServeConfig:
         d["data"] = str(self.data)
         d["ckpt"] = None if self.ckpt is None else str(self.ckpt)
         d["auth"] = None if self.auth is None else self.auth.split(":", 1)[0] + ":***"
+        d["evaluate"] = json.loads(self.evaluate.to_json())
         return json.dumps(d)
 
     @classmethod

@@ -99,3 +99,53 @@ class Worker:
                     self.store.fail(job["id"], f"the reconstruction process crashed in phase '{job['phase']}' ({how}); "
                                                "the server keeps running, try another capture")
                     log.warning("job %s: job process crashed (%s)", job["id"], how)
+
+
+class EvalBuilder:
+    """A thread that runs the evaluator's builder process (``python -m vibe3r.serve.evaluator``) once when the
+    server starts: it reconstructs what the run's comparisons still miss (cached ones are reused) while the
+    page already serves the comparisons that are ready. Its log is ``<data>/evaluator.log``."""
+
+    def __init__(self, cfg: ServeConfig) -> None:
+        self.cfg = cfg
+        self._proc: subprocess.Popen | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.state: dict = {"building": False, "built": None, "builder_error": None}
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="vibe3r-evaluator", daemon=True)
+        self.state["building"] = True
+        self._thread.start()
+
+    def status(self) -> dict:
+        return dict(self.state)
+
+    def _run(self) -> None:
+        self.cfg.data.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, OMP_NUM_THREADS=str(self.cfg.recon.threads), MKL_NUM_THREADS=str(self.cfg.recon.threads))
+        logf = open(self.cfg.data / "evaluator.log", "ab")  # noqa: SIM115 - the child owns it
+        try:
+            self._proc = subprocess.Popen([sys.executable, "-m", "vibe3r.serve.evaluator", self.cfg.evaluate.to_json()],
+                                          stdout=subprocess.PIPE, stderr=logf, stdin=subprocess.DEVNULL, env=env)
+        finally:
+            logf.close()
+        out, _ = self._proc.communicate()
+        rc = self._proc.returncode
+        if rc == 0:
+            import json
+
+            lines = out.decode(errors="replace").strip().splitlines()
+            self.state["built"] = json.loads(lines[-1]) if lines else None
+            log.info("evaluator: comparisons built: %s", self.state["built"])
+        elif not self._stopping:
+            self.state["builder_error"] = f"building the comparisons failed (exit code {rc}); see {self.cfg.data / 'evaluator.log'}"
+            log.warning("evaluator builder: exit code %s", rc)
+        self.state["building"] = False
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self._stopping = True
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+        if self._thread is not None:
+            self._thread.join(timeout)
