@@ -126,3 +126,59 @@ def test_browser_with_the_shipped_checkpoint(tmp_path, kitchen_mp4):
     with running_server(cfg) as (url, app):
         out = _browser_session(url, kitchen_mp4, tmp_path, "base", job_timeout_ms=300_000)
     _check(out)
+
+
+def test_browser_evaluator_judges_one_comparison(tmp_path):
+    """`vibe3r serve --run`: the server's builder process reconstructs the run's capture with each round's model,
+    the evaluator page shows both sides (views + two 3D viewers), a click on "A is better" is a human judgement."""
+    import time
+
+    from _evalrun import tiny_run
+
+    from vibe3r.preference.store import PreferenceStore
+    from vibe3r.serve.evaluator import EvalSettings
+
+    run = tiny_run(tmp_path)
+    cfg = ServeConfig(data=tmp_path / "data", evaluate=EvalSettings(run=run, frames=4, size=64, iters=10))
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    out: dict = {}
+    with running_server(cfg) as (url, app), playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1300, "height": 1100})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        t0 = time.perf_counter()
+        page.goto(url + "/evaluate")
+        page.wait_for_selector("#status:not(:empty)", timeout=10_000)
+        out["load_s"] = time.perf_counter() - t0
+        page.fill("#annotator", "tester")
+        page.dispatch_event("#annotator", "change")
+        t0 = time.perf_counter()
+        page.wait_for_selector("#item[data-ready='1']", timeout=120_000)  # built by the server's builder process
+        out["first_item_s"] = time.perf_counter() - t0
+        out["viewers"] = [page.eval_on_selector(f"#viewer-{s}", "c => ({...c.dataset})") for s in "ab"]
+        out["views_loaded"] = page.eval_on_selector_all(".views img, img.strip", "ims => ims.map(i => i.complete && i.naturalWidth > 0)")
+        item_id = int(page.get_attribute("#item", "data-id"))
+        page.screenshot(path=str(shots / "evaluate-1-item.png"), full_page=True)
+        t0 = time.perf_counter()
+        page.click("#vote-a")
+        page.wait_for_selector("body[data-last-judgement]", timeout=10_000)
+        page.wait_for_function(f"document.querySelector('#item').dataset.id !== '{item_id}' || document.querySelector('#item').hidden",
+                               timeout=30_000)
+        out["vote_to_next_s"] = time.perf_counter() - t0
+        out["status"] = page.text_content("#status")
+        page.screenshot(path=str(shots / "evaluate-2-next.png"), full_page=True)
+        out["errors"] = errors + ([page.text_content("#error")] if page.text_content("#error") else [])
+        browser.close()
+    for f in shots.glob("evaluate-*.png"):
+        shutil.copy(f, SHOTS / f.name)
+    print("evaluator page:", {k: round(v, 2) for k, v in out.items() if k.endswith("_s")})
+    assert out["errors"] == []
+    assert all(int(v["points"]) > 0 and int(v["litPixels"]) > 200 for v in out["viewers"])
+    assert len(out["views_loaded"]) == 5 and all(out["views_loaded"])
+    with PreferenceStore(run / "preferences.sqlite") as st:
+        js = st.judgements()
+    assert [(j.comparison_id, j.verdict, j.annotator, j.source) for j in js] == [(item_id, "a", "tester", "human")]
+    assert js[0].created_at > time.time() - 300
