@@ -59,7 +59,7 @@ def test_photometric_reward_prefers_the_true_pose_in_an_exact_world():
 @needs_real
 def test_rewards_prefer_the_ground_truth_pose_on_a_real_pair():
     """7-Scenes frames 40 and 46 (preference side): GT pose beats rotations of 4-8 degrees on the epipolar
-    reward (SIFT at full resolution) and on the photometric reward with the sensor's depth. The colour
+    and classical-pose rewards (RootSIFT at full resolution) and on the photometric reward with the sensor's depth. The colour
     camera's focal (518, 532) is used: the documented 585 is the depth camera's, and under it the GT pose
     does not explain the colour images' matches. Below ~3 degrees the GT itself is not exact enough (KinectFusion
     poses, colour/depth misregistration: SIFT's own pose is 2-4 degrees from it) to rank against."""
@@ -73,7 +73,7 @@ def test_rewards_prefer_the_ground_truth_pose_on_a_real_pair():
     ctx, T = _gt_context(small.images, small.depth, small.K, small.cam2world, 0, 1, full)
     perturbed = [_perturbed(T, d, ax, t) for d in (4, 8) for ax in range(3) for t in (0, 5)]
     rows = score_samples(ctx, [_sample(T, 0)] + [_sample(P, k + 1) for k, P in enumerate(perturbed)])
-    for term in ("epipolar", "photometric", "combined"):
+    for term in ("epipolar", "classical", "photometric", "combined"):
         vals = [r[term] for r in rows]
         assert int(np.argmax(vals)) == 0, (term, np.round(vals, 3))
 

@@ -16,7 +16,7 @@ import torch
 
 from vibe3r.captures import Capture
 from vibe3r.errors import InputError
-from vibe3r.preference.rewards import PairContext, RewardConfig, score_samples
+from vibe3r.preference.rewards import Classical, PairContext, RewardConfig, classical_pose, score_samples
 from vibe3r.recon.policy import MatchPolicy, PairInput, PairSample
 
 
@@ -64,6 +64,7 @@ class CaptureSampler:
         self.cfg = reward_cfg or RewardConfig()
         self.cycle = cycle
         self._mode_cache: dict[tuple[int, int], np.ndarray | None] = {}
+        self._classical: dict[tuple[int, int], Classical] = {}
 
     def pair_input(self, i: int, j: int) -> PairInput:
         c = self.small
@@ -86,6 +87,9 @@ class CaptureSampler:
         if self.full is not None and self.full.K is not None:
             ctx.full1, ctx.full2 = self.full.images[i], self.full.images[j]
             ctx.K_full1, ctx.K_full2 = self.full.K[i], self.full.K[j]
+            if (i, j) not in self._classical:  # SIFT at full resolution: once per pair, not once per scoring
+                self._classical[(i, j)] = classical_pose(ctx.full1, ctx.full2, ctx.K_full1, ctx.K_full2, self.cfg)
+            ctx.classical = self._classical[(i, j)]
         if self.cycle and j - i >= 2:
             k = (i + j) // 2
             Tki, Tjk = self.mode_pose(i, k), self.mode_pose(k, j)
