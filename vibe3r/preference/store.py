@@ -28,12 +28,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vibe3r.errors import InputError
-from vibe3r.preference.rewards import RewardConfig
-from vibe3r.recon.policy import PairSample
+
+if TYPE_CHECKING:  # not imported at run time: the web app reads the store without loading torch
+    from vibe3r.preference.rewards import RewardConfig
+    from vibe3r.recon.policy import PairSample
 
 SOURCES = ("reward", "human")
 
@@ -101,6 +104,8 @@ class StoredSample:
     bwd: np.ndarray
 
     def as_pair_sample(self) -> PairSample:
+        from vibe3r.recon.policy import PairSample
+
         e = np.zeros((0, 2))
         return PairSample(seed=self.seed, fwd=self.fwd, bwd=self.bwd, logp=self.logp, kp1=e, kp2=e,
                           inliers=np.zeros(0, bool), T21=self.T21, is_mode=self.is_mode)
