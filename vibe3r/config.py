@@ -10,6 +10,7 @@ Sections:
 * ``prompts``  the prompt writer: task description -> motion-language prompts (video_gen.prompts)
 * ``dataset``  videos -> training pairs by co-visibility, shards (video_gen.dataset)
 * ``recon``    the pairwise reconstruction model and its training (recon)
+* ``generator`` the learned camera-controlled video generator (video_gen.diffusion)
 * ``loop``     rounds of generate -> train recon -> evaluate -> promote (loop)
 """
 
@@ -317,6 +318,70 @@ class PreferenceConfig(Section):
 
 
 # --------------------------------------------------------------------------------------------
+# generator (the learned camera-controlled video generator, video_gen.diffusion)
+# --------------------------------------------------------------------------------------------
+
+
+class GeneratorModelConfig(Section):
+    """A small video DiT (diffusers' Latte: alternating spatial and temporal transformer blocks) in pixel
+    space, conditioned per pixel on the Plücker rays of the commanded cameras, on the first frame and
+    (optionally) on a render of known geometry with its validity mask."""
+
+    arch: Literal["latte"] = Field("latte", description="denoiser family (diffusers LatteTransformer3DModel)")
+    width: int = Field(64, ge=16, description="frame width in pixels")
+    height: int = Field(48, ge=16, description="frame height in pixels")
+    frames: int = Field(8, ge=2, description="frames per generated video (the first is given)")
+    patch_size: int = Field(8, ge=1, description="DiT patch size")
+    layers: int = Field(4, ge=1, description="spatial+temporal block pairs")
+    heads: int = Field(4, ge=1, description="attention heads")
+    head_dim: int = Field(32, ge=8, description="channels per head")
+    prediction_type: Literal["epsilon", "v_prediction"] = Field("v_prediction", description="what the denoiser predicts")
+    train_timesteps: int = Field(1000, ge=10, description="diffusion steps of the training schedule")
+    beta_schedule: Literal["squaredcos_cap_v2", "scaled_linear", "linear"] = Field("squaredcos_cap_v2", description="noise schedule")
+
+    @model_validator(mode="after")
+    def _divisible(self) -> GeneratorModelConfig:
+        if self.width % self.patch_size or self.height % self.patch_size:
+            raise ValueError(f"width {self.width} and height {self.height} must be multiples of patch_size {self.patch_size}")
+        return self
+
+
+class GeneratorTrainConfig(Section):
+    """Denoising training on simulator videos (``vibe3r video train``)."""
+
+    steps: int = Field(3000, ge=1, description="optimiser steps")
+    batch_size: int = Field(8, ge=1, description="videos per step")
+    lr: float = Field(4e-4, gt=0, description="peak AdamW learning rate (linear warm-up, cosine decay)")
+    min_lr: float = Field(2e-5, ge=0, description="final learning rate")
+    warmup_steps: int = Field(200, ge=0, description="linear warm-up steps")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on norms and biases)")
+    ema_decay: float = Field(0.999, ge=0, lt=1, description="EMA of the weights used for sampling (0 = off)")
+    strides: list[int] = Field([1, 2, 3], description="frame strides a training clip is cut with (more camera motion per clip)")
+    p_render: float = Field(0.5, ge=0, le=1, description="share of clips conditioned on a render of the first frame's geometry (else that input is blank)")
+    flip: bool = Field(True, description="mirror clips left-right (cameras mirrored with them)")
+    reverse: bool = Field(True, description="play clips backwards at random")
+    grad_clip: float = Field(1.0, gt=0, description="gradient norm clip")
+    log_every: int = Field(25, ge=1, description="TensorBoard scalars every N steps")
+    save_every: int = Field(250, ge=1, description="checkpoint (resumable) every N steps")
+    seed: int = Field(0, description="seed of the clip draws, noise and initialisation")
+
+
+class GeneratorSampleConfig(Section):
+    """Sampling (``vibe3r video generate``)."""
+
+    steps: int = Field(25, ge=1, description="DDIM steps")
+    eta: float = Field(0.0, ge=0, le=1, description="DDIM eta (0 = deterministic given the initial noise)")
+
+
+class GeneratorConfig(Section):
+    """The learned video generator: model, training, sampling."""
+
+    model: GeneratorModelConfig = Field(default_factory=GeneratorModelConfig)
+    train: GeneratorTrainConfig = Field(default_factory=GeneratorTrainConfig)
+    sample: GeneratorSampleConfig = Field(default_factory=GeneratorSampleConfig)
+
+
+# --------------------------------------------------------------------------------------------
 # root
 # --------------------------------------------------------------------------------------------
 
@@ -332,6 +397,7 @@ class Config(Section):
     recon: ReconConfig = Field(default_factory=ReconConfig)
     loop: LoopConfig = Field(default_factory=LoopConfig)
     preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
 
 
 def _fmt_error(err: ValidationError, model: type[BaseModel]) -> str:

@@ -88,6 +88,53 @@ def dataset(
     )
 
 
+@app.command("train")
+def train_cmd(
+    data: Annotated[list[Path], typer.Option("--data", "-d", help="folder(s) of simulator video folders (searched recursively; repeatable)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="generator checkpoint folder")],
+    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out")] = False,
+    init_from: Annotated[Path | None, typer.Option("--init-from", help="start from this generator checkpoint")] = None,
+    config: ConfigOpt = None,
+    set: SetOpt = None,  # noqa: A002 - the CLI option is --set
+) -> None:
+    """Train the camera-conditioned video generator (diffusion) on simulator videos; resumable, TensorBoard in OUT/tb."""
+    from vibe3r.video_gen.gen_train import train_generator
+
+    cfg = load_config(config, set)
+    state = train_generator(cfg, data, out, resume=resume, init_from=init_from)
+    val = state["val"][-1][1] if state["val"] else float("nan")
+    Console().print(f"generator trained to step {state['step']} (validation loss {val:.4f}); checkpoint in [bold]{out}[/bold]")
+
+
+@app.command("generate")
+def generate_cmd(
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help='motion prompt, e.g. "orbit left 90 radius 1.5"')],
+    first_frame: Annotated[Path, typer.Option("--first-frame", "-i", help="the first frame (any image; centre-cropped and resized)")],
+    ckpt: Annotated[Path, typer.Option("--ckpt", help="generator checkpoint folder")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output video folder")],
+    steps: Annotated[int | None, typer.Option("--steps", help="DDIM steps (default generator.sample.steps)")] = None,
+    eta: Annotated[float | None, typer.Option("--eta", help="DDIM eta (default generator.sample.eta)")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="noise seed")] = 0,
+    fov: Annotated[float, typer.Option("--fov", help="horizontal field of view of the commanded camera, degrees")] = 60.0,
+    config: ConfigOpt = None,
+    set: SetOpt = None,  # noqa: A002 - the CLI option is --set
+) -> None:
+    """Generate a video that follows a motion prompt from a first frame; gt.npz holds the commanded cameras."""
+    from vibe3r.video_gen.diffusion import VideoGenerator
+    from vibe3r.video_gen.generate import generate_video, load_first_frame
+
+    cfg = load_config(config, set)
+    from vibe3r.video_gen.motion import parse_prompt
+
+    parse_prompt(prompt)  # fail fast, before loading anything
+    model = VideoGenerator.from_pretrained(ckpt)
+    img = load_first_frame(first_frame, model.config.width, model.config.height)
+    sc = cfg.generator.sample
+    path = generate_video(model, img, prompt, out, steps=steps or sc.steps, eta=sc.eta if eta is None else eta,
+                          seed=seed, fov_deg=fov, ckpt=ckpt)
+    Console().print(f"generated video written to [bold]{path}[/bold]")
+
+
 def demo(
     config: ConfigOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("runs/demo"),

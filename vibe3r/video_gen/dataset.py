@@ -23,9 +23,10 @@ camera-1 coordinates; ``T21`` = ``relative_pose(c2w1, c2w2)``, mapping camera-1 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
