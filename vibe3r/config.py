@@ -335,7 +335,9 @@ class GeneratorModelConfig(Section):
     layers: int = Field(4, ge=1, description="spatial+temporal block pairs")
     heads: int = Field(4, ge=1, description="attention heads")
     head_dim: int = Field(32, ge=8, description="channels per head")
-    prediction_type: Literal["epsilon", "v_prediction"] = Field("v_prediction", description="what the denoiser predicts")
+    prediction_type: Literal["sample", "epsilon", "v_prediction"] = Field(
+        "sample", description="what the denoiser predicts: sample (x0) suits pixel-space DiTs with large patches, whose "
+        "tokens are too narrow to carry per-pixel noise (Li & He 2025, 'Back to Basics'); epsilon/v need patch_size <= 4")
     train_timesteps: int = Field(1000, ge=10, description="diffusion steps of the training schedule")
     beta_schedule: Literal["squaredcos_cap_v2", "scaled_linear", "linear"] = Field("squaredcos_cap_v2", description="noise schedule")
 
@@ -373,12 +375,37 @@ class GeneratorSampleConfig(Section):
     eta: float = Field(0.0, ge=0, le=1, description="DDIM eta (0 = deterministic given the initial noise)")
 
 
+class GeneratorPreferConfig(Section):
+    """Preference training of the generator (``vibe3r video prefer``)."""
+
+    method: Literal["dpo", "grpo"] = Field("dpo", description="Diffusion-DPO on judged pairs, or GRPO on judged rollouts")
+    prompts: int = Field(24, ge=1, description="prompts (first frame + clip cameras) cut from the --data videos")
+    stride: int = Field(3, ge=1, description="frame stride of a prompt's clip in its source video")
+    n: int = Field(4, ge=2, description="videos per prompt (DPO: best vs worst; GRPO: the group)")
+    steps: int = Field(60, ge=1, description="DPO optimiser steps / GRPO prompt groups")
+    sample_steps: int = Field(10, ge=1, description="DDIM steps of the sampled videos")
+    eta: float = Field(1.0, ge=0, le=1, description="DDIM eta of GRPO rollouts (stochastic steps are the policy)")
+    beta: float = Field(500.0, gt=0, description="Diffusion-DPO beta (errors are per-element means, as in Wallace et al.)")
+    lr: float = Field(1e-3, gt=0, description="adapter learning rate (AdamW)")
+    batch_size: int = Field(4, ge=1, description="DPO pairs per step")
+    rank: int = Field(8, ge=1, description="LoRA rank")
+    alpha: float = Field(8.0, gt=0, description="LoRA alpha")
+    min_margin: float = Field(0.5, ge=0, description="smallest reward difference (degrees) that makes a DPO pair")
+    trans_weight: float = Field(0.25, ge=0, description="weight of the translation-direction error in the reward")
+    clip: float = Field(0.2, gt=0, description="GRPO likelihood-ratio clip")
+    kl: float = Field(0.05, ge=0, description="GRPO KL-to-reference coefficient")
+    grpo_epochs: int = Field(1, ge=1, description="GRPO passes over each group's rollouts")
+    grpo_timesteps: int = Field(4, ge=1, description="GRPO denoising steps trained per rollout (a random subset)")
+    seed: int = Field(0, description="seed of the sampled videos, the noise and the adapters")
+
+
 class GeneratorConfig(Section):
-    """The learned video generator: model, training, sampling."""
+    """The learned video generator: model, training, sampling, preference training."""
 
     model: GeneratorModelConfig = Field(default_factory=GeneratorModelConfig)
     train: GeneratorTrainConfig = Field(default_factory=GeneratorTrainConfig)
     sample: GeneratorSampleConfig = Field(default_factory=GeneratorSampleConfig)
+    prefer: GeneratorPreferConfig = Field(default_factory=GeneratorPreferConfig)
 
 
 # --------------------------------------------------------------------------------------------

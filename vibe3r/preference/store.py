@@ -69,8 +69,17 @@ CREATE TABLE IF NOT EXISTS judgements (
     id INTEGER PRIMARY KEY, comparison_id INTEGER NOT NULL REFERENCES comparisons(id),
     verdict TEXT NOT NULL CHECK (verdict IN ('a', 'b', 'tie')), source TEXT NOT NULL DEFAULT 'human',
     annotator TEXT NOT NULL, created_at REAL NOT NULL, UNIQUE(comparison_id, annotator));
+CREATE TABLE IF NOT EXISTS video_samples (
+    id INTEGER PRIMARY KEY, prompt TEXT NOT NULL, seed INTEGER NOT NULL, model_version TEXT NOT NULL,
+    round INTEGER NOT NULL, rewards TEXT, reward REAL, meta TEXT, created_at REAL,
+    UNIQUE(prompt, seed, model_version, round));
+CREATE TABLE IF NOT EXISTS video_preferences (
+    id INTEGER PRIMARY KEY, chosen_id INTEGER NOT NULL REFERENCES video_samples(id),
+    rejected_id INTEGER NOT NULL REFERENCES video_samples(id), round INTEGER NOT NULL, source TEXT NOT NULL,
+    margin REAL, annotator TEXT, created_at REAL, UNIQUE(chosen_id, rejected_id, source));
 """
-SCHEMA_VERSION = 2  # 1: captures/pairs/samples/preferences; 2: + reconstructions/comparisons/judgements (added on open)
+SCHEMA_VERSION = 3  # 1: captures/pairs/samples/preferences; 2: + reconstructions/comparisons/judgements;
+#                    3: + video_samples/video_preferences (the generator's judged videos); tables are added on open
 VERDICTS = ("a", "b", "tie")
 
 
@@ -403,7 +412,45 @@ class PreferenceStore:
             "reconstructions": q("SELECT COUNT(*) FROM reconstructions")[0][0],
             "comparisons": q("SELECT COUNT(*) FROM comparisons")[0][0],
             "judgements": {v: n for v, n in q("SELECT verdict, COUNT(*) FROM judgements GROUP BY verdict")},
+            "video_samples_per_round": {r: {"samples": n, "mean_reward": m} for r, n, m in q(
+                "SELECT round, COUNT(*), AVG(reward) FROM video_samples GROUP BY round")},
+            "video_preferences": q("SELECT COUNT(*) FROM video_preferences")[0][0],
         }
+
+    # ---- the video generator's judged samples -------------------------------------------------
+
+    def add_video_sample(self, prompt: str, seed: int, model_version: str, round: int, rewards: dict,
+                         meta: dict | None = None) -> int:
+        """A generated video (re-drawable from prompt + seed + model version) and its judge rewards."""
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO video_samples(prompt, seed, model_version, round, rewards, reward, meta, "
+                       "created_at) VALUES (?,?,?,?,?,?,?,?)",
+                       (prompt, int(seed), model_version, int(round), json.dumps(rewards), float(rewards.get("reward", 0.0)),
+                        json.dumps(meta or {}), time.time()))
+            return db.execute("SELECT id FROM video_samples WHERE prompt=? AND seed=? AND model_version=? AND round=?",
+                              (prompt, int(seed), model_version, int(round))).fetchone()[0]
+
+    def add_video_preference(self, chosen_id: int, rejected_id: int, round: int, source: str = "reward",
+                             margin: float | None = None, annotator: str | None = None) -> int:
+        if source not in ("reward", "human"):
+            raise InputError(f"unknown preference source {source!r}; valid: reward, human")
+        if chosen_id == rejected_id:
+            raise InputError("a video cannot be preferred over itself")
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO video_preferences(chosen_id, rejected_id, round, source, margin, annotator, "
+                       "created_at) VALUES (?,?,?,?,?,?,?)", (chosen_id, rejected_id, int(round), source, margin, annotator,
+                                                            time.time()))
+            return db.execute("SELECT id FROM video_preferences WHERE chosen_id=? AND rejected_id=? AND source=?",
+                              (chosen_id, rejected_id, source)).fetchone()[0]
+
+    def video_preferences(self, round: int | None = None) -> list[dict]:
+        q = ("SELECT p.id, p.round, p.source, p.margin, c.prompt, c.seed, c.reward, r.seed, r.reward, c.model_version "
+             "FROM video_preferences p JOIN video_samples c ON c.id = p.chosen_id JOIN video_samples r ON r.id = p.rejected_id")
+        rows = self.db.execute(q + (" WHERE p.round=?" if round is not None else "") + " ORDER BY p.id",
+                               (() if round is None else (round,))).fetchall()
+        keys = ("id", "round", "source", "margin", "prompt", "chosen_seed", "chosen_reward", "rejected_seed",
+                "rejected_reward", "model_version")
+        return [dict(zip(keys, r)) for r in rows]
 
     def export(self, out: str | Path) -> Path:
         """Preferences as a Hugging Face ``datasets`` dataset saved to parquet (draws as int32 lists)."""

@@ -135,6 +135,28 @@ def generate_cmd(
     Console().print(f"generated video written to [bold]{path}[/bold]")
 
 
+@app.command("prefer")
+def prefer_cmd(
+    ckpt: Annotated[Path, typer.Option("--ckpt", help="generator checkpoint to improve (the frozen reference)")],
+    judge: Annotated[Path, typer.Option("--judge", help="reconstruction checkpoint that judges the videos' cameras")],
+    data: Annotated[list[Path], typer.Option("--data", "-d", help="video folders the prompts (first frame + cameras) are cut from")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder: adapter/, model/ (merged), history.jsonl, tb/")],
+    method: Annotated[str | None, typer.Option("--method", help="dpo | grpo (default generator.prefer.method)")] = None,
+    store: Annotated[Path | None, typer.Option("--store", help="preference store (default OUT/preferences.sqlite)")] = None,
+    round: Annotated[int, typer.Option("--round", help="round recorded with the judged videos")] = 0,  # noqa: A002
+    config: ConfigOpt = None,
+    set: SetOpt = None,  # noqa: A002 - the CLI option is --set
+) -> None:
+    """Preference-train the generator (LoRA): sample videos, judge their cameras with the reconstruction model,
+    Diffusion-DPO on best-vs-worst pairs or GRPO on groups; judged videos and pairs go into the preference store."""
+    from vibe3r.video_gen.prefer import run_prefer
+
+    cfg = load_config(config, [*(set or []), *([f"generator.prefer.method={method}"] if method else [])])
+    s = run_prefer(cfg.generator.prefer, ckpt, judge, data, out, store_path=store, round=round)
+    extra = f"{s['pairs']} pairs (mean margin {s['mean_margin']:.2f} deg)" if s["method"] == "dpo" else f"{s['groups']} groups"
+    Console().print(f"{s['method']}: {s['prompts']} prompts, {extra}, {s['seconds']:.0f} s; generator in [bold]{out / 'model'}[/bold]")
+
+
 def demo(
     config: ConfigOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("runs/demo"),

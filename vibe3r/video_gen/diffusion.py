@@ -22,7 +22,8 @@ prompt plus known geometry are both in distribution.
 The denoiser is diffusers' ``LatteTransformer3DModel`` — a DiT whose blocks alternate spatial
 attention within a frame and temporal attention across frames — in pixel space at the CPU default
 (64x48, 8 frames, patch 8, 6.8 M parameters); the same code takes a latent autoencoder's channels and
-larger sizes on a GPU. Training is DDPM (``DDPMScheduler``, v-prediction by default), sampling DDIM
+larger sizes on a GPU. Training is DDPM (``DDPMScheduler``; the denoiser predicts the clean clip x0 by
+default: a patch-8 token cannot carry 192 values of white noise, a smooth clip it can), sampling DDIM
 with any number of steps (``DDIMScheduler``, trailing spacing); with ``eta > 0`` each DDIM step is a
 Gaussian whose log-density ``ddim_step`` returns — the policy GRPO trains.
 
@@ -168,6 +169,8 @@ class VideoGenerator(nn.Module):
     # ---- training ------------------------------------------------------------------------
 
     def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.config.prediction_type == "sample":
+            return x0
         if self.config.prediction_type == "epsilon":
             return noise
         return self.train_scheduler.get_velocity(x0, noise, t)
@@ -184,7 +187,10 @@ class VideoGenerator(nn.Module):
     def x0_and_eps(self, x_t: torch.Tensor, t: int, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a = self.sampler.alphas_cumprod[t].to(x_t.dtype)
         pred = self(x_t, torch.full((x_t.shape[0],), t, dtype=torch.long), cond)
-        if self.config.prediction_type == "epsilon":
+        if self.config.prediction_type == "sample":
+            x0 = pred
+            eps = (x_t - a.sqrt() * x0) / (1 - a).sqrt()
+        elif self.config.prediction_type == "epsilon":
             eps = pred
             x0 = (x_t - (1 - a).sqrt() * eps) / a.sqrt()
         else:

@@ -1,0 +1,150 @@
+"""Preference training of the video generator: Diffusion-DPO, GRPO, LoRA, the judge, the store."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from test_video_diffusion import tiny_cfg, videos  # noqa: F401 - the module fixture
+
+from vibe3r.preference.store import PreferenceStore
+from vibe3r.video_gen.diffusion import VideoGenerator
+from vibe3r.video_gen.judge import FlowJudge, camera_score, judge_video
+from vibe3r.video_gen.prefer import (
+    LoraVideoGenerator,
+    PreferencePair,
+    clip_prompts,
+    diffusion_dpo_loss,
+    group_advantages,
+    grpo_step_loss,
+    sample_videos,
+    train_dpo,
+    train_grpo,
+)
+
+
+def test_diffusion_dpo_loss_matches_hand_computation():
+    ew, el, rw, rl = (torch.tensor([v]) for v in (0.30, 0.50, 0.40, 0.45))
+    beta = 10.0
+    # -log sigmoid(-beta/2 * ((0.30 - 0.50) - (0.40 - 0.45))) = -log sigmoid(0.75)
+    expected = -math.log(1 / (1 + math.exp(-0.75)))
+    loss, stats = diffusion_dpo_loss(ew, el, rw, rl, beta)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    assert stats["accuracy"] == 1.0  # the policy already denoises the winner better than the reference does
+
+
+def test_grpo_advantages_are_zero_mean_per_group_and_the_clip_bites():
+    r = torch.tensor([[1.0, 2.0, 3.0, 6.0], [-5.0, -5.5, -4.0, -9.0]])
+    a = group_advantages(r)
+    assert torch.allclose(a.mean(1), torch.zeros(2), atol=1e-6)
+    assert torch.allclose(a.std(1), torch.ones(2), atol=1e-3)
+    adv = torch.tensor([1.0, -1.0])
+    old = torch.zeros(2)
+    far = torch.log(torch.tensor([2.0, 2.0]))  # ratio 2 for both
+    loss = grpo_step_loss(far, old, adv, clip=0.2, kl=torch.zeros(2), kl_coef=0.0)
+    # positive advantage: clipped at 1.2; negative: min(2 * -1, 1.2 * -1) = -2
+    assert loss.item() == pytest.approx(-(1.2 - 2.0) / 2)
+
+
+def _policy(seed: int = 0) -> tuple[VideoGenerator, LoraVideoGenerator]:
+    torch.manual_seed(seed)
+    base = VideoGenerator(tiny_cfg().generator.model)
+    frozen = {k: v.clone() for k, v in base.state_dict().items()}
+    return frozen, LoraVideoGenerator(base, rank=4, alpha=4)
+
+
+def test_dpo_moves_only_the_adapters_and_the_reference_never_changes(videos):  # noqa: F811
+    frozen, policy = _policy()
+    cfg = tiny_cfg("generator.prefer.steps=3", "generator.prefer.batch_size=2", "generator.prefer.beta=50",
+                   "generator.prefer.lr=0.01").generator.prefer
+    prompts = clip_prompts(sorted(videos.iterdir()), 4, 32, 24, per_video=1, stride=2)
+    assert len(prompts) == 2
+    rng = np.random.default_rng(0)
+    pairs = [PreferencePair(p, p.reference, (rng.random(p.reference.shape) * 255).astype(np.uint8), 1.0, ({}, {}))
+             for p in prompts]
+    x = torch.randn(1, 4, 3, 24, 32)
+    cond = prompts[0].cond()[None]
+    t = torch.tensor([30])
+    with torch.no_grad(), policy.reference():
+        ref_before = policy(x, t, cond)
+    lora_before = [p.clone() for p in policy.lora_parameters()]
+    hist = train_dpo(policy, pairs, cfg)
+    assert len(hist) == 3 and all(np.isfinite(h["loss"]) for h in hist)
+    assert any(not torch.equal(a, b) for a, b in zip(lora_before, policy.lora_parameters()))
+    base_now = {k.replace("base_model.model.", "").replace(".base_layer.", "."): v
+                for k, v in policy.peft.state_dict().items() if "lora_" not in k}
+    for k, v in frozen.items():
+        assert torch.equal(base_now[k], v), k
+    with torch.no_grad(), policy.reference():
+        assert torch.equal(policy(x, t, cond), ref_before)
+    with torch.no_grad():
+        assert not torch.allclose(policy(x, t, cond), ref_before)
+        merged = policy.merged()
+        assert torch.allclose(merged(x, t, cond), policy(x, t, cond), atol=1e-5)
+
+
+def test_dpo_learns_to_prefer_the_winner(videos):  # noqa: F811
+    """On fixed pairs, Diffusion-DPO lowers the policy's error on winners relative to losers (implicit accuracy up)."""
+    _, policy = _policy(1)
+    cfg = tiny_cfg("generator.prefer.steps=25", "generator.prefer.batch_size=2", "generator.prefer.beta=200",
+                   "generator.prefer.lr=0.01").generator.prefer
+    prompts = clip_prompts(sorted(videos.iterdir()), 4, 32, 24, per_video=1, stride=2)
+    rng = np.random.default_rng(1)
+    pairs = [PreferencePair(p, p.reference, (rng.random(p.reference.shape) * 255).astype(np.uint8), 1.0, ({}, {}))
+             for p in prompts]
+    hist = train_dpo(policy, pairs, cfg)
+    first, last = np.mean([h["loss"] for h in hist[:5]]), np.mean([h["loss"] for h in hist[-5:]])
+    assert last < first - 0.05, (first, last)
+    assert np.mean([h["accuracy"] for h in hist[-5:]]) > 0.7
+
+
+def test_grpo_runs_groups_with_shared_noise_and_keeps_the_reference(videos):  # noqa: F811
+    frozen, policy = _policy(2)
+    cfg = tiny_cfg("generator.prefer.steps=2", "generator.prefer.n=3", "generator.prefer.sample_steps=3",
+                   "generator.prefer.grpo_timesteps=2", "generator.prefer.lr=0.01").generator.prefer
+    prompts = clip_prompts(sorted(videos.iterdir()), 4, 32, 24, per_video=1, stride=2)
+    # a shared initial noise with eta = 0 gives identical videos; eta > 0 makes the group differ
+    same, _ = sample_videos(policy, prompts[0], [1, 2, 3], steps=3, eta=0.0, shared_noise=5)
+    assert (same == same[0]).all()
+    diff, _ = sample_videos(policy, prompts[0], [1, 2, 3], steps=3, eta=1.0, shared_noise=5)
+    assert not (diff == diff[0]).all()
+    hist = train_grpo(policy, FlowJudge(upsample_to=64), prompts, cfg)
+    assert len(hist) == 2 and all(np.isfinite(h["loss"]) and h["kl"] >= 0 for h in hist)
+    base_now = {k.replace("base_model.model.", "").replace(".base_layer.", "."): v
+                for k, v in policy.peft.state_dict().items() if "lora_" not in k}
+    assert all(torch.equal(base_now[k], v) for k, v in frozen.items())
+
+
+def test_judges_prefer_the_true_camera_motion(videos):  # noqa: F811
+    """On a rendered clip, both judges score the true frames far better than a frozen or reversed video."""
+    prompts = clip_prompts(sorted(videos.iterdir()), 4, 64, 48, per_video=1, stride=2)
+    judge = FlowJudge()
+    for p in prompts:
+        true = judge_video(judge, p.reference, p.K, p.c2w)
+        frozen = judge_video(judge, np.repeat(p.reference[:1], 4, 0), p.K, p.c2w)
+        reverse = judge_video(judge, p.reference[::-1].copy(), p.K, p.c2w)
+        assert true.reward() > frozen.reward() and true.reward() > reverse.reward(), (true, frozen, reverse)
+    # the score itself: perfect poses -> 0 error; identity -> the commanded rotation
+    c2w = prompts[1].c2w
+    from vibe3r.geometry import relative_pose
+
+    rel = [relative_pose(c2w[0], c2w[k]).numpy() for k in range(1, 4)]
+    perfect = camera_score([(T[:3, :3], T[:3, 3]) for T in rel], c2w)
+    assert perfect.rot_err < 1e-4 and perfect.failed == 0
+    failed = camera_score([None] * 3, c2w)
+    assert failed.failed == 3 and failed.rot_err > 1.0
+
+
+def test_store_records_judged_videos_and_pairs(tmp_path):
+    with PreferenceStore(tmp_path / "p.sqlite") as st:
+        a = st.add_video_sample("v0@0", 1, "abc", 2, {"rot_err": 1.0, "reward": -1.0})
+        b = st.add_video_sample("v0@0", 2, "abc", 2, {"rot_err": 5.0, "reward": -5.0})
+        st.add_video_preference(a, b, 2, margin=4.0)
+        with pytest.raises(Exception, match="itself"):
+            st.add_video_preference(a, a, 2)
+        prefs = st.video_preferences(round=2)
+        assert len(prefs) == 1 and prefs[0]["chosen_seed"] == 1 and prefs[0]["margin"] == 4.0
+        s = st.summary()
+        assert s["video_preferences"] == 1 and s["video_samples_per_round"][2]["samples"] == 2
