@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from _common import REAL, TINY_MODEL, needs_real
 from test_video_diffusion import tiny_cfg, videos  # noqa: F401 - the module fixture
 
 from vibe3r.preference.store import PreferenceStore
@@ -148,3 +149,23 @@ def test_store_records_judged_videos_and_pairs(tmp_path):
         assert len(prefs) == 1 and prefs[0]["chosen_seed"] == 1 and prefs[0]["margin"] == 4.0
         s = st.summary()
         assert s["video_preferences"] == 1 and s["video_samples_per_round"][2]["samples"] == 2
+
+
+@needs_real
+def test_room_videos_condition_on_the_reconstructed_key_frame(tmp_path):
+    """Videos of a real room: the key frame is frame 0, the commanded cameras round-trip, frame 0's depth is kept."""
+    from vibe3r.config import ReconModelConfig
+    from vibe3r.recon.model import ReconModel
+    from vibe3r.video_gen.room import room_videos
+    from vibe3r.video_gen.video_io import read_video
+
+    torch.manual_seed(0)
+    ReconModel(ReconModelConfig(**TINY_MODEL)).save_pretrained(tmp_path / "recon")
+    gen = VideoGenerator(tiny_cfg().generator.model)
+    paths = room_videos(f"{REAL}/7scenes-redkitchen@0:12", tmp_path / "recon", gen, ["orbit left 20 radius 1.0", "dolly forward 0.4"],
+                        tmp_path / "room", keys=2, steps=2)
+    assert len(paths) == 4
+    frames, K, c2w, depth, meta = read_video(paths[1])
+    assert frames.shape == (4, 24, 32, 3) and meta["generated"] and meta["conditioned_on"]["frame"] == 0
+    assert np.median(depth[0][depth[0] > 0]) == pytest.approx(2.0, rel=1e-3) and (depth[1:] == 0).all()
+    assert np.linalg.norm(c2w[-1][:3, 3] - c2w[0][:3, 3]) == pytest.approx(0.4, rel=1e-3)  # dolly forward 0.4 m

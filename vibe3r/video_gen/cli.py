@@ -157,6 +157,33 @@ def prefer_cmd(
     Console().print(f"{s['method']}: {s['prompts']} prompts, {extra}, {s['seconds']:.0f} s; generator in [bold]{out / 'model'}[/bold]")
 
 
+@app.command("room")
+def room_cmd(
+    capture: Annotated[str, typer.Option("--capture", help="real capture: video, image folder or capture spec (PATH@A:B)")],
+    recon: Annotated[Path, typer.Option("--recon", help="reconstruction checkpoint that gives the key frames' depth")],
+    ckpt: Annotated[Path, typer.Option("--ckpt", help="generator checkpoint that refines the re-renders")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder (one video folder per key frame and prompt)")],
+    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="motion prompt (repeatable)")],
+    keys: Annotated[int, typer.Option("--keys", help="key frames, evenly spread")] = 4,
+    steps: Annotated[int | None, typer.Option("--steps", help="DDIM steps (default generator.sample.steps)")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="noise seed")] = 0,
+    config: ConfigOpt = None,
+    set: SetOpt = None,  # noqa: A002 - the CLI option is --set
+) -> None:
+    """Videos of your room: reconstruct key frames of a real capture, re-render them along motion prompts, refine with the generator."""
+    from vibe3r.video_gen.diffusion import VideoGenerator
+    from vibe3r.video_gen.motion import parse_prompt
+    from vibe3r.video_gen.room import room_videos
+
+    cfg = load_config(config, set)
+    for p in prompt:
+        parse_prompt(p)  # fail fast
+    gen = VideoGenerator.from_pretrained(ckpt)
+    paths = room_videos(capture, recon, gen, prompt, out, keys=keys, steps=steps or cfg.generator.sample.steps, seed=seed,
+                        gen_ckpt=ckpt)
+    Console().print(f"{len(paths)} videos of the room written to [bold]{out}[/bold]")
+
+
 def demo(
     config: ConfigOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("runs/demo"),

@@ -78,14 +78,14 @@ def checkpoint_id(path: str | Path) -> str:
     return h.hexdigest()[:12]
 
 
-def write_generated(out: str | Path, frames: np.ndarray, cmd: Commanded, meta: dict) -> Path:
-    """A generated video folder in the renderer's format; ``gt.npz`` holds the commanded cameras."""
+def write_generated(out: str | Path, frames: np.ndarray, cmd: Commanded, meta: dict, depth: np.ndarray | None = None) -> Path:
+    """A generated video folder in the renderer's format; ``gt.npz`` holds the commanded cameras (depth 0 = unknown)."""
     from vibe3r.video_gen.video_io import write_video
 
     n, H, W = frames.shape[:3]
     full = {"prompt": cmd.prompt, "generated": True, "frame_index": [int(i) for i in cmd.frame_index],
             "fps": 4.0, **meta}
-    return write_video(out, frames, cmd.K, cmd.c2w, np.zeros((n, H, W), np.float32), full)
+    return write_video(out, frames, cmd.K, cmd.c2w, np.zeros((n, H, W), np.float32) if depth is None else depth, full)
 
 
 def generate_video(model: VideoGenerator, first_frame: np.ndarray, prompt: str, out: str | Path, steps: int = 25,
