@@ -30,6 +30,24 @@ from vibe3r.loop.stages import STAGES, live_recon, mix_dataset, promote
 ROOT = Path(__file__).resolve().parents[1]
 
 
+TINY_GENERATOR = {"width": 32, "height": 24, "frames": 4, "patch_size": 4, "layers": 1, "heads": 2, "head_dim": 16,
+                  "train_timesteps": 100}
+
+
+def tiny_generator(tmp_path: Path) -> Path:
+    import torch
+
+    from vibe3r.config import GeneratorModelConfig
+    from vibe3r.video_gen.diffusion import VideoGenerator
+
+    out = tmp_path / "gen-tiny"
+    if not (out / "model.safetensors").is_file():
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            VideoGenerator(GeneratorModelConfig(**TINY_GENERATOR)).save_pretrained(out)
+    return out
+
+
 def tiny_config(tmp_path: Path) -> Path:
     """Two 12-frame 32x24 videos per round, a 12-step fine-tune of the smallest model, 2 real pairs per list."""
     cfg = {
@@ -44,7 +62,11 @@ def tiny_config(tmp_path: Path) -> Path:
                        "min_gap": 1, "max_gap": 2, "steps": 2, "min_margin": 0.0},
         "recon": {"model": TINY_MODEL, "loss": {"match_samples": 64, "neg_samples": 128},
                   "train": {"batch_size": 2, "ckpt_every": 2, "threads": 1, "log_every": 2}},
+        # the generator stage: a tiny untrained generator judged on 2 prompts, 2 Diffusion-DPO steps
+        "generator": {"model": TINY_GENERATOR, "sample": {"steps": 2},
+                      "prefer": {"n": 2, "steps": 2, "sample_steps": 2, "batch_size": 1, "min_margin": 0.0, "stride": 2}},
     }
+    cfg["loop"].update(generator_checkpoint=str(tiny_generator(tmp_path)), generator_prompts=2, generator_eval_prompts=2)
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -215,7 +237,7 @@ def test_registry_is_wal_and_transactions_roll_back(tmp_path):
 
 
 def test_stage_selection_is_data_driven():
-    assert [s.name for s in select_stages(None)] == ["generate", "train_recon", "sample_real", "prefer_recon", "evaluate", "promote"]
+    assert [s.name for s in select_stages(None)] == ["generate", "train_recon", "sample_real", "prefer_recon", "prefer_video", "evaluate", "promote"]
     assert [s.name for s in select_stages(["promote", "generate"])] == ["generate", "promote"]
     with pytest.raises(Vibe3rError, match="registered stages: generate, train_recon"):
         select_stages(["dpo"])

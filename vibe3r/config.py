@@ -286,6 +286,10 @@ class LoopConfig(Section):
         "mean_auc10", description="held-out metric deciding promotion (auc: higher is better; loss: lower is better)")
     promote_tolerance: float = Field(0.5, ge=0, description="largest regression of promote_metric against the live checkpoint that still promotes")
     seed: int = Field(0, description="seed of each round's prompts, scenes, pair draws, replay choice and training")
+    generator_checkpoint: str | None = Field("weights/gen-base", description="video generator the first round improves "
+                                             "(relative paths: cwd, then the project folder); None = no generator stage")
+    generator_prompts: int = Field(12, ge=1, description="prompts (first frame + clip cameras of this round's videos) the generator is judged on")
+    generator_eval_prompts: int = Field(16, ge=1, description="held-out prompts measuring the generator's camera error, candidate vs parent")
 
 
 class PreferenceConfig(Section):

@@ -12,6 +12,7 @@ Round layout (``RUN/rounds/NNNN/``)::
     train_recon/ckpt/        the fine-tuned checkpoint (config.json, model.safetensors, train_config.yaml, tb/)
     sample_real/preferences.sqlite   the round's scored samples of the real captures and their preferences
     prefer_recon/ckpt/       the DPO/GRPO'd candidate (merged LoRA) that evaluate and promote judge
+    prefer_video/model/      the round's video generator (Diffusion-DPO/GRPO'd by the candidate's verdicts, or its parent)
     evaluate/eval.json       metrics of the candidate and of its parent (the live checkpoint)
     promote/decision.json    promoted or not, and why
 """
@@ -33,6 +34,7 @@ from vibe3r.errors import InputError
 from vibe3r.loop.prefer import PREFERENCE_STAGES
 from vibe3r.loop.registry import Registry
 from vibe3r.loop.stage import Stage, StageContext, StageResult, file_sha256, stage_seed, write_json_atomic
+from vibe3r.loop.video import VIDEO_STAGES, live_generator
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,7 +74,7 @@ def replay_pairs(reg: Registry, cfg: Config, rnd: int) -> list[Path]:
     return [reg.run_dir / a["path"] for a in reg.artifacts(name="pairs") if a["round"] < rnd]
 
 
-RUN_INPUTS = {"recon": live_recon, "live_recon": live_recon, "replay": replay_pairs}
+RUN_INPUTS = {"recon": live_recon, "live_recon": live_recon, "replay": replay_pairs, "generator": live_generator}
 
 
 # --------------------------------------------------------------------------------------------
@@ -454,6 +456,7 @@ STAGES: list[Stage] = [
     Stage("train_recon", train_recon, inputs=("recon", "pairs", "replay"), outputs=(("recon", "ckpt"),), resumable=True,
           help="fine-tune the live checkpoint on new pairs + replay"),
     *PREFERENCE_STAGES,
+    *VIDEO_STAGES,
     Stage("evaluate", evaluate, inputs=("recon", "live_recon"), outputs=(("eval", "eval.json"),),
           help="held-out synthetic + real pairs, candidate and live checkpoint"),
     Stage("promote", promote, inputs=("recon", "eval"), outputs=(("decision", "decision.json"),),

@@ -377,7 +377,8 @@ def evaluate_generator(model: nn.Module, prompts: list[VideoPrompt], judges: dic
                       float(np.abs(np.diff(vid.astype(np.float32), axis=0)).mean())])
     out: dict[str, Any] = {"n": len(prompts), "seconds": time.perf_counter() - t0}
     for name, rows in per.items():
-        out[name] = {m: float(np.nanmean([r[m] for r in rows])) for m in ("rot_err", "trans_err", "cam_mc", "reward")}
+        vals = {m: np.array([r[m] for r in rows], float) for m in ("rot_err", "trans_err", "cam_mc", "reward")}
+        out[name] = {m: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for m, v in vals.items()}
         out[name]["rot_err_median"] = float(np.median([r["rot_err"] for r in rows]))
         out[name]["failed_frames"] = int(sum(r["failed"] for r in rows))
     if ps:
