@@ -389,8 +389,10 @@ class GeneratorPreferConfig(Section):
     steps: int = Field(60, ge=1, description="DPO optimiser steps / GRPO prompt groups")
     sample_steps: int = Field(10, ge=1, description="DDIM steps of the sampled videos")
     eta: float = Field(1.0, ge=0, le=1, description="DDIM eta of GRPO rollouts (stochastic steps are the policy)")
-    beta: float = Field(500.0, gt=0, description="Diffusion-DPO beta (errors are per-element means, as in Wallace et al.)")
-    lr: float = Field(1e-3, gt=0, description="adapter learning rate (AdamW)")
+    beta: float = Field(2000.0, gt=0, description="Diffusion-DPO beta (errors are per-element means, as in Wallace et al.)")
+    sft_weight: float = Field(1.0, ge=0, description="denoising loss on the winners added to DPO (keeps it from raising both "
+                              "errors to widen the margin: the measured failure without it)")
+    lr: float = Field(2e-4, gt=0, description="adapter learning rate (AdamW)")
     batch_size: int = Field(4, ge=1, description="DPO pairs per step")
     rank: int = Field(8, ge=1, description="LoRA rank")
     alpha: float = Field(8.0, gt=0, description="LoRA alpha")

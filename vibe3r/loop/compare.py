@@ -491,14 +491,23 @@ def render_html(data: dict[str, Any], out: Path) -> str:
         reason = html.escape(r["checkpoint"]["reason"])
         return f'<span class="yes" title="{reason}">yes</span>' if r["promoted"] else f'<span class="no">no</span>: {reason}'
 
+    def _gen_cell(r: dict) -> str:
+        """The round's generator camera error on held-out prompts (base judge), with its parent's."""
+        v, p = r["metrics"].get("prefer_video/gen_rot_err"), r["metrics"].get("prefer_video/gen_parent_rot_err")
+        if v is None:
+            return ABSENT
+        kept = r["metrics"].get("prefer_video/gen_kept")
+        note = "" if p is None else f' <span class="absent">(parent {_f(p)}{", kept" if kept else ", parent kept"})</span>'
+        return _f(v) + note
+
     summary = _table(
         ["round", "state", "held-out AUC@10", "real AUC@10", "held-out loss", "depth AbsRel", "train loss", "promoted",
-         "mean reward", "degenerate", "human win rate", "reconstruction"],
+         "mean reward", "degenerate", "human win rate", "generator rot err (°)", "reconstruction"],
         [[str(r["round"]), html.escape(r["state"]), pair(r, "heldout_auc10"), pair(r, "real_auc10"), pair(r, "heldout_loss"),
           m(r, "evaluate/heldout_depth_absrel"), m(r, "train_recon/final_loss"), promo(r),
           _f(None if r["preference"] is None or r["preference"]["combined"] is None else r["preference"]["combined"]["mean"]),
           _f(None if r["preference"] is None else r["preference"]["degenerate_frac"], ".1%"),
-          _human_cell(r, data["human_labels"]), _glb_cell(r, run_dir, out.parent)] for r in rounds])
+          _human_cell(r, data["human_labels"]), _gen_cell(r), _glb_cell(r, run_dir, out.parent)] for r in rounds])
     names = sorted({k for r in rounds for k in r["metrics"]})
     full = _table(["metric", *[f"round {r['round']}" for r in rounds]],
                   [[html.escape(n), *[m(r, n) for r in rounds]] for n in names]) if names else '<p class="absent">no metrics recorded</p>'

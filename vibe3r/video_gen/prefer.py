@@ -289,6 +289,9 @@ def train_dpo(policy: LoraVideoGenerator, pairs: list[PreferencePair], cfg: Vide
         err = gen.denoising_error(x0, cc, tt, nn_)
         b = len(idx)
         loss, stats = diffusion_dpo_loss(err[:b], err[b:], ref[:b], ref[b:], cfg.beta)
+        if cfg.sft_weight > 0:
+            loss = loss + cfg.sft_weight * err[:b].mean() / ref[:b].mean().clamp_min(1e-8)
+            stats["total_loss"] = float(loss.detach())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
