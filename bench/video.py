@@ -101,22 +101,26 @@ def accuracy(args: argparse.Namespace) -> None:
     results["frozen"]["psnr_to_render"] = float(np.mean([psnr(np.repeat(p.reference[:1], mc.frames - 1, 0), p.reference[1:])
                                                          for p in prompts]))
     grid_rows = []
+    with_depth = clip_prompts(dirs, mc.frames, mc.width, mc.height, per_video=max(1, -(-args.n // len(dirs))),
+                              stride=args.stride, with_depth=True)[:args.n] if args.render else []
     for name, path in models.items():
         model = VideoGenerator.from_pretrained(path)
         results[name] = evaluate_generator(model, prompts, judges, steps=args.steps, seed=args.seed)
+        if with_depth:  # Gen3C mode: the first frame's geometry rendered into every commanded camera is given too
+            results[f"{name}+render"] = evaluate_generator(model, with_depth, judges, steps=args.steps, seed=args.seed)
         for k in range(min(3, len(prompts))):
             grid_rows.append((f"{name} #{k}", sample_videos(model, prompts[k], [args.seed * 7919 + k], args.steps)[0][0]))
     for k in range(min(3, len(prompts))):
         grid_rows.append((f"render #{k}", prompts[k].reference))
     grid_rows.sort(key=lambda r: int(r[0].split("#")[1]))
     print(f"{len(prompts)} held-out prompts ({mc.width}x{mc.height}, {mc.frames} frames, stride {args.stride}), {args.steps} DDIM steps")
-    print(f"{'model':10s} {'recon rot':>9s} {'recon tr':>8s} {'recon mc':>8s} {'flow rot':>8s} {'flow tr':>7s} {'flow mc':>7s} "
+    print(f"{'model':12s} {'recon rot':>9s} {'recon tr':>8s} {'recon mc':>8s} {'flow rot':>8s} {'flow tr':>7s} {'flow mc':>7s} "
           f"{'PSNR':>5s} {'mean':>5s} {'std':>5s} {'dt':>5s}")
     for name, r in results.items():
         rr, fr = r["recon"], r["flow"]
         extra = (f"{r.get('psnr_to_render', float('nan')):5.2f} {r.get('pixel_mean', float('nan')):5.1f} "
                  f"{r.get('pixel_std', float('nan')):5.1f} {r.get('temporal_change', float('nan')):5.1f}")
-        print(f"{name:10s} {rr['rot_err']:9.2f} {rr['trans_err']:8.1f} {rr['cam_mc']:8.3f} {fr['rot_err']:8.2f} "
+        print(f"{name:12s} {rr['rot_err']:9.2f} {rr['trans_err']:8.1f} {rr['cam_mc']:8.3f} {fr['rot_err']:8.2f} "
               f"{fr['trans_err']:7.1f} {fr['cam_mc']:7.3f} {extra}")
     if args.grid:
         _grid(grid_rows, Path(args.grid))
@@ -142,6 +146,7 @@ def main() -> None:
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--threads", type=int, default=2)
     a.add_argument("--grid", default=None)
+    a.add_argument("--render", action="store_true", help="also evaluate with the render conditioning (first frame's GT depth)")
     a.add_argument("--json", default=None)
     args = ap.parse_args()
     {"speed": speed, "accuracy": accuracy}[args.cmd](args)

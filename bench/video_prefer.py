@@ -9,7 +9,8 @@ DPO pairs are collected once (n videos per prompt, judged by the reconstruction 
 shared by every DPO variant. Every variant is measured by both judges (recon = the one optimised against;
 flow = DIS optical flow + essential RANSAC, no learned part) and by PSNR to the renderer's frames for the
 same cameras. Variants: ``dpo``, ``dpo-nosft`` (no winner denoising term), ``grpo``; ``--set k=v`` edits
-``generator.prefer`` for all of them.
+``generator.prefer`` for all of them (``--set generator.prefer.with_render=true``: train and evaluate in the
+render-conditioned mode, the first frame's ground-truth depth splatted into the commanded cameras).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def main() -> None:
     judges = {"recon": judge, "flow": FlowJudge()}
     heldout = sorted(p for p in HELDOUT.iterdir() if p.is_dir())
     eval_prompts = clip_prompts(heldout, mc.frames, mc.width, mc.height, per_video=max(1, -(-args.eval // len(heldout))),
-                                stride=cfg.stride)[:args.eval]
+                                stride=cfg.stride, with_depth=cfg.with_render)[:args.eval]
     train_prompts = prompts_from(TRAIN, cfg, mc.width, mc.height, mc.frames)
     results = {}
     t0 = time.perf_counter()

@@ -385,6 +385,8 @@ class GeneratorPreferConfig(Section):
     method: Literal["dpo", "grpo"] = Field("dpo", description="Diffusion-DPO on judged pairs, or GRPO on judged rollouts")
     prompts: int = Field(24, ge=1, description="prompts (first frame + clip cameras) cut from the --data videos")
     stride: int = Field(3, ge=1, description="frame stride of a prompt's clip in its source video")
+    with_render: bool = Field(False, description="prompts carry the first frame's depth, so videos are conditioned on its render "
+                              "(the reconstruction-conditioned mode of `vibe3r video room`)")
     n: int = Field(4, ge=2, description="videos per prompt (DPO: best vs worst; GRPO: the group)")
     steps: int = Field(60, ge=1, description="DPO optimiser steps / GRPO prompt groups")
     sample_steps: int = Field(10, ge=1, description="DDIM steps of the sampled videos")

@@ -402,7 +402,8 @@ def prompts_from(data: str | Path | list, cfg: VideoPreferConfig, width: int, he
 
     dirs = find_videos(data)
     per_video = max(1, math.ceil(cfg.prompts / len(dirs)))
-    out = clip_prompts(dirs, frames, width, height, per_video=per_video, stride=cfg.stride, seed=cfg.seed)
+    out = clip_prompts(dirs, frames, width, height, per_video=per_video, stride=cfg.stride, with_depth=cfg.with_render,
+                       seed=cfg.seed)
     if not out:
         raise InputError(f"no video under {data} has {cfg.stride * (frames - 1) + 1} frames for a prompt clip")
     pick = np.linspace(0, len(out) - 1, min(cfg.prompts, len(out))).round().astype(int)
