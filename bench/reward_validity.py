@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 import roma
+import torch
 from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
