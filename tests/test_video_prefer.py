@@ -169,3 +169,11 @@ def test_room_videos_condition_on_the_reconstructed_key_frame(tmp_path):
     assert frames.shape == (4, 24, 32, 3) and meta["generated"] and meta["conditioned_on"]["frame"] == 0
     assert np.median(depth[0][depth[0] > 0]) == pytest.approx(2.0, rel=1e-3) and (depth[1:] == 0).all()
     assert np.linalg.norm(c2w[-1][:3, 3] - c2w[0][:3, 3]) == pytest.approx(0.4, rel=1e-3)  # dolly forward 0.4 m
+
+
+def test_render_conditioned_prompts_carry_the_first_frames_geometry(videos):  # noqa: F811
+    plain = clip_prompts(sorted(videos.iterdir()), 4, 32, 24, per_video=1, stride=2)[0].cond()
+    rendered = clip_prompts(sorted(videos.iterdir()), 4, 32, 24, per_video=1, stride=2, with_depth=True)[0].cond()
+    assert plain[:, 9:].abs().max() == 0  # render + mask blank
+    assert rendered[0, 12].mean() > 0.95 and rendered[-1, 12].mean() > 0.5  # the mask: the splat covers most of every frame
+    assert torch.equal(plain[:, :9], rendered[:, :9])  # same first frame and rays
