@@ -345,3 +345,17 @@ def depth_metrics(pred: Tensorish, gt: Tensorish, mask: Tensorish | None = None,
     p = p * s
     ratio = torch.maximum(p / g, g / p)
     return {"abs_rel": float(((p - g).abs() / g).mean()), "delta1": float((ratio < 1.25).double().mean()), "scale": s}
+
+
+def sampson_px(T21: np.ndarray, kp1: np.ndarray, kp2: np.ndarray, K1: np.ndarray, K2: np.ndarray) -> np.ndarray:
+    """Sampson distance (pixels) of matches under the fundamental matrix of pose T21 and intrinsics."""
+    t = T21[:3, 3]
+    tx = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
+    Fm = np.linalg.inv(K2).T @ tx @ T21[:3, :3] @ np.linalg.inv(K1)
+    Fm = Fm / (np.linalg.norm(Fm) + 1e-30)
+    x1 = np.c_[kp1, np.ones(len(kp1))]
+    x2 = np.c_[kp2, np.ones(len(kp2))]
+    Fx1, Ftx2 = x1 @ Fm.T, x2 @ Fm
+    num = np.sum(x2 * Fx1, 1) ** 2
+    den = Fx1[:, 0] ** 2 + Fx1[:, 1] ** 2 + Ftx2[:, 0] ** 2 + Ftx2[:, 1] ** 2
+    return np.sqrt(num / np.maximum(den, 1e-30))

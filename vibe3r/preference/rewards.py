@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from vibe3r.geometry import sampson_px
 from vibe3r.recon.policy import PairInput, PairSample
 
 TERMS = ("photometric", "epipolar", "classical", "cycle", "alignment")
@@ -189,20 +190,6 @@ def photometric_error(ctx: PairContext, T21s: list[np.ndarray], cfg: RewardConfi
     frac = mask.float().mean((1, 2))
     out = torch.where(frac > 0.02, (e * mask).sum((1, 2)) / mask.sum((1, 2)).clamp_min(1), torch.full_like(frac, 1.0))
     return out.numpy().astype(np.float64), {"valid_fraction": frac.numpy().round(4).tolist()}
-
-
-def sampson_px(T21: np.ndarray, kp1: np.ndarray, kp2: np.ndarray, K1: np.ndarray, K2: np.ndarray) -> np.ndarray:
-    """Sampson distance (pixels) of matches under the fundamental matrix of pose T21 and intrinsics."""
-    t = T21[:3, 3]
-    tx = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
-    Fm = np.linalg.inv(K2).T @ tx @ T21[:3, :3] @ np.linalg.inv(K1)
-    Fm = Fm / (np.linalg.norm(Fm) + 1e-30)
-    x1 = np.c_[kp1, np.ones(len(kp1))]
-    x2 = np.c_[kp2, np.ones(len(kp2))]
-    Fx1, Ftx2 = x1 @ Fm.T, x2 @ Fm
-    num = np.sum(x2 * Fx1, 1) ** 2
-    den = Fx1[:, 0] ** 2 + Fx1[:, 1] ** 2 + Ftx2[:, 0] ** 2 + Ftx2[:, 1] ** 2
-    return np.sqrt(num / np.maximum(den, 1e-30))
 
 
 def epipolar_error(ctx: PairContext, T21s: list[np.ndarray], cfg: RewardConfig) -> tuple[np.ndarray, dict]:

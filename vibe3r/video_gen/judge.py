@@ -90,18 +90,6 @@ def camera_score(poses: list[tuple[np.ndarray, np.ndarray] | None], cmd_c2w: np.
                        failed, rot)
 
 
-def sampson_px(kp0: np.ndarray, kp1: np.ndarray, K0: np.ndarray, K1: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Sampson distances (px) of matches under the pose (X_1 = R X_0 + t)."""
-    tx = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
-    Fm = np.linalg.inv(K1).T @ tx @ R @ np.linalg.inv(K0)
-    x0 = np.c_[kp0, np.ones(len(kp0))]
-    x1 = np.c_[kp1, np.ones(len(kp1))]
-    Fx0, Ftx1 = x0 @ Fm.T, x1 @ Fm
-    num = np.sum(x1 * Fx0, 1) ** 2
-    den = Fx0[:, 0] ** 2 + Fx0[:, 1] ** 2 + Ftx1[:, 0] ** 2 + Ftx1[:, 1] ** 2
-    return np.sqrt(num / np.maximum(den, 1e-12))
-
-
 class FlowJudge:
     """Judge-independent camera recovery: DIS optical flow with a forward-backward check, then essential RANSAC."""
 
@@ -136,7 +124,9 @@ class FlowJudge:
                 continue
             R, t, inl = res
             out.append((R, t))
-            samp.extend(sampson_px(kp0[inl], kp1[inl], Ks[0], Ks[k], R, t).tolist())
+            T = np.eye(4)
+            T[:3, :3], T[:3, 3] = R, t
+            samp.extend(geometry.sampson_px(T, kp0[inl], kp1[inl], Ks[0], Ks[k]).tolist())
         return out, samp
 
 
