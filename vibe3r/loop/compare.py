@@ -22,7 +22,13 @@ Per round the report holds:
   in the run's stores (the round stores and ``RUN/preferences.sqlite``, which the web app's evaluator
   page writes) between round r and the round before it — ``human`` preferences between samples and
   evaluators' judgements of whole reconstructions — ``(wins + ties / 2) / n``, with n shown;
-* the reconstruction GLB files found in the round folder, linked relative to the report.
+* the reconstruction GLB files found in the round folder, linked relative to the report;
+* pictures (``vibe3r.loop.report_media``, cached in ``RUN/report-cache/``): chosen-vs-rejected examples from
+  the round's preference store, the generator's held-out camera errors and a generated frame strip,
+  and the camera trajectory (predicted vs GT, Sim(3)) of a short real sequence reconstructed with the
+  round's final checkpoint, with its GLB. ``media=False`` (or ``VIBE3R_REPORT_MEDIA=0``) leaves them out;
+  the first report of a run reconstructs the sequence once per round (about 25-30 s each on this CPU),
+  later ones read the cache.
 
 Anything a round lacks (no evaluation, no preference stage, an unfinished round) is reported as absent.
 """
@@ -474,8 +480,96 @@ def _glb_cell(r: dict, run_dir: Path, out_dir: Path) -> str:
     return " ".join(links)
 
 
-def render_html(data: dict[str, Any], out: Path) -> str:
-    """The report as one HTML string (``data`` from :func:`collect` with ``with_values=True``)."""
+def _sign(v: Any, fmt: str = ".3g") -> str:
+    return ABSENT if v is None else format(v, fmt)
+
+
+def _media_sections(media: dict[str, Any] | None, rounds: list[dict], out_dir: Path) -> list[str]:
+    """The chosen-vs-rejected, generator and trajectory sections (``media`` from ``report_media.collect_media``)."""
+    if media is None:
+        off = '<p class="absent">pictures turned off (<code>media=False</code> / <code>VIBE3R_REPORT_MEDIA=0</code>)</p>'
+        return ["<h2>Chosen vs rejected (real captures)</h2>", off, "<h2>Generator</h2>", off,
+                "<h2>Camera trajectories (predicted vs GT)</h2>", off]
+    per = media["rounds"]
+    absent = lambda rnd, what: f'<p class="absent">round {rnd}: {html.escape(what)}</p>'  # noqa: E731
+
+    prefs = ['<p class="absent">the two frames of a pair, above with the chosen sample\'s matches, below with the rejected one\'s; '
+             "each line coloured by its Sampson distance under that sample's own relative pose (cell centres of the "
+             "descriptor grid; largest, median and smallest margin of the round).</p>"]
+    for r in rounds:
+        rnd = r["round"]
+        p = per[rnd]["prefs"]
+        if "items" not in p:
+            prefs.append(absent(rnd, f"no examples ({p['absent']})"))
+            continue
+        prefs.append(f"<h3>round {rnd}</h3>")
+        for k, it in enumerate(p["items"]):
+            c = it["caption"]
+            rows = []
+            for side in ("chosen", "rejected"):
+                sd = c[side]
+                terms = "; ".join(f"{html.escape(t)} {v:.3g}" for t, v in sorted(sd["rewards"].items()) if isinstance(v, (int, float))) or ABSENT
+                rows.append([side, _sign(sd["combined"]), terms, str(sd["matches"]), _sign(sd.get("median_sampson_px"), ".2g"),
+                             _sign(sd.get("rot_err_deg"), ".1f"), html.escape(sd["degenerate"] or "")])
+            name = html.escape(Path(str(c["spec"]).split("@")[0]).name)
+            prefs.append(f'<figure><img id="media-pref-{rnd}-{k}" alt="round {rnd} chosen vs rejected" '
+                         f'src="data:image/png;base64,{it["png"]}"><figcaption>{name} frames {c["i"]} | {c["j"]}, '
+                         f'margin {c["margin"]:.3g}</figcaption></figure>')
+            prefs.append(_table(["sample", "combined reward", "reward terms", "matches", "median Sampson px", "rot err vs GT (°)", "degenerate"], rows))
+
+    gen_rows, strips = [], []
+    for r in rounds:
+        rnd = r["round"]
+        g = per[rnd]["generator"]
+        if "absent" in g:
+            gen_rows.append([str(rnd), *[ABSENT] * 6, f'<span class="absent">{html.escape(g["absent"])}</span>'])
+            continue
+        j = g.get("json") or {}
+        ce, pe = j.get("candidate") or {}, j.get("parent_eval") or {}
+        err = lambda d, judge: (d.get(judge) or {}).get("rot_err")  # noqa: E731
+        kept = j.get("kept_candidate")
+        gen_rows.append([str(rnd), ABSENT if kept is None else ("candidate" if kept else "parent"),
+                         _sign(err(ce, "recon")), _sign(err(pe, "recon")), _sign(err(ce, "flow")), _sign(err(pe, "flow")),
+                         _sign(ce.get("psnr_to_render")), html.escape(g.get("json_absent", ""))])
+        if "png" in g:
+            pr = g["prompt"]
+            ref = "top: the renderer's frames for the prompt's cameras; bottom: " if pr.get("reference") else ""
+            strips.append(f'<figure><img id="media-gen-{rnd}" alt="round {rnd} generated frames" src="data:image/png;base64,{g["png"]}">'
+                          f"<figcaption>round {rnd}: {ref}the round's generator ({pr['frames']} frames {pr['size'][0]}x{pr['size'][1]}, "
+                          f"{pr['steps']} DDIM steps, seed fixed) on held-out prompt {html.escape(pr['prompt'])}</figcaption></figure>")
+        else:
+            strips.append(absent(rnd, f"no frame strip ({g.get('strip_absent', 'absent')})"))
+    gen = [_table(["round", "generator kept", "candidate rot err (°, base judge)", "parent rot err (°, base judge)",
+                   "candidate rot err (°, flow judge)", "parent rot err (°, flow judge)", "candidate PSNR to render (dB)", "note"], gen_rows),
+           *strips]
+
+    traj_rows = []
+    for r in rounds:
+        rnd = r["round"]
+        t = per[rnd]["trajectory"]
+        if "absent" in t:
+            traj_rows.append([str(rnd), ABSENT, ABSENT, f'<span class="absent">{html.escape(t["absent"])}</span>'])
+            continue
+        href = Path(os.path.relpath(Path(t["glb"]).resolve(), out_dir.resolve())).as_posix()
+        traj_rows.append([str(rnd), f'{t["ate"]:.3f}', _sign(t.get("rpe_rot_deg"), ".2f"),
+                          f'<a href="{html.escape(href)}">scene.glb</a>'])
+    spec = media["settings"]["trajectory"]
+    traj = [f'<p class="absent">{html.escape(str(spec))} ({media["settings"]["size"]} px, {media["settings"]["iters"]} alignment '
+            "iterations) reconstructed with each round's final checkpoint; camera centres Sim(3)-aligned to the ground truth "
+            "(Umeyama), drawn in the plane of the GT trajectory's two principal axes; the square marks the first frame.</p>",
+            '<p class="absent">no trajectory in these rounds</p>' if not media["trajectories"] else
+            f'<img id="media-trajectories" alt="camera trajectories" src="data:image/png;base64,{media["trajectories"]}">',
+            _table(["round", "ATE Sim(3) (m)", "RPE rot (°)", "reconstruction"], traj_rows)]
+    c = media["cache"]
+    note = (f'<p class="absent">pictures: {media["seconds"]:.1f} s, {c["hits"]} from the cache, {c["builds"]} built '
+            f'(<code>{html.escape(c["dir"])}</code>).</p>')
+    return ["<h2>Chosen vs rejected (real captures)</h2>", *prefs, "<h2>Generator</h2>", *gen,
+            "<h2>Camera trajectories (predicted vs GT)</h2>", *traj, note]
+
+
+def render_html(data: dict[str, Any], out: Path, media: dict[str, Any] | None = None) -> str:
+    """The report as one HTML string (``data`` from :func:`collect` with ``with_values=True``; ``media`` from
+    :func:`vibe3r.loop.report_media.collect_media`, None: no pictures)."""
     run_dir = Path(data["run"])
     rounds = data["rounds"]
     figs = {**plot_metrics(rounds), **plot_rewards(rounds)}
@@ -563,6 +657,7 @@ def render_html(data: dict[str, Any], out: Path) -> str:
         "<h2>SFT vs DPO vs GRPO</h2>", sft_table,
         '<p class="absent">held-out AUC is of the round\'s final checkpoint: after the preference stage when one ran '
         "(an <code>eval.json</code> that also evaluates the SFT checkpoint adds its own row).</p>",
+        *_media_sections(media, rounds, out.parent),
         "<h2>All metrics</h2>", full,
         "<h2>Stages</h2>", _table(["round", "stages"], stage_rows),
         "</body></html>\n",
@@ -574,13 +669,30 @@ def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "rounds": [{k: v for k, v in r.items() if not k.startswith("_")} for r in data["rounds"]]}
 
 
-def compare(run_dir: str | Path, out: str | Path | None = None, rounds: list[int] | None = None) -> dict[str, Any]:
-    """Collect the numbers, write the HTML report to ``out`` (when given, atomically); returns the numbers."""
+def compare(run_dir: str | Path, out: str | Path | None = None, rounds: list[int] | None = None, media: bool | None = None,
+            media_settings: Any = None) -> dict[str, Any]:
+    """Collect the numbers, write the HTML report to ``out`` (when given, atomically); returns the numbers.
+
+    ``media`` (default: on unless the environment sets ``VIBE3R_REPORT_MEDIA=0``) adds the pictures of
+    ``vibe3r.loop.report_media`` (``media_settings``: its ``MediaSettings``) to the report and their numbers
+    to the result (``media``)."""
     data = collect(run_dir, rounds, with_values=out is not None)
+    if media is None:
+        media = os.environ.get("VIBE3R_REPORT_MEDIA", "1") != "0"
+    pics = None
     if out is not None:
+        if media:
+            from vibe3r.loop.report_media import collect_media
+
+            pics = collect_media(run_dir, data["rounds"], media_settings)
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(render_html(data, out))
+        tmp.write_text(render_html(data, out, pics))
         os.replace(tmp, out)
-    return _jsonable(data)
+    res = _jsonable(data)
+    if pics is not None:
+        from vibe3r.loop.report_media import media_summary
+
+        res["media"] = media_summary(pics)
+    return res
