@@ -19,12 +19,26 @@ from vibe3r.loop.registry import Registry
 from vibe3r.preference.store import PreferenceStore
 from vibe3r.recon.policy import PairSample
 
+GRID = (12, 16)  # descriptor cells of a 96x128 frame at stride 8
+
 
 def _samples(n: int, seed0: int) -> list[PairSample]:
+    """Draw fields on a 12x16 grid: view-1 cell c matched to cell c + 1 (cycle-consistent), a growing share
+    redrawn at random; a small sideways motion as the relative pose."""
     rng = np.random.default_rng(seed0)
-    return [PairSample(seed=seed0 + k, fwd=rng.integers(0, 12, 12, dtype=np.int32), bwd=rng.integers(0, 12, 12, dtype=np.int32),
-                       logp=-float(k), kp1=np.zeros((5, 2)), kp2=np.zeros((5, 2)), inliers=np.ones(5, bool), T21=np.eye(4),
-                       is_mode=k == 0) for k in range(n)]
+    cells = GRID[0] * GRID[1]
+    out = []
+    for k in range(n):
+        fwd = (np.arange(cells) + 1) % cells
+        bad = rng.random(cells) < 0.2 * k
+        fwd[bad] = rng.integers(0, cells, bad.sum())
+        bwd = np.zeros(cells, np.int32)
+        bwd[fwd] = np.arange(cells)
+        T21 = np.eye(4)
+        T21[:3, 3] = [-0.1, 0.01 * k, 0.0]
+        out.append(PairSample(seed=seed0 + k, fwd=fwd.astype(np.int32), bwd=bwd, logp=-float(k), kp1=np.zeros((5, 2)),
+                              kp2=np.zeros((5, 2)), inliers=np.ones(5, bool), T21=T21, is_mode=k == 0))
+    return out
 
 
 def _rewards(values: list[float], degenerate: tuple[int, ...] = ()) -> list[dict]:
@@ -56,16 +70,17 @@ def _evaluated_round(reg: Registry, run: Path, rnd: int, auc: float, real: float
                        "parent_metric": 20.0, "reason": "within tolerance" if promoted else "regressed beyond tolerance 1"})
 
 
-def fake_run(run: Path) -> Path:
-    """Round 1: SFT, evaluated, not promoted. Round 2: SFT -> sample_real (store) -> DPO, evaluated, promoted,
-    a GLB. Round 3: started, generate only. Human labels round 2 vs round 1 in RUN/preferences.sqlite: 2 wins, 1 loss."""
+def fake_run(run: Path, spec: str = "real/tum@0:10") -> Path:
+    """Round 1: SFT, evaluated, not promoted. Round 2: SFT -> sample_real (store of capture ``spec``) -> DPO, evaluated,
+    promoted, a GLB. Round 3: started, generate only. Human labels round 2 vs round 1 in RUN/preferences.sqlite:
+    2 wins, 1 loss."""
     with Registry(run) as reg:
         for rnd in (1, 2, 3):
             reg.start_round(rnd, "h", {}, ["generate", "train_recon", "sample_real", "prefer_recon", "evaluate", "promote"])
         _evaluated_round(reg, run, 1, 22.0, 23.0, promoted=False)
         store = run / "rounds/0002/sample_real/preferences.sqlite"
         with PreferenceStore(store) as st:
-            cap = st.add_capture("real/tum@0:10", "tum", 10)
+            cap = st.add_capture(spec, "tum", 10)
             for k, (i, j) in enumerate([(0, 3), (2, 6)]):
                 st.add_samples(st.add_pair(cap, i, j), _samples(4, 10 * k), _rewards([1.0 + k, 0.5, 0.25, -1.0], degenerate=(3,)), "v2", round=2)
             assert st.prefer_by_reward(2, "v2") == 2
@@ -159,8 +174,121 @@ def test_missing_pieces_are_absent_not_a_crash(tmp_path: Path) -> None:
     page = out.read_text()
     assert "no human labels yet" in page and "no evaluation in these rounds" in page and "no preference store" in page
     assert "data:image/png" not in page
+    assert "round 1: no examples (no preference store in this round)" in page and "no prefer_video stage in this round" in page
+    assert "no reconstruction checkpoint in this round" in page and "no trajectory in these rounds" in page
     r = json.loads(res.stdout)["rounds"][0]
     assert r["state"] == "running" and r["evaluated"] is False and r["promoted"] is None and r["preference"] is None
+
+
+REPO = Path(__file__).resolve().parents[1]
+REAL = REPO.parent / "shared" / "data" / "real"
+SEVEN = REAL / "7scenes-redkitchen"
+needs_real = pytest.mark.skipif(not SEVEN.is_dir(), reason="the shared real data (../shared/data/real) is not here")
+
+
+def add_media(run: Path) -> Path:
+    """Round 2 of a fake run gets what the pictures need: the shipped reconstruction checkpoint as its
+    ``prefer_recon`` output, the shipped generator as its ``prefer_video`` output (with a ``generator.json``),
+    and the run a held-out video (22 frames of 64x48 gradients, orbiting cameras) to take a prompt from."""
+    from vibe3r.video_gen.video_io import write_video
+
+    ckpt = run / "rounds/0002/prefer_recon/ckpt"
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(REPO / "weights/recon-base" / f, ckpt / f)
+    model = run / "rounds/0002/prefer_video/model"
+    model.mkdir(parents=True)
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(REPO / "weights/gen-base" / f, model / f)
+    ev = lambda r: {"n": 2, "recon": {"rot_err": r}, "flow": {"rot_err": r / 2}, "psnr_to_render": 15.0}  # noqa: E731
+    (model / "generator.json").write_text(json.dumps({"kept_candidate": True, "candidate": ev(4.5), "parent_eval": ev(5.5)}))
+    n, H, W = 22, 48, 64
+    yy, xx = np.mgrid[0:H, 0:W]
+    frames = np.stack([np.stack([(xx * 4 + 6 * k) % 256, yy * 5 % 256, np.full_like(xx, 40 + 5 * k)], -1) for k in range(n)]).astype(np.uint8)
+    c2w = np.stack([np.eye(4)] * n)
+    c2w[:, 0, 3] = np.linspace(0, 0.5, n)
+    K = np.array([[50.0, 0, 31.5], [0, 50.0, 23.5], [0, 0, 1]])
+    write_video(run / "heldout-test/pairs/videos/00000", frames, K, c2w, np.ones((n, H, W), np.float32), {"prompt": "dolly right 0.5"})
+    return run
+
+
+# a cheap trajectory: 5 frames of 7-Scenes' evaluation half at 64 px, 20 alignment iterations
+FAST = dict(trajectory=str(SEVEN) + "@125:185:12", size=64, iters=20)
+
+
+@pytest.fixture(scope="module")
+def media_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("media") / "run"
+    return add_media(fake_run(run, spec=str(SEVEN) + "@0:125:20"))
+
+
+@needs_real
+def test_report_shows_media_when_the_round_has_the_data(media_run: Path, tmp_path: Path) -> None:
+    from vibe3r.loop.compare import compare
+    from vibe3r.loop.report_media import MediaSettings
+
+    out = tmp_path / "rep" / "report.html"
+    res = compare(media_run, out, media=True, media_settings=MediaSettings(**FAST))
+    page = out.read_text()
+    imgs = dict(re.findall(r'<img id="(media-[\w-]+)" alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page))
+    assert set(imgs) == {"media-pref-2-0", "media-pref-2-1", "media-gen-2", "media-trajectories"}
+    assert all(len(b) > 2000 for b in imgs.values())
+    # chosen vs rejected: the captions carry the reward terms; the rounds without a store say so
+    assert "<td class=l>chosen</td><td>2</td><td>epipolar 1; photometric 4</td>" in page
+    assert "round 1: no examples (no preference store in this round)" in page
+    # generator: the camera errors of generator.json, the strip of a held-out prompt; absent in the other rounds
+    assert "<tr><td class=l>2</td><td>candidate</td><td>4.5</td><td>5.5</td><td>2.25</td><td>2.75</td><td>15</td>" in page
+    assert "held-out prompt 00000@" in page and page.count("no prefer_video stage in this round") == 2
+    # trajectory: round 2 only (the only round with a checkpoint), ATE from GT, its GLB linked relative to the report
+    t = res["media"]["rounds"][2]["trajectory"]
+    assert t["frames"] == 5 and 0 < t["ate"] < 1.0
+    href = re.search(r'<a href="([^"]+)">scene.glb</a>', page).group(1)
+    assert not href.startswith("/") and (out.parent / href).resolve() == Path(t["glb"]).resolve()
+    assert (media_run / "report-cache") in Path(t["glb"]).parents
+    assert "no reconstruction checkpoint in this round" in page
+    assert not re.search(r'(src|href)="(https?:|//)', page) and "<script" not in page
+    ex = res["media"]["rounds"][2]["examples"]
+    assert len(ex) == 2 and ex[0]["margin"] >= ex[1]["margin"] and ex[0]["chosen"]["matches"] > ex[0]["rejected"]["matches"]
+
+
+@needs_real
+def test_second_report_reads_the_cache(media_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vibe3r.loop.compare import compare
+    from vibe3r.loop.report_media import MediaSettings
+
+    settings = MediaSettings(**FAST)
+    first = compare(media_run, tmp_path / "a.html", media=True, media_settings=settings)["media"]
+    assert first["cache"]["hits"] + first["cache"]["builds"] == 3  # examples, generator strip, trajectory of round 2
+
+    def boom(*a: object, **k: object) -> None:
+        raise AssertionError("rebuilt instead of read from the cache")
+
+    import vibe3r.captures
+    import vibe3r.recon.run
+    import vibe3r.video_gen.diffusion
+
+    monkeypatch.setattr(vibe3r.recon.run, "reconstruct", boom)
+    monkeypatch.setattr(vibe3r.captures, "load_capture", boom)
+    monkeypatch.setattr(vibe3r.video_gen.diffusion.VideoGenerator, "from_pretrained", boom)
+    second = compare(media_run, tmp_path / "b.html", media=True, media_settings=settings)["media"]
+    assert second["cache"] == {**first["cache"], "hits": 3, "builds": 0}
+    assert second["rounds"][2]["trajectory"]["ate"] == first["rounds"][2]["trajectory"]["ate"]
+    page = (tmp_path / "b.html").read_text()
+    assert 'id="media-trajectories"' in page and 'id="media-gen-2"' in page and 'id="media-pref-2-0"' in page
+    # other settings are another cache entry: the trajectory would be rebuilt
+    with pytest.raises(AssertionError, match="rebuilt"):
+        from vibe3r.loop.report_media import MediaCache, trajectory
+
+        trajectory(media_run / "rounds/0002/prefer_recon/ckpt", MediaSettings(**{**FAST, "iters": 21}), MediaCache(media_run))
+
+
+def test_media_can_be_turned_off(run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIBE3R_REPORT_MEDIA", "0")
+    out = tmp_path / "off.html"
+    res = CliRunner().invoke(app, ["compare", "--run", str(run), "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    page = out.read_text()
+    assert page.count("pictures turned off") == 3 and 'id="media-' not in page
+    assert "media" not in json.loads(res.stdout)
 
 
 def _main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
