@@ -320,12 +320,17 @@ SHOTS = Path(__file__).resolve().parents[1] / "bench" / "out" / "loop-compare"
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
-def test_report_renders_in_headless_chromium(run: Path, tmp_path: Path) -> None:
+def test_report_renders_in_headless_chromium(run: Path, media_run: Path, tmp_path: Path) -> None:
     """Debian's chromium (through Playwright, never a downloaded browser) opens the report offline: every
-    embedded figure decodes, the table is laid out, a full-page screenshot is taken (bench/out/loop-compare/)."""
+    embedded figure decodes, the table is laid out, a full-page screenshot is taken (bench/out/loop-compare/).
+    With the shared real data the report is of the run with pictures (chosen vs rejected, generator, trajectories)."""
+    from vibe3r.loop.compare import compare
+    from vibe3r.loop.report_media import MediaSettings
+
     sync_api = pytest.importorskip("playwright.sync_api")
     out = tmp_path / "report.html"
-    assert CliRunner().invoke(app, ["compare", "--run", str(run), "--out", str(out)]).exit_code == 0
+    with_media = SEVEN.is_dir()
+    compare(media_run if with_media else run, out, media=with_media, media_settings=MediaSettings(**FAST))
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
@@ -337,7 +342,8 @@ def test_report_renders_in_headless_chromium(run: Path, tmp_path: Path) -> None:
             page.screenshot(path=str(SHOTS / "report.png"), full_page=True)
         finally:
             browser.close()
-    assert {s[0] for s in sizes} == {"fig-auc", "fig-losses", "fig-rewards", "fig-margins"}
+    media = {"media-pref-2-0", "media-pref-2-1", "media-gen-2", "media-trajectories"} if with_media else set()
+    assert {s[0] for s in sizes} == {"fig-auc", "fig-losses", "fig-rewards", "fig-margins"} | media
     assert all(ok and w > 200 and h > 100 for _, ok, w, h in sizes), sizes
     assert rows == 4  # header + rounds 1, 2, 3
     assert (SHOTS / "report.png").stat().st_size > 20_000

@@ -470,14 +470,18 @@ def _human_cell(r: dict, total: int) -> str:
     return f'{h["win_rate"]:.0%} vs {versus} (n={h["n"]}: {h["wins"]} won, {h["losses"]} lost{ties})'
 
 
-def _glb_cell(r: dict, run_dir: Path, out_dir: Path) -> str:
-    if not r["glb"]:
-        return '<span class="absent">none</span>'
+def _glb_cell(r: dict, run_dir: Path, out_dir: Path, media: dict[str, Any] | None = None) -> str:
+    """The GLBs in the round folder, and the round's trajectory reconstruction (``report_media``) when it was made."""
     links = []
     for rel in r["glb"]:
         href = os.path.relpath((run_dir / rel).resolve(), out_dir.resolve())
         links.append(f'<a href="{html.escape(Path(href).as_posix())}">{html.escape(Path(rel).name)}</a>')
-    return " ".join(links)
+    t = ((media or {}).get("rounds", {}).get(r["round"]) or {}).get("trajectory") or {}
+    if "glb" in t:
+        href = Path(os.path.relpath(Path(t["glb"]).resolve(), out_dir.resolve())).as_posix()
+        links.append(f'<a href="{html.escape(href)}" title="the trajectory sequence reconstructed with this round\'s checkpoint">'
+                     "trajectory GLB</a>")
+    return " ".join(links) if links else '<span class="absent">none</span>'
 
 
 def _sign(v: Any, fmt: str = ".3g") -> str:
@@ -544,14 +548,15 @@ def _media_sections(media: dict[str, Any] | None, rounds: list[dict], out_dir: P
            *strips]
 
     traj_rows = []
-    for r in rounds:
+    base = media.get("base")
+    for r in ([{"round": 0}] if base else []) + rounds:
         rnd = r["round"]
-        t = per[rnd]["trajectory"]
+        t = base if rnd == 0 else per[rnd]["trajectory"]
         if "absent" in t:
             traj_rows.append([str(rnd), ABSENT, ABSENT, f'<span class="absent">{html.escape(t["absent"])}</span>'])
             continue
         href = Path(os.path.relpath(Path(t["glb"]).resolve(), out_dir.resolve())).as_posix()
-        traj_rows.append([str(rnd), f'{t["ate"]:.3f}', _sign(t.get("rpe_rot_deg"), ".2f"),
+        traj_rows.append(["base" if rnd == 0 else str(rnd), f'{t["ate"]:.3f}', _sign(t.get("rpe_rot_deg"), ".2f"),
                           f'<a href="{html.escape(href)}">scene.glb</a>'])
     spec = media["settings"]["trajectory"]
     traj = [f'<p class="absent">{html.escape(str(spec))} ({media["settings"]["size"]} px, {media["settings"]["iters"]} alignment '
@@ -601,7 +606,7 @@ def render_html(data: dict[str, Any], out: Path, media: dict[str, Any] | None = 
           m(r, "evaluate/heldout_depth_absrel"), m(r, "train_recon/final_loss"), promo(r),
           _f(None if r["preference"] is None or r["preference"]["combined"] is None else r["preference"]["combined"]["mean"]),
           _f(None if r["preference"] is None else r["preference"]["degenerate_frac"], ".1%"),
-          _human_cell(r, data["human_labels"]), _gen_cell(r), _glb_cell(r, run_dir, out.parent)] for r in rounds])
+          _human_cell(r, data["human_labels"]), _gen_cell(r), _glb_cell(r, run_dir, out.parent, media)] for r in rounds])
     names = sorted({k for r in rounds for k in r["metrics"]})
     full = _table(["metric", *[f"round {r['round']}" for r in rounds]],
                   [[html.escape(n), *[m(r, n) for r in rounds]] for n in names]) if names else '<p class="absent">no metrics recorded</p>'

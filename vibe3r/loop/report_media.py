@@ -18,7 +18,8 @@ Per round, each piece is absent (with the reason) when the round lacks what it n
   ``prefer_recon`` after ``train_recon``) reconstructs a short real sequence with ground-truth poses
   (default: 15 frames of 7-Scenes redkitchen's evaluation half, ``vibe3r.recon.run.reconstruct``,
   no mesh); the predicted camera centres are Sim(3)-aligned to the GT (Umeyama) and plotted in the
-  plane of the GT trajectory's two principal axes; ATE (Sim(3), RMSE) in the title, the GLB linked.
+  plane of the GT trajectory's two principal axes; ATE (Sim(3), RMSE) in the title, the GLB linked. The
+  run's base checkpoint (round 0, ``loop.base_checkpoint``) comes first when the run has one, as the reference.
 
 Everything slow is cached under ``RUN/report-cache/<kind>-<key>/`` where ``key`` hashes the inputs'
 bytes (store, checkpoint weights), the settings and ``MEDIA_VERSION``; a folder appears atomically
@@ -58,6 +59,7 @@ class MediaSettings:
     trajectory: str | None = DEFAULT_TRAJECTORY  # capture spec with GT poses; None: no trajectories
     size: int = 128  # longer image side of the trajectory reconstruction
     iters: int = 100  # global-alignment iterations of the trajectory reconstruction
+    base: bool = True  # also the run's base checkpoint (round 0), as the first trajectory panel
     examples: int = 3  # chosen-vs-rejected preferences shown per round
     gen_seed: int = 0  # seed of the generated video (the same for every round: comparable strips)
 
@@ -472,6 +474,15 @@ def plot_trajectories(panels: list[tuple[str, np.ndarray, np.ndarray]]) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _trajectory_record(d: Path, ckpt: Path) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    z = np.load(d / "traj.npz")
+    pred, gt = z["pred"], z["gt"]
+    rep = json.loads((d / "report.json").read_text())
+    rec = {"ate": _sim3_aligned(pred, gt)[1], "glb": str(d / "scene.glb"), "frames": len(pred), "checkpoint": str(ckpt),
+           "rpe_rot_deg": rep.get("gt", {}).get("rpe_rot_deg"), "build_seconds": rep.get("seconds")}
+    return rec, pred, gt
+
+
 # --------------------------------------------------------------------------------------------
 # All of it
 # --------------------------------------------------------------------------------------------
@@ -480,7 +491,8 @@ def plot_trajectories(panels: list[tuple[str, np.ndarray, np.ndarray]]) -> str:
 def collect_media(run_dir: str | Path, rounds: list[dict[str, Any]], settings: MediaSettings | None = None) -> dict[str, Any]:
     """The pictures of the rounds (``rounds``: :func:`vibe3r.loop.compare.collect`'s records).
 
-    Returns ``{"rounds": {rnd: {"prefs", "generator", "trajectory"}}, "trajectories": b64 | None,
+    Returns ``{"rounds": {rnd: {"prefs", "generator", "trajectory"}}, "base": the base checkpoint's trajectory
+    record | None, "trajectories": b64 | None,
     "cache": {"hits", "builds", "dir"}, "seconds", "settings"}``; each piece holds ``absent`` with the
     reason when the round lacks it."""
     from vibe3r.serve.evaluator import round_checkpoints
@@ -493,8 +505,14 @@ def collect_media(run_dir: str | Path, rounds: list[dict[str, Any]], settings: M
         ckpts = round_checkpoints(run_dir)
     except Exception:  # noqa: BLE001
         ckpts = {}
-    out: dict[str, Any] = {"rounds": {}}
+    out: dict[str, Any] = {"rounds": {}, "base": None}
     panels = []
+    if s.base and s.trajectory is not None and 0 in ckpts:
+        try:
+            out["base"], pred, gt = _trajectory_record(trajectory(ckpts[0], s, cache), ckpts[0])
+            panels.append(("base", pred, gt))
+        except Exception:  # noqa: BLE001 — the rounds' panels still come
+            out["base"] = None
     for r in rounds:
         rnd = r["round"]
         stores = [run_dir / p for p in ((r.get("preference") or {}).get("stores") or [])]
@@ -507,13 +525,7 @@ def collect_media(run_dir: str | Path, rounds: list[dict[str, Any]], settings: M
             rec["trajectory"] = {"absent": "no reconstruction checkpoint in this round"}
         else:
             try:
-                d = trajectory(ck, s, cache)
-                z = np.load(d / "traj.npz")
-                pred, gt = z["pred"], z["gt"]
-                rep = json.loads((d / "report.json").read_text())
-                ate = _sim3_aligned(pred, gt)[1]
-                rec["trajectory"] = {"ate": ate, "glb": str(d / "scene.glb"), "frames": len(pred), "checkpoint": str(ck),
-                                     "rpe_rot_deg": rep.get("gt", {}).get("rpe_rot_deg"), "build_seconds": rep.get("seconds")}
+                rec["trajectory"], pred, gt = _trajectory_record(trajectory(ck, s, cache), ck)
                 panels.append((f"round {rnd}", pred, gt))
             except Exception as exc:  # noqa: BLE001
                 rec["trajectory"] = {"absent": _reason(exc)}
@@ -536,4 +548,5 @@ def media_summary(media: dict[str, Any]) -> dict[str, Any]:
             "generator_strip": "png" in gen,
             "trajectory": {k: v for k, v in rec["trajectory"].items()},
         }
-    return {"rounds": rounds, "cache": media["cache"], "seconds": media["seconds"], "settings": media["settings"]}
+    return {"rounds": rounds, "base_trajectory": media.get("base"), "cache": media["cache"], "seconds": media["seconds"],
+            "settings": media["settings"]}
