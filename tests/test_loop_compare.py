@@ -168,13 +168,14 @@ def test_missing_pieces_are_absent_not_a_crash(tmp_path: Path) -> None:
     with Registry(run) as reg:
         reg.start_round(1, "h", {}, ["generate", "train_recon", "evaluate", "promote"])
         _stage(reg, 1, "generate", 0, {"videos": 1.0})
+    _write(run / "rounds/0001/prefer_video/model/generator.json", "{not json")  # a broken file is absent too
     out = tmp_path / "bare.html"
     res = CliRunner().invoke(app, ["compare", "--run", str(run), "--out", str(out), "--json"])
     assert res.exit_code == 0, res.output
     page = out.read_text()
     assert "no human labels yet" in page and "no evaluation in these rounds" in page and "no preference store" in page
     assert "data:image/png" not in page
-    assert "round 1: no examples (no preference store in this round)" in page and "no prefer_video stage in this round" in page
+    assert "round 1: no examples (no preference store in this round)" in page and "JSONDecodeError" in page
     assert "no reconstruction checkpoint in this round" in page and "no trajectory in these rounds" in page
     r = json.loads(res.stdout)["rounds"][0]
     assert r["state"] == "running" and r["evaluated"] is False and r["promoted"] is None and r["preference"] is None

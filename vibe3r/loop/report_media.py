@@ -354,7 +354,9 @@ def generator_media(run_dir: Path, rnd: int, s: MediaSettings, cache: MediaCache
     weights = model / "model.safetensors"
     if not weights.is_file():
         out["strip_absent"] = "no generator checkpoint in prefer_video/model"
-        return out if "json" in out else {"absent": out["strip_absent"]}
+        if "json" not in out:
+            return {"absent": "; ".join(v for k, v in out.items() if k.endswith("_absent"))}
+        return out
     videos = _prompt_videos(run_dir, rnd)
     if not videos:
         out["strip_absent"] = "no held-out or generated video to take a prompt from"
@@ -474,6 +476,14 @@ def plot_trajectories(panels: list[tuple[str, np.ndarray, np.ndarray]]) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _safe(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """``fn(*args)``, or ``{"absent": reason}`` when it fails: a picture never breaks the report."""
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001
+        return {"absent": _reason(exc)}
+
+
 def _trajectory_record(d: Path, ckpt: Path) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     z = np.load(d / "traj.npz")
     pred, gt = z["pred"], z["gt"]
@@ -516,8 +526,8 @@ def collect_media(run_dir: str | Path, rounds: list[dict[str, Any]], settings: M
     for r in rounds:
         rnd = r["round"]
         stores = [run_dir / p for p in ((r.get("preference") or {}).get("stores") or [])]
-        rec: dict[str, Any] = {"prefs": preference_examples(run_dir, rnd, stores, s, cache),
-                               "generator": generator_media(run_dir, rnd, s, cache)}
+        rec: dict[str, Any] = {"prefs": _safe(preference_examples, run_dir, rnd, stores, s, cache),
+                               "generator": _safe(generator_media, run_dir, rnd, s, cache)}
         ck = ckpts.get(rnd)
         if s.trajectory is None:
             rec["trajectory"] = {"absent": "trajectories turned off"}
