@@ -119,6 +119,8 @@ def compare_cmd(
     rounds: Annotated[list[str] | None, typer.Option("--rounds", help="rounds to compare: --rounds 1 3 5 (or 1,3,5); default all")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="the self-contained HTML report to write")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report's numbers as JSON")] = False,
+    media: Annotated[bool | None, typer.Option("--media/--no-media", help="pictures: chosen vs rejected, generator frames, "
+                                        "trajectories vs GT with GLBs (cached in RUN/report-cache); default on unless VIBE3R_REPORT_MEDIA=0")] = None,
 ) -> None:
     """Compare rounds: metrics, promotion, rewards, preference margins, SFT vs DPO/GRPO, human win rate, GLBs."""
     from vibe3r.errors import Vibe3rError
@@ -131,7 +133,7 @@ def compare_cmd(
         raise Vibe3rError(f"--rounds takes round numbers, got {' '.join(tokens)!r}") from None
     if out is None and not as_json:
         raise Vibe3rError("nothing to do: give --out report.html and/or --json")
-    data = compare(run, out, picked or None)
+    data = compare(run, out, picked or None, media=media)
     if as_json:
         typer.echo(json.dumps(data, indent=1))
     if out is not None:

@@ -342,8 +342,8 @@ def train_grpo(policy: LoraVideoGenerator, judge: Any, prompts: list[VideoPrompt
                 loss.backward()
                 opt.step()
                 stats_acc["loss"].append(float(loss.detach()) * len(chosen))
-                stats_acc["kl"].append(float(kl.mean()))
-                stats_acc["ratio"].append(float(torch.exp(new.log_prob - old[k]).mean()))
+                stats_acc["kl"].append(float(kl.mean().detach()))
+                stats_acc["ratio"].append(float(torch.exp(new.log_prob.detach() - old[k]).mean()))
         stats = {k: float(np.mean(v)) if v else math.nan for k, v in stats_acc.items()}
         stats.update(step=step + 1, reward_mean=float(r.mean()), reward_std=float(r.std()),
                      rot_err=float(np.mean([x["rot_err"] for x in rw])))
