@@ -398,8 +398,10 @@ class GeneratorPreferConfig(Section):
     batch_size: int = Field(4, ge=1, description="DPO pairs per step")
     rank: int = Field(8, ge=1, description="LoRA rank")
     alpha: float = Field(8.0, gt=0, description="LoRA alpha")
-    min_margin: float = Field(0.5, ge=0, description="smallest reward difference (degrees) that makes a DPO pair")
-    trans_weight: float = Field(0.25, ge=0, description="weight of the translation-direction error in the reward")
+    min_margin: float = Field(1.0, ge=0, description="smallest reward difference (degrees) that makes a DPO pair")
+    trans_weight: float = Field(0.0, ge=0, description="weight of the translation-direction error in the reward (0: at "
+                                "64x48 the judges' translation direction is at chance on generated videos and swamps the "
+                                "rotation differences; bench/video.md)")
     clip: float = Field(0.2, gt=0, description="GRPO likelihood-ratio clip")
     kl: float = Field(0.05, ge=0, description="GRPO KL-to-reference coefficient")
     grpo_epochs: int = Field(1, ge=1, description="GRPO passes over each group's rollouts")

@@ -80,8 +80,9 @@ def prefer_video(ctx: StageContext) -> StageResult:
     base_judge = resolve_path(ctx.cfg.loop.base_checkpoint) if ctx.cfg.loop.base_checkpoint else ctx.inputs["recon"]
     judges = {"recon": ReconJudge(base_judge), "flow": FlowJudge()}
     steps = ctx.cfg.generator.sample.steps
-    cand = evaluate_generator(cand_model, prompts, judges, steps=steps, seed=ctx.seed, trans_weight=pcfg.trans_weight)
-    par = evaluate_generator(par_model, prompts, judges, steps=steps, seed=ctx.seed, trans_weight=pcfg.trans_weight)
+    # one evaluation seed for every round: the same model measures the same in round 1 and round 5
+    cand = evaluate_generator(cand_model, prompts, judges, steps=steps, seed=lc.seed, trans_weight=pcfg.trans_weight)
+    par = evaluate_generator(par_model, prompts, judges, steps=steps, seed=lc.seed, trans_weight=pcfg.trans_weight)
     keep = cand["recon"]["rot_err"] <= par["recon"]["rot_err"]
     if out.exists():
         shutil.rmtree(out)
