@@ -184,19 +184,15 @@ class VideoGenerator(nn.Module):
 
     # ---- sampling ------------------------------------------------------------------------
 
-    def x0_and_eps(self, x_t: torch.Tensor, t: int, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict_x0(self, x_t: torch.Tensor, t: int, cond: torch.Tensor) -> torch.Tensor:
+        """The model's clean-clip estimate at step t, whatever it predicts (x0, epsilon or v)."""
         a = self.sampler.alphas_cumprod[t].to(x_t.dtype)
         pred = self(x_t, torch.full((x_t.shape[0],), t, dtype=torch.long), cond)
         if self.config.prediction_type == "sample":
-            x0 = pred
-            eps = (x_t - a.sqrt() * x0) / (1 - a).sqrt()
-        elif self.config.prediction_type == "epsilon":
-            eps = pred
-            x0 = (x_t - (1 - a).sqrt() * eps) / a.sqrt()
-        else:
-            x0 = a.sqrt() * x_t - (1 - a).sqrt() * pred
-            eps = (1 - a).sqrt() * x_t + a.sqrt() * pred
-        return x0, eps
+            return pred
+        if self.config.prediction_type == "epsilon":
+            return (x_t - (1 - a).sqrt() * pred) / a.sqrt()
+        return a.sqrt() * x_t - (1 - a).sqrt() * pred  # v
 
     def ddim_step(self, x_t: torch.Tensor, t: int, t_prev: int, cond: torch.Tensor, eta: float,
                   noise: torch.Tensor | None = None, prev: torch.Tensor | None = None) -> StepResult:
@@ -208,9 +204,8 @@ class VideoGenerator(nn.Module):
         ac = self.sampler.alphas_cumprod
         a_t = ac[t].to(x_t.dtype)
         a_p = ac[t_prev].to(x_t.dtype) if t_prev >= 0 else torch.tensor(1.0, dtype=x_t.dtype)
-        x0, eps = self.x0_and_eps(x_t, t, cond)
-        x0 = x0.clamp(-1, 1)
-        eps = (x_t - a_t.sqrt() * x0) / (1 - a_t).sqrt()  # consistent with the clamped x0
+        x0 = self.predict_x0(x_t, t, cond).clamp(-1, 1)
+        eps = (x_t - a_t.sqrt() * x0) / (1 - a_t).sqrt()  # the noise that clamped x0 implies
         var = (1 - a_p) / (1 - a_t) * (1 - a_t / a_p)
         std = float(eta * var.clamp_min(0).sqrt())
         mean = a_p.sqrt() * x0 + (1 - a_p - std ** 2).clamp_min(0).sqrt() * eps

@@ -13,9 +13,11 @@ weights, optimizer, EMA and loop state to resume (``train/``). TensorBoard scala
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,15 +144,24 @@ def _save(out: Path, model: VideoGenerator, ema: Any, opt: torch.optim.Optimizer
     export_model(out, model, ema)
 
 
-def export_model(out: Path, model: VideoGenerator, ema: Any) -> None:
-    """The sampling weights (EMA when on) as ``out``'s ``save_pretrained`` checkpoint."""
+@contextlib.contextmanager
+def sampling_weights(model: VideoGenerator, ema: Any) -> Iterator[None]:
+    """Inside: the model holds the weights it samples with (the EMA when on); the training weights after."""
     if ema is None:
-        model.save_pretrained(out)
+        yield
         return
     ema.store(model.parameters())
     ema.copy_to(model.parameters())
-    model.save_pretrained(out)
-    ema.restore(model.parameters())
+    try:
+        yield
+    finally:
+        ema.restore(model.parameters())
+
+
+def export_model(out: Path, model: VideoGenerator, ema: Any) -> None:
+    """The sampling weights as ``out``'s ``save_pretrained`` checkpoint."""
+    with sampling_weights(model, ema):
+        model.save_pretrained(out)
 
 
 def _load(out: Path, model: VideoGenerator, ema: Any, opt: torch.optim.Optimizer) -> dict[str, Any]:
@@ -255,12 +266,8 @@ def train_generator(cfg: Config, data: str | Path | list[str | Path], out: str |
                 bar.update(task, info=f"loss {np.mean(losses):.4f}")
                 losses = []
             if state["step"] % tc.save_every == 0 or state["step"] == end:
-                if ema is not None:
-                    ema.store(model.parameters())
-                    ema.copy_to(model.parameters())
-                v = validation_loss(model, val_batch, tc.seed + 2)
-                if ema is not None:
-                    ema.restore(model.parameters())
+                with sampling_weights(model, ema):
+                    v = validation_loss(model, val_batch, tc.seed + 2)
                 state["val"].append([state["step"], v])
                 writer.add_scalar("val/loss", v, state["step"])
                 _save(out, model, ema, opt, state)

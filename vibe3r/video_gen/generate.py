@@ -9,7 +9,6 @@ checkpoint, from which prompt, seed and step count.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,12 +69,11 @@ def load_first_frame(path: str | Path, width: int, height: int) -> np.ndarray:
 
 
 def checkpoint_id(path: str | Path) -> str:
-    """Short content hash of a checkpoint's weights (which generator made a video)."""
-    h = hashlib.sha256()
-    with open(Path(path) / "model.safetensors", "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:12]
+    """Which generator made a video: the hash of its checkpoint's tensors (``preference.cli.model_version``;
+    not of the file's bytes, whose header order varies between processes)."""
+    from vibe3r.preference.cli import model_version
+
+    return model_version(Path(path))
 
 
 def write_generated(out: str | Path, frames: np.ndarray, cmd: Commanded, meta: dict, depth: np.ndarray | None = None) -> Path:

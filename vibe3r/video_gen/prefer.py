@@ -321,7 +321,8 @@ def train_grpo(policy: LoraVideoGenerator, judge: Any, prompts: list[VideoPrompt
                 store.add_video_sample(p.name, s, model_version, round, rw[i], meta={**p.meta, "grpo_step": step})
         adv = group_advantages(r[None])[0]
         ts = gen.timesteps(cfg.sample_steps)
-        cond = p.cond()[None].expand(cfg.n, *p.cond().shape)
+        c1 = p.cond()
+        cond = c1[None].expand(cfg.n, *c1.shape)
         # the rollout's log-densities under the sampling policy (old = current before this group's update)
         chosen = sorted(rng.choice(len(ts), size=min(cfg.grpo_timesteps, len(ts)), replace=False).tolist())
         with torch.no_grad():
@@ -410,16 +411,6 @@ def prompts_from(data: str | Path | list, cfg: VideoPreferConfig, width: int, he
     return [out[i] for i in pick]
 
 
-def model_version(model: nn.Module) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().contiguous().numpy().tobytes())
-    return h.hexdigest()[:12]
-
-
 def run_prefer(cfg: VideoPreferConfig, ckpt: str | Path, judge_ckpt: str | Path, data: str | Path | list, out: str | Path,
                store_path: str | Path | None = None, round: int = 0, progress: bool = True) -> dict[str, Any]:
     """Sample, judge, record and preference-train the generator; writes OUT/adapter, OUT/model (merged,
@@ -441,8 +432,10 @@ def run_prefer(cfg: VideoPreferConfig, ckpt: str | Path, judge_ckpt: str | Path,
     if (out / "model" / "model.safetensors").is_file():
         raise InputError(f"{out} already holds a preference-trained generator; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
+    from vibe3r.video_gen.generate import checkpoint_id
+
     base = VideoGenerator.from_pretrained(ckpt)
-    version = model_version(base)
+    version = checkpoint_id(ckpt)
     mc = base.config
     prompts = prompts_from(data, cfg, mc.width, mc.height, mc.frames)
     judge = ReconJudge(judge_ckpt)

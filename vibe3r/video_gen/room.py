@@ -87,9 +87,9 @@ def room_videos(capture_spec: str, recon_ckpt: str | Path, gen: VideoGenerator, 
             K_img = np.array([[f, 0, (W - 1) / 2], [0, f, (H - 1) / 2], [0, 0, 1]])
         img_c, K_c = crop_to_aspect(img, K_img, mc.width, mc.height)
         depth_full = resize_depth(depth, img.shape[1], img.shape[0])
-        depth_c, _ = crop_to_aspect(depth_full[..., None].repeat(3, -1), K_img, mc.width, mc.height)
+        depth_c, _ = crop_to_aspect(depth_full, K_img, mc.width, mc.height)
         frame0, K0 = resize_frames(img_c[None], K_c[None], mc.width, mc.height)
-        d0 = resize_depth(depth_c[..., 0], mc.width, mc.height)
+        d0 = resize_depth(depth_c, mc.width, mc.height)
         valid = d0 > 0
         if valid.mean() < 0.5:
             raise InputError(f"frame {i} of {capture_spec}: the reconstruction has depth on {valid.mean():.0%} of it")
