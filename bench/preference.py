@@ -93,7 +93,7 @@ def evaluate(ckpt: Path, label: str, a: argparse.Namespace, cache: Path) -> dict
 
 def train_variant(method: str, recs: list, pairs_for_grpo: list, reward_fn, a: argparse.Namespace) -> Path:
     """Train one preference variant; returns its merged checkpoint folder."""
-    tag = (f"{method}-{a.reduction}-b{a.beta}" if method == "dpo" else f"grpo-n{a.group}") + a.tag
+    tag = {"dpo": f"dpo-{a.reduction}-b{a.beta}" + ("-matches" if a.draws == "matches" else ""), "anchor": "anchor-only", "grpo": f"grpo-n{a.group}"}[method] + a.tag
     out = a.out / tag
     anchor = None
     if a.anchor_data.is_dir():
@@ -101,14 +101,15 @@ def train_variant(method: str, recs: list, pairs_for_grpo: list, reward_fn, a: a
 
         anchor = PairStream(a.anchor_data, batch_size=4, seed=a.seed)
     t0 = time.time()
-    if method == "dpo":
-        cfg = DPOConfig(beta=a.beta, lr=a.lr, steps=a.steps, batch_size=4, reduction=a.reduction,
-                        anchor_weight=0.1 if anchor else 0.0, threads=a.threads, seed=a.seed, ckpt_every=20)
+    if method in ("dpo", "anchor"):  # anchor: the control, the same run without the preference loss
+        cfg = DPOConfig(beta=a.beta, lr=a.lr, steps=a.steps, batch_size=4, reduction=a.reduction, draws=a.draws,
+                        anchor_weight=a.anchor_weight if anchor else 0.0, threads=a.threads, seed=a.seed, ckpt_every=20,
+                        preference_weight=0.0 if method == "anchor" else 1.0)
         last = DPOTrainer(ReconModel.from_pretrained(a.ckpt), a.temperature, cfg, out).train(recs, anchor_batches=anchor, resume=out.is_dir())
     else:
         from vibe3r.preference.grpo import GRPOConfig, GRPOTrainer
 
-        cfg = GRPOConfig(n=a.group, temperature=a.temperature, lr=a.lr, steps=a.steps, anchor_weight=0.1 if anchor else 0.0,
+        cfg = GRPOConfig(n=a.group, temperature=a.temperature, lr=a.lr, steps=a.steps, anchor_weight=a.anchor_weight if anchor else 0.0,
                          threads=a.threads, seed=a.seed, ckpt_every=10)
         last = GRPOTrainer(ReconModel.from_pretrained(a.ckpt), cfg, out).train(pairs_for_grpo, reward_fn, anchor_batches=anchor,
                                                                                resume=out.is_dir())
@@ -136,10 +137,12 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=48)
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--temperature", type=float, default=0.07)
-    ap.add_argument("--methods", default="dpo", help="comma list of dpo, grpo")
+    ap.add_argument("--methods", default="dpo", help="comma list of dpo, grpo, anchor (the control: the anchor loss alone)")
+    ap.add_argument("--anchor-weight", type=float, default=0.1)
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--beta", type=float, default=0.1)
     ap.add_argument("--reduction", default="sum")
+    ap.add_argument("--draws", default="all", help="all | matches: the draws a sample's DPO log-likelihood counts")
     ap.add_argument("--group", type=int, default=6)
     ap.add_argument("--grpo-pairs", type=int, default=0, help="GRPO on this many fresh pairs of frames 0-496 (0: the preference pairs)")
     ap.add_argument("--tag", default="", help="suffix of the variant's folder")

@@ -116,9 +116,11 @@ def test_training_changes_only_the_adapters_and_the_reference_never_moves(data, 
     assert all(torch.equal(ref[k], want[k]) for k in want)
 
 
-def test_a_few_steps_raise_the_implicit_accuracy_and_margin(data, tmp_path):
+@pytest.mark.parametrize("draws", ["all", "matches"])
+def test_a_few_steps_raise_the_implicit_accuracy_and_margin(data, tmp_path, draws):
     base, prefs, _ = data
-    trainer = DPOTrainer(_lora(base), 0.07, DPOConfig(steps=6, batch_size=3, lr=3e-3, anchor_weight=0.0), tmp_path, progress=False)
+    trainer = DPOTrainer(_lora(base), 0.07, DPOConfig(steps=6, batch_size=3, lr=3e-3, anchor_weight=0.0, draws=draws), tmp_path,
+                         progress=False)
     start = trainer.evaluate(prefs)
     assert start["margin"] == 0.0 and start["kl"] == pytest.approx(0.0, abs=1e-4)  # policy == reference at the start
     trainer.train(prefs)

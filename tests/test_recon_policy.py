@@ -17,6 +17,7 @@ from vibe3r.recon.policy import (
     categorical_draws,
     cycle_matches,
     draw_log_likelihood,
+    match_draw_mask,
     match_logits,
     per_draw_log_probs,
     row_cdfs,
@@ -162,3 +163,37 @@ def test_log_likelihood_of_stored_samples_is_differentiable_in_the_model():
     grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     assert any(n.startswith("desc_heads") for n in grads) and any(n.startswith("enc") for n in grads)
     assert not any(n.startswith("pts_heads") for n in grads)  # the pose samples don't involve the pointmap heads
+
+
+def test_matches_likelihood_counts_exactly_the_draws_of_the_cycle_consistent_matches():
+    """``draws="matches"``: the log-likelihood of a sample's match set, the part of the sample its
+    reconstruction depends on; a draw outside the matches gets no gradient."""
+    g = torch.Generator().manual_seed(1)
+    d1 = F.normalize(torch.randn(3, 4, 8, generator=g), dim=-1)
+    d2 = F.normalize(d1 + 0.5 * torch.randn(3, 4, 8, generator=g), dim=-1)
+    logits = match_logits(d1, d2, 0.3).requires_grad_(True)
+    _, _, cdf_f, cdf_b = row_cdfs(logits.detach())
+    fwd = torch.stack([categorical_draws(cdf_f, g) for _ in range(5)])  # 5 samples, 12 draws each way
+    bwd = torch.stack([categorical_draws(cdf_b, g) for _ in range(5)])
+    mask = match_draw_mask(fwd, bwd)
+    for b in range(5):
+        i1, i2 = cycle_matches(fwd[b], bwd[b])
+        assert set(torch.nonzero(mask[b, :12]).flatten().tolist()) == set(i1.tolist())
+        assert set(torch.nonzero(mask[b, 12:]).flatten().tolist()) == set(i2.tolist())
+    lp = per_draw_log_probs(logits, fwd, bwd)
+    want = torch.stack([lp[b][mask[b]].sum() for b in range(5)])
+    got = draw_log_likelihood(logits, fwd, bwd, "sum", draws="matches")
+    assert torch.allclose(got, want)
+    mean = draw_log_likelihood(logits, fwd, bwd, "mean", draws="matches")
+    assert torch.allclose(mean, want / mask.sum(-1).clamp(min=1))
+    # two samples with the same matches that differ in a draw outside them: the same match likelihood
+    b = int(torch.nonzero(~mask[:, :12].all(-1))[0])
+    i = int(torch.nonzero(~mask[b, :12])[0])
+    j = next(j for j in range(12) if j != int(fwd[b, i]) and int(bwd[b, j]) != i)
+    fwd2 = fwd[b].clone()
+    fwd2[i] = j
+    assert torch.equal(match_draw_mask(fwd2, bwd[b]), mask[b])
+    assert torch.isclose(draw_log_likelihood(logits, fwd2, bwd[b], draws="matches"), got[b])
+    assert not torch.isclose(draw_log_likelihood(logits, fwd2, bwd[b]), draw_log_likelihood(logits, fwd[b], bwd[b]))
+    with pytest.raises(ValueError, match="draws must be one of"):
+        draw_log_likelihood(logits, fwd, bwd, "sum", draws="inliers")

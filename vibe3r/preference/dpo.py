@@ -71,9 +71,12 @@ class DPOConfig(AdapterTrainConfig):
     loss_type: Literal["sigmoid", "robust", "ipo"] = Field("sigmoid", description="sigmoid (DPO) | robust (robust DPO) | ipo (IPO)")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="assumed preference-label noise ε (conservative / robust DPO)")
     reduction: Literal["sum", "mean"] = Field("sum", description="sample log-likelihood: sum over draws (exact joint) | mean per draw")
+    draws: Literal["all", "matches"] = Field("all", description="draws a sample's log-likelihood counts: all | only those forming its "
+                                             "cycle-consistent matches (the reconstruction depends on these alone)")
     steps: int = Field(100, ge=1, description="optimiser steps")
     batch_size: int = Field(4, ge=1, description="preference records per step")
     ckpt_every: int = Field(50, ge=1, description="steps between checkpoints (and at the end)")
+    preference_weight: float = Field(1.0, ge=0, description="weight of the DPO loss; 0 trains the anchor alone (the control run)")
 
     @model_validator(mode="after")
     def _check(self) -> DPOConfig:
@@ -219,7 +222,7 @@ class DPOTrainer:
     def _score(self, pair: PairInput, samples: list[PairSample], logits: torch.Tensor) -> torch.Tensor:
         fwd = torch.from_numpy(np.stack([s.fwd for s in samples])).long()
         bwd = torch.from_numpy(np.stack([s.bwd for s in samples])).long()
-        return draw_log_likelihood(logits, fwd, bwd, self.cfg.reduction)
+        return draw_log_likelihood(logits, fwd, bwd, self.cfg.reduction, self.cfg.draws)
 
     @torch.no_grad()
     def reference_log_probs(self, prefs: list[Preference]) -> tuple[torch.Tensor, torch.Tensor, dict[int, tuple]]:
@@ -313,6 +316,7 @@ class DPOTrainer:
                     torch.manual_seed(cfg.seed * 1_000_003 + step)  # LoRA dropout
                     pi_c, pi_r, kl = self._policy_terms(prefs, idx, ref_descs)
                     loss, metrics = self.loss(pi_c, pi_r, ref_c[idx], ref_r[idx])
+                    loss = cfg.preference_weight * loss
                     if anchor is not None:
                         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
                         la, d = anchor_loss_step(self.model, self.anchor_loss, anchor.next(), gen)

@@ -54,6 +54,7 @@ from vibe3r.recon.matching import subpixel_refine
 from vibe3r.recon.pose import RANSAC_METHODS, crop_to_multiple, estimate_pose_essential, to_tensor
 
 REDUCTIONS = ("sum", "mean")
+DRAWS = ("all", "matches")
 
 
 @dataclass
@@ -110,16 +111,34 @@ def match_logits(desc1: torch.Tensor, desc2: torch.Tensor, temperature: float) -
     return desc1.reshape(-1, D).float() @ desc2.reshape(-1, D).float().T / temperature
 
 
-def draw_log_likelihood(logits: torch.Tensor, fwd: torch.Tensor, bwd: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+def draw_log_likelihood(logits: torch.Tensor, fwd: torch.Tensor, bwd: torch.Tensor, reduction: str = "sum",
+                        draws: str = "all") -> torch.Tensor:
     """Exact log-likelihood of draw fields under the policy with these logits (differentiable).
 
     ``logits`` (N1, N2); ``fwd`` (N1,) or (B, N1) indices into view 2; ``bwd`` (N2,) or (B, N2)
-    indices into view 1. Returns a scalar (or (B,)).
+    indices into view 1. Returns a scalar (or (B,)). ``draws="matches"`` counts only the draws that
+    form the sample's cycle-consistent matches (``match_draw_mask``): the reconstruction is a function
+    of those alone, the other draws are nuisance randomness that a preference cannot be credited to.
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if draws not in DRAWS:
+        raise ValueError(f"draws must be one of {DRAWS}, got {draws!r}")
     lp = per_draw_log_probs(logits, fwd, bwd)
-    return lp.mean(-1) if reduction == "mean" else lp.sum(-1)
+    if draws == "all":
+        return lp.mean(-1) if reduction == "mean" else lp.sum(-1)
+    m = match_draw_mask(fwd, bwd).to(lp.dtype)
+    tot = (lp * m).sum(-1)
+    return tot / m.sum(-1).clamp(min=1) if reduction == "mean" else tot
+
+
+def match_draw_mask(fwd: torch.Tensor, bwd: torch.Tensor) -> torch.Tensor:
+    """Which draws, forward then backward (…, N1 + N2), are part of a cycle-consistent match:
+    forward draw i when ``bwd[fwd[i]] == i``, backward draw j when ``fwd[bwd[j]] == j``."""
+    fwd, bwd = fwd.long(), bwd.long()
+    mf = torch.gather(bwd, -1, fwd) == torch.arange(fwd.shape[-1])
+    mb = torch.gather(fwd, -1, bwd) == torch.arange(bwd.shape[-1])
+    return torch.cat([mf, mb], -1)
 
 
 def per_draw_log_probs(logits: torch.Tensor, fwd: torch.Tensor, bwd: torch.Tensor) -> torch.Tensor:
