@@ -93,7 +93,7 @@ def evaluate(ckpt: Path, label: str, a: argparse.Namespace, cache: Path) -> dict
 
 def train_variant(method: str, recs: list, pairs_for_grpo: list, reward_fn, a: argparse.Namespace) -> Path:
     """Train one preference variant; returns its merged checkpoint folder."""
-    tag = {"dpo": f"dpo-{a.reduction}-b{a.beta}" + ("-matches" if a.draws == "matches" else ""), "anchor": "anchor-only", "grpo": f"grpo-n{a.group}"}[method] + a.tag
+    tag = {"dpo": f"dpo-{a.reduction}-b{a.beta}" + ("-matches" if a.draws == "matches" else ""), "anchor": "anchor-only", "grpo": f"grpo-n{a.group}" + ("-matches" if a.draws == "matches" else "")}[method] + a.tag
     out = a.out / tag
     anchor = None
     if a.anchor_data.is_dir():
@@ -109,7 +109,7 @@ def train_variant(method: str, recs: list, pairs_for_grpo: list, reward_fn, a: a
     else:
         from vibe3r.preference.grpo import GRPOConfig, GRPOTrainer
 
-        cfg = GRPOConfig(n=a.group, temperature=a.temperature, lr=a.lr, steps=a.steps, anchor_weight=a.anchor_weight if anchor else 0.0,
+        cfg = GRPOConfig(n=a.group, temperature=a.temperature, lr=a.lr, steps=a.steps, draws=a.draws, anchor_weight=a.anchor_weight if anchor else 0.0,
                          threads=a.threads, seed=a.seed, ckpt_every=10)
         last = GRPOTrainer(ReconModel.from_pretrained(a.ckpt), cfg, out).train(pairs_for_grpo, reward_fn, anchor_batches=anchor,
                                                                                resume=out.is_dir())

@@ -55,6 +55,19 @@ def test_clipped_surrogate_and_k3_by_hand():
     assert logp.grad[0, 1].item() == pytest.approx(-1.0 / 4, abs=1e-5)  # unclipped: −A ρ / T
 
 
+def test_masked_surrogate_credits_only_the_masked_draws():
+    """``draws="matches"``: the advantage reaches only the draws in the mask (a sample's matches);
+    the KL still covers every draw."""
+    old = torch.log(torch.tensor([[0.5, 0.5, 0.5], [0.5, 0.5, 0.5]]))
+    logp = old.clone().requires_grad_()
+    adv = torch.tensor([1.0, -1.0])
+    mask = torch.tensor([[True, False, True], [False, False, True]])
+    loss, _ = grpo_token_loss(logp, old, None, adv, clip_eps=0.2, beta=0.0, mask=mask)
+    assert loss.item() == pytest.approx((-1 - 1 + 1) / 3, abs=1e-6)  # −A·ρ averaged over the 3 masked draws
+    loss.backward()
+    assert torch.allclose(logp.grad, torch.tensor([[-1 / 3, 0.0, -1 / 3], [0.0, 0.0, 1 / 3]]))
+
+
 # ---- the shipped checkpoint on box-room pairs: a pose reward -------------------------------------
 
 

@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -60,7 +60,7 @@ from vibe3r.preference.trainer_common import (
     save_checkpoint,
 )
 from vibe3r.recon.model import ReconModel
-from vibe3r.recon.policy import MatchPolicy, PairInput, PairSample, match_logits, per_draw_log_probs
+from vibe3r.recon.policy import MatchPolicy, PairInput, PairSample, match_draw_mask, match_logits, per_draw_log_probs
 
 RewardFn = Callable[[PairInput, list[PairSample]], np.ndarray]
 
@@ -78,6 +78,8 @@ class GRPOConfig(AdapterTrainConfig):
     steps: int = Field(50, ge=1, description="rollouts (each followed by num_iterations optimiser steps)")
     batch_size: int = Field(1, ge=1, description="pairs (groups) per rollout")
     ckpt_every: int = Field(10, ge=1, description="rollouts between checkpoints (and at the end)")
+    draws: Literal["all", "matches"] = Field("all", description="draws a sample's advantage is credited to: all | only those forming "
+                                             "its cycle-consistent matches (the reconstruction depends on these alone)")
 
 
 def group_advantages(rewards: torch.Tensor, eps: float = 1e-4, scale: bool = True) -> torch.Tensor:
@@ -91,24 +93,30 @@ def group_advantages(rewards: torch.Tensor, eps: float = 1e-4, scale: bool = Tru
 
 
 def grpo_token_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor | None, adv: torch.Tensor,
-                    clip_eps: float, beta: float) -> tuple[torch.Tensor, dict[str, float]]:
+                    clip_eps: float, beta: float, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """The clipped surrogate + β·k3 of the module docstring, averaged over every draw.
 
     logp, old_logp, ref_logp (n, T) per-draw log-probabilities under the policy (differentiable), the
-    rollout policy and the reference; adv (n,)."""
+    rollout policy and the reference; adv (n,). ``mask`` (n, T) bool: the draws the advantage is
+    credited to (``recon.policy.match_draw_mask``; None: all); the surrogate is averaged over those
+    draws of the whole group, the KL over every draw."""
     ratio = torch.exp(logp - old_logp)  # n,T
     A = adv[:, None]
     pg = -torch.minimum(ratio * A, ratio.clamp(1 - clip_eps, 1 + clip_eps) * A)  # n,T
-    per_tok = pg
-    d = {"pg_loss": float(pg.mean().detach()), "ratio": float(ratio.mean().detach()),
+    if mask is None:
+        loss = pg.mean()
+    else:
+        m = mask.to(pg.dtype)
+        loss = (pg * m).sum() / m.sum().clamp(min=1)
+    d = {"pg_loss": float(loss.detach()), "ratio": float(ratio.mean().detach()),
          "clip_frac": float(((ratio - 1).abs() > clip_eps).float().mean())}
     if ref_logp is not None:
         delta = ref_logp - logp
         k3 = torch.exp(delta) - delta - 1  # n,T, ≥ 0
         d["kl_k3"] = float(k3.mean().detach())
         if beta > 0:
-            per_tok = per_tok + beta * k3
-    return per_tok.mean(), d
+            loss = loss + beta * k3.mean()
+    return loss, d
 
 
 @dataclass
@@ -235,7 +243,8 @@ class GRPOTrainer:
                             logp = per_draw_log_probs(logits, grp.fwd, grp.bwd)  # n,T
                             ref_logits = self.reference_logits(pair) if cfg.beta > 0 or it == 0 else None
                             ref_logp = per_draw_log_probs(ref_logits, grp.fwd, grp.bwd) if ref_logits is not None else None
-                            loss, d = grpo_token_loss(logp, grp.old_logp, ref_logp, grp.adv, cfg.clip_eps, cfg.beta)
+                            mask = match_draw_mask(grp.fwd, grp.bwd) if cfg.draws == "matches" else None
+                            loss, d = grpo_token_loss(logp, grp.old_logp, ref_logp, grp.adv, cfg.clip_eps, cfg.beta, mask)
                             (loss / len(groups)).backward()
                             total += float(loss.detach()) / len(groups)
                             if ref_logits is not None:
