@@ -91,9 +91,10 @@ def evaluate(ckpt: Path, label: str, a: argparse.Namespace, cache: Path) -> dict
     return res
 
 
-def train_variant(method: str, recs: list, pairs_for_grpo: list, reward_fn, a: argparse.Namespace) -> Path:
+def train_variant(method: str, recs: list, pairs_for_grpo: list, reward_fn, a: argparse.Namespace, draw_fn=None) -> Path:
     """Train one preference variant; returns its merged checkpoint folder."""
-    tag = {"dpo": f"dpo-{a.reduction}-b{a.beta}" + ("-matches" if a.draws == "matches" else ""), "anchor": "anchor-only", "grpo": f"grpo-n{a.group}" + ("-matches" if a.draws == "matches" else "")}[method] + a.tag
+    tag = {"dpo": f"dpo-{a.reduction}-b{a.beta}" + ("-matches" if a.draws == "matches" else ""), "anchor": "anchor-only", "grpo": f"grpo-n{a.group}" + ("-matches" if a.draws == "matches" else "")
+           + (f"-dw{a.draw_weight:g}" if a.draw_weight else "")}[method] + a.tag
     out = a.out / tag
     anchor = None
     if a.anchor_data.is_dir():
@@ -109,10 +110,10 @@ def train_variant(method: str, recs: list, pairs_for_grpo: list, reward_fn, a: a
     else:
         from vibe3r.preference.grpo import GRPOConfig, GRPOTrainer
 
-        cfg = GRPOConfig(n=a.group, temperature=a.temperature, lr=a.lr, steps=a.steps, draws=a.draws, anchor_weight=a.anchor_weight if anchor else 0.0,
+        cfg = GRPOConfig(n=a.group, temperature=a.temperature, lr=a.lr, steps=a.steps, draws=a.draws, draw_weight=a.draw_weight, anchor_weight=a.anchor_weight if anchor else 0.0,
                          threads=a.threads, seed=a.seed, ckpt_every=10)
         last = GRPOTrainer(ReconModel.from_pretrained(a.ckpt), cfg, out).train(pairs_for_grpo, reward_fn, anchor_batches=anchor,
-                                                                               resume=out.is_dir())
+                                                                               resume=out.is_dir(), draw_reward_fn=draw_fn)
     print(f"{tag}: {cfg.steps} steps, {time.time() - t0:.0f}s wall; last {json.dumps(last, default=str)}", flush=True)
     return out / "merged"
 
@@ -142,6 +143,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--beta", type=float, default=0.1)
     ap.add_argument("--reduction", default="sum")
+    ap.add_argument("--draw-weight", type=float, default=0.0, help="grpo: weight of the per-draw advantages (rewards.draw_rewards)")
     ap.add_argument("--draws", default="all", help="all | matches: the draws a sample's DPO log-likelihood counts")
     ap.add_argument("--group", type=int, default=6)
     ap.add_argument("--grpo-pairs", type=int, default=0, help="GRPO on this many fresh pairs of frames 0-496 (0: the preference pairs)")
@@ -163,7 +165,7 @@ def main() -> None:
         recs = records(store, a)
         pair_ij = sorted({(p.i, p.j) for p in store.preferences(round=1)})
     table = [row("SFT (weights/recon-base)", evaluate(a.ckpt, "SFT", a, a.out / "eval-sft.json"))]
-    reward_fn, grpo_pairs_ = None, []
+    reward_fn, grpo_pairs_, draw_fn = None, [], None
     if "grpo" in a.methods:
         spec = str(REAL / "7scenes-redkitchen") + "@0:125"
         small, full = load_capture(spec, size=a.size), load_capture(spec)
@@ -171,10 +173,10 @@ def main() -> None:
         sampler = CaptureSampler(MatchPolicy(ReconModel.from_pretrained(a.ckpt), temperature=a.temperature), small, full)
         if a.grpo_pairs:
             pair_ij = choose_pairs(len(small.images), a.grpo_pairs, 3, 15, a.seed + 7)
-        grpo_pairs_, reward_fn = grpo_pairs({"7scenes": sampler}, [("7scenes", i, j) for i, j in pair_ij])
+        grpo_pairs_, reward_fn, draw_fn = grpo_pairs({"7scenes": sampler}, [("7scenes", i, j) for i, j in pair_ij])
 
     for method in [m for m in a.methods.split(",") if m]:
-        merged = train_variant(method, recs, grpo_pairs_, reward_fn, a)
+        merged = train_variant(method, recs, grpo_pairs_, reward_fn, a, draw_fn)
         tag = merged.parent.name
         table.append(row(f"SFT+{tag}", evaluate(merged, tag, a, a.out / f"eval-{tag}.json")))
     print("\n| model | 7-Scenes AUC@5/10/20, med rot | TUM | synthetic |\n|---|---|---|---|")

@@ -128,3 +128,44 @@ def test_classical_term_recovers_the_pose_and_ranks_by_disagreement():
         assert np.argsort([r[term] for r in rows]).tolist() == [0, 2, 1], (term, [r[term] for r in rows])
     assert int(np.argmax([r["epipolar"] for r in rows])) == 1
     assert ctx.classical is c or np.allclose(ctx.classical.T21, c.T21)  # computed once, reused by both terms
+
+
+def test_draw_rewards_score_true_correspondences_above_wrong_ones():
+    """The per-draw reward (GRPO's process-level credit): draws to the cell a point truly projects to are
+    near 0 px from the classical pose's epipolar lines, random draws are far; per-cell advantages are
+    zero-mean over the group."""
+    from vibe3r.preference.grpo import draw_advantages
+    from vibe3r.preference.rewards import Classical, draw_rewards
+
+    gt = box_room_video(3, n_frames=4, H=48, W=64, step=0.1)
+    ctx, T = _gt_context(gt.images, gt.depth, gt.K, gt.c2w, 0, 2)
+    h, w = 24, 32  # descriptor cells at stride 2
+    ctx.out["desc1"] = torch.zeros(1, h, w, 4)
+    ctx.classical = Classical(np.zeros((0, 2)), np.zeros((0, 2)), T, np.zeros(0, bool))
+    # true forward draws: project cell centres of view 1 through depth into view 2
+    H, W = gt.depth.shape[1:]
+    cells = np.arange(h * w)
+    u, v = (cells % w + 0.5) * (W / w) - 0.5, (cells // w + 0.5) * (H / h) - 0.5
+    z = gt.depth[0][np.clip(np.round(v).astype(int), 0, H - 1), np.clip(np.round(u).astype(int), 0, W - 1)]
+    X = np.linalg.inv(ctx.pair.K1) @ np.stack([u * z, v * z, z])
+    x2 = ctx.pair.K2 @ (T[:3, :3] @ X + T[:3, 3:])
+    u2, v2 = x2[0] / x2[2], x2[1] / x2[2]
+    inside = (u2 >= 0) & (u2 < W) & (v2 >= 0) & (v2 < H)
+    j = np.clip(np.floor((v2 + 0.5) / (H / h)), 0, h - 1).astype(int) * w + np.clip(np.floor((u2 + 0.5) / (W / w)), 0, w - 1).astype(int)
+    rng = np.random.default_rng(0)
+    true_f = np.where(inside, j, rng.integers(0, h * w, h * w)).astype(np.int32)
+    rand_f = rng.integers(0, h * w, h * w).astype(np.int32)
+    bwd = rng.integers(0, h * w, h * w).astype(np.int32)
+    mk = lambda f: PairSample(seed=0, fwd=f, bwd=bwd, logp=0.0, kp1=np.zeros((0, 2)), kp2=np.zeros((0, 2)),  # noqa: E731
+                              inliers=np.zeros(0, bool), T21=None)
+    r = draw_rewards(ctx, [mk(true_f), mk(rand_f)], RewardConfig())
+    assert r.shape == (2, 2 * h * w)
+    assert np.median(r[0, : h * w][inside]) > -1.0  # within a pixel of the true epipolar line
+    assert r[0, : h * w][inside].mean() > r[1, : h * w][inside].mean() + 1.0
+    assert np.array_equal(r[0, h * w:], r[1, h * w:])  # identical backward draws, identical rewards
+    a = draw_advantages(torch.from_numpy(r))
+    assert torch.allclose(a.sum(0), torch.zeros(a.shape[1]), atol=1e-5)
+    a_true = a[0, : h * w][torch.from_numpy(inside)]
+    assert (a[:, h * w:] == 0).all() and (a_true >= 0).float().mean() > 0.9 and a_true.mean() > 0.5
+    ctx.classical = Classical(np.zeros((0, 2)), np.zeros((0, 2)), None, np.zeros(0, bool))
+    assert draw_rewards(ctx, [mk(true_f)], RewardConfig()) is None  # no classical pose: no per-draw credit

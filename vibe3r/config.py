@@ -282,6 +282,9 @@ class LoopConfig(Section):
         description="SuperGlue pair lists of real held-out pairs (relative paths: cwd, then the project folder)")
     real_pairs_per_list: int = Field(100, ge=0, description="at most this many evenly spaced pairs evaluated per real list (100: all of both lists, 142 pairs); 0 = none")
     eval_size: int = Field(128, ge=16, description="longer image side for the pair-pose evaluation")
+    eval_ransac: Literal["ransac", "usac_accurate", "magsac"] = Field(
+        "usac_accurate", description="essential-matrix estimator of the pair-pose evaluation (usac_accurate: the preference "
+        "policy's and the benches'; ransac: the SuperGlue protocol)")
     promote_metric: Literal["heldout_auc10", "heldout_loss", "real_auc10", "mean_auc10"] = Field(
         "mean_auc10", description="held-out metric deciding promotion (auc: higher is better; loss: lower is better)")
     promote_tolerance: float = Field(0.5, ge=0, description="largest regression of promote_metric against the live checkpoint that still promotes")

@@ -140,12 +140,12 @@ def prefer_recon(ctx: StageContext) -> StageResult:
         fulls = dict(_captures(ctx, None))
         samplers = {spec: CaptureSampler(MatchPolicy(model, temperature=pc.temperature), caps[spec], fulls[spec], cycle=False)
                     for spec in caps}
-        pairs, reward_fn = grpo_pairs(samplers, pair_rows)
+        pairs, reward_fn, draw_reward_fn = grpo_pairs(samplers, pair_rows)
 
         cfg = GRPOConfig(n=pc.n, temperature=pc.temperature, lr=pc.lr, steps=pc.steps, anchor_weight=pc.anchor_weight if anchor else 0.0,
                          seed=ctx.seed, ckpt_every=max(1, pc.steps // 4))
         last = GRPOTrainer(model, cfg, trainer_dir, progress=False).train(pairs, reward_fn, anchor_batches=anchor,
-                                                                         resume=trainer_dir.is_dir())
+                                                                         resume=trainer_dir.is_dir(), draw_reward_fn=draw_reward_fn)
     merged = trainer_dir / "merged"
     if not (merged / "model.safetensors").is_file():
         raise InputError(f"the {pc.method} trainer wrote no merged checkpoint in {merged}")

@@ -323,7 +323,8 @@ def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def evaluate_checkpoint(ckpt: Path, heldout: Path, loss_cfg: Any, size: int, progress=None) -> dict[str, float | None]:  # noqa: ANN001
+def evaluate_checkpoint(ckpt: Path, heldout: Path, loss_cfg: Any, size: int, progress=None,  # noqa: ANN001
+                        ransac: str = "usac_accurate") -> dict[str, float | None]:
     """Metrics of a checkpoint on the held-out set: pose AUC / median errors on synthetic and real pairs
     (mutual NN on the dense descriptors + essential RANSAC, ``vibe3r eval pairs --method model``), and the
     training objective, match accuracy and depth AbsRel (median-scaled) on the synthetic pairs."""
@@ -347,7 +348,7 @@ def evaluate_checkpoint(ckpt: Path, heldout: Path, loss_cfg: Any, size: int, pro
         if progress:
             progress(k, len(lists) + 1, key)
         cv2.setRNGSeed(0)  # OpenCV's RANSAC draws from a process-wide generator
-        ev = evaluate_pairs(path, ModelPoseEstimator(model, "essential"), size, root=root, method_name="model")
+        ev = evaluate_pairs(path, ModelPoseEstimator(model, "essential", ransac=ransac), size, root=root, method_name="model")
         s = ev.summary
         for m in ("auc5", "auc10", "auc20", "median_rot", "median_tdir", "fail_pct"):
             out[f"{key}_{m}"] = _finite(s[m])
@@ -406,13 +407,13 @@ def evaluate(ctx: StageContext) -> StageResult:
                 raise InputError("evaluate: no checkpoint to evaluate (a fresh base model needs train_recon first)")
             res[role] = {}
             continue
-        key = _short_hash([file_sha256(ckpt / "model.safetensors"), heldout.name, loss_cfg.model_dump(), lc.eval_size])
+        key = _short_hash([file_sha256(ckpt / "model.safetensors"), heldout.name, loss_cfg.model_dump(), lc.eval_size, lc.eval_ransac])
         hit = cache / f"{key}.json"
         if hit.is_file():
             res[role] = json.loads(hit.read_text())
         else:
             prog = lambda d, t, i, r=role: ctx.progress(d, t, f"{r}: {i}")  # noqa: E731
-            res[role] = evaluate_checkpoint(ckpt, heldout, loss_cfg, lc.eval_size, progress=prog)
+            res[role] = evaluate_checkpoint(ckpt, heldout, loss_cfg, lc.eval_size, progress=prog, ransac=lc.eval_ransac)
             write_json_atomic(hit, res[role])
     write_json_atomic(ctx.out("eval"), {**res, "heldout": heldout.name})
     return StageResult({**res["candidate"], **{f"parent_{k}": v for k, v in res["parent"].items()}})

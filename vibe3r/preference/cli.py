@@ -200,11 +200,11 @@ def train_cmd(
                 small, full = load_capture(spec, size=size), load_capture(spec)
                 _override_focal([small, full], focal)
                 samplers[spec] = CaptureSampler(MatchPolicy(model, temperature=temperature), small, full, cycle=False)
-            pairs, reward_fn = grpo_pairs(samplers, rows)
+            pairs, reward_fn, draw_reward_fn = grpo_pairs(samplers, rows)
 
             cfg = GRPOConfig(steps=steps, n=group, lr=lr, temperature=temperature, anchor_weight=0.1 if anchor is not None else 0.0,
                              threads=threads)
-            last = GRPOTrainer(model, cfg, out).train(pairs, reward_fn, anchor_batches=anchor, resume=resume)
+            last = GRPOTrainer(model, cfg, out).train(pairs, reward_fn, anchor_batches=anchor, resume=resume, draw_reward_fn=draw_reward_fn)
     typer.echo(json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in last.items()}))
 
 

@@ -8,7 +8,11 @@ Each step, for every pair of the step (Shao et al. 2024, DeepSeekMath §4.1):
 2. *reward* — ``r = reward_fn(pair, samples)`` (n,), e.g. ``preference.rewards``; failed samples
    (no pose) are the reward's business;
 3. *advantages* — group-relative: ``A_k = (r_k − mean(r)) / (std(r) + ε)`` (eq. in §4.1.2; the same A_k
-   for every draw of sample k; ``scale_rewards: false`` drops the std, as Dr. GRPO does);
+   for every draw of sample k; ``scale_rewards: false`` drops the std, as Dr. GRPO does); with
+   ``draws: matches`` only the draws forming the sample's cycle-consistent matches are credited, and
+   with ``draw_weight`` > 0 every draw t also gets its own advantage from a per-draw reward
+   (``preference.rewards.draw_rewards``: is that one match consistent with the classical pose?),
+   centred over the group's draws of the same cell — process-level credit for a 6000-draw sample;
 4. *update* — ``μ`` optimiser steps on the clipped surrogate, token level (averaged over all draws of
    the group, which all have the same length here), with the k3 KL estimator to the reference::
 
@@ -63,6 +67,7 @@ from vibe3r.recon.model import ReconModel
 from vibe3r.recon.policy import MatchPolicy, PairInput, PairSample, match_draw_mask, match_logits, per_draw_log_probs
 
 RewardFn = Callable[[PairInput, list[PairSample]], np.ndarray]
+DrawRewardFn = Callable[[PairInput, list[PairSample]], "np.ndarray | None"]
 
 
 class GRPOConfig(AdapterTrainConfig):
@@ -80,6 +85,8 @@ class GRPOConfig(AdapterTrainConfig):
     ckpt_every: int = Field(10, ge=1, description="rollouts between checkpoints (and at the end)")
     draws: Literal["all", "matches"] = Field("all", description="draws a sample's advantage is credited to: all | only those forming "
                                              "its cycle-consistent matches (the reconstruction depends on these alone)")
+    draw_weight: float = Field(0.0, ge=0, description="weight of the per-draw advantages from ``draw_reward_fn`` (each draw's "
+                               "reward centred over the group's draws of the same cell); 0 = sample-level credit only")
 
 
 def group_advantages(rewards: torch.Tensor, eps: float = 1e-4, scale: bool = True) -> torch.Tensor:
@@ -92,16 +99,27 @@ def group_advantages(rewards: torch.Tensor, eps: float = 1e-4, scale: bool = Tru
     return a.float()
 
 
+def draw_advantages(rewards: torch.Tensor, eps: float = 1e-4, scale: bool = True) -> torch.Tensor:
+    """Per-draw advantages (n, T) from per-draw rewards: each draw's reward minus the mean over the
+    group's n draws of the same cell (a cell where every sample drew the same match gets none), divided
+    by the std of the centred rewards over the whole group (``scale=False`` only centres)."""
+    r = rewards.double()
+    a = r - r.mean(0, keepdim=True)
+    if scale:
+        a = a / (a.std() + eps)
+    return a.float()
+
+
 def grpo_token_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor | None, adv: torch.Tensor,
                     clip_eps: float, beta: float, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """The clipped surrogate + β·k3 of the module docstring, averaged over every draw.
 
     logp, old_logp, ref_logp (n, T) per-draw log-probabilities under the policy (differentiable), the
-    rollout policy and the reference; adv (n,). ``mask`` (n, T) bool: the draws the advantage is
+    rollout policy and the reference; adv (n,) per sample or (n, T) per draw. ``mask`` (n, T) bool: the draws the advantage is
     credited to (``recon.policy.match_draw_mask``; None: all); the surrogate is averaged over those
     draws of the whole group, the KL over every draw."""
     ratio = torch.exp(logp - old_logp)  # n,T
-    A = adv[:, None]
+    A = adv if adv.dim() == 2 else adv[:, None]
     pg = -torch.minimum(ratio * A, ratio.clamp(1 - clip_eps, 1 + clip_eps) * A)  # n,T
     if mask is None:
         loss = pg.mean()
@@ -126,10 +144,11 @@ class Group:
     pair_index: int
     samples: list[PairSample]
     rewards: np.ndarray  # n
-    adv: torch.Tensor  # n
+    adv: torch.Tensor  # n, or n,N1+N2 with per-draw credit
     fwd: torch.Tensor  # n,N1
     bwd: torch.Tensor  # n,N2
     old_logp: torch.Tensor  # n,N1+N2
+    mask: torch.Tensor | None = None  # n,N1+N2: the draws the loss averages over (None: all)
 
 
 class GRPOTrainer:
@@ -170,7 +189,7 @@ class GRPOTrainer:
         return match_logits(d1, d2, self.cfg.temperature)
 
     @torch.no_grad()
-    def rollout(self, pairs: list[PairInput], reward_fn: RewardFn, step: int) -> list[Group]:
+    def rollout(self, pairs: list[PairInput], reward_fn: RewardFn, step: int, draw_reward_fn: DrawRewardFn | None = None) -> list[Group]:
         """The groups of rollout ``step`` under the current policy (what ``train`` draws at that step)."""
         cfg = self.cfg
         groups = []
@@ -190,7 +209,15 @@ class GRPOTrainer:
                 bwd = torch.from_numpy(np.stack([s.bwd for s in samples])).long()
                 old = per_draw_log_probs(self._logits(pair, out), fwd, bwd)  # n,T
                 adv = group_advantages(torch.from_numpy(r), cfg.adv_eps, cfg.scale_rewards)
-                groups.append(Group(pi, samples, r, adv, fwd, bwd, old))
+                mask = match_draw_mask(fwd, bwd) if cfg.draws == "matches" else None
+                rd = draw_reward_fn(pair, samples) if draw_reward_fn is not None and cfg.draw_weight > 0 else None
+                if rd is not None:  # per-draw credit: the sample's advantage on its (matched) draws + each draw's own
+                    if rd.shape != tuple(old.shape):
+                        raise InputError(f"draw_reward_fn must return {tuple(old.shape)} rewards, got {rd.shape}")
+                    ad = draw_advantages(torch.from_numpy(rd), cfg.adv_eps, cfg.scale_rewards)
+                    adv = adv[:, None] * (mask.float() if mask is not None else 1.0) + cfg.draw_weight * ad
+                    mask = None
+                groups.append(Group(pi, samples, r, adv, fwd, bwd, old, mask))
         finally:
             self.model.train(was)
         return groups
@@ -198,9 +225,10 @@ class GRPOTrainer:
     # ---- training ------------------------------------------------------------------------------
 
     def train(self, pairs: list[PairInput], reward_fn: RewardFn, anchor_batches: Any = None, resume: bool = False,
-              stop_at: int | None = None) -> dict[str, float]:
+              stop_at: int | None = None, draw_reward_fn: DrawRewardFn | None = None) -> dict[str, float]:
         """GRPO on ``pairs`` with ``reward_fn(pair, samples) -> (n,)``; ``anchor_batches`` as in
-        ``DPOTrainer.train``; ``stop_at`` ends this session after that rollout (with a checkpoint).
+        ``DPOTrainer.train``; ``stop_at`` ends this session after that rollout (with a checkpoint);
+        ``draw_reward_fn(pair, samples) -> (n, N1 + N2)`` per-draw rewards, used with ``draw_weight`` > 0.
         Returns the last step's metrics."""
         cfg = self.cfg
         pairs = list(pairs)
@@ -226,7 +254,7 @@ class GRPOTrainer:
             while state["step"] < last:
                 step = state["step"]
                 c0 = time.process_time()
-                groups = self.rollout(pairs, reward_fn, step)
+                groups = self.rollout(pairs, reward_fn, step, draw_reward_fn)
                 self.model.train()
                 for it in range(cfg.num_iterations):
                     lr = lr_at(state["opt_step"], cfg.lr, cfg.warmup_steps)
@@ -243,8 +271,7 @@ class GRPOTrainer:
                             logp = per_draw_log_probs(logits, grp.fwd, grp.bwd)  # n,T
                             ref_logits = self.reference_logits(pair) if cfg.beta > 0 or it == 0 else None
                             ref_logp = per_draw_log_probs(ref_logits, grp.fwd, grp.bwd) if ref_logits is not None else None
-                            mask = match_draw_mask(grp.fwd, grp.bwd) if cfg.draws == "matches" else None
-                            loss, d = grpo_token_loss(logp, grp.old_logp, ref_logp, grp.adv, cfg.clip_eps, cfg.beta, mask)
+                            loss, d = grpo_token_loss(logp, grp.old_logp, ref_logp, grp.adv, cfg.clip_eps, cfg.beta, grp.mask)
                             (loss / len(groups)).backward()
                             total += float(loss.detach()) / len(groups)
                             if ref_logits is not None:

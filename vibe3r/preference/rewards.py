@@ -77,6 +77,8 @@ class RewardConfig(BaseModel):
     min_baseline: float = Field(1e-3, gt=0, description="baseline / median depth below this: collapsed scale")
     max_baseline: float = Field(5.0, gt=0, description="baseline / median depth above this: exploded scale")
     planar_ratio: float = Field(0.97, gt=0, le=1, description="share of inliers a homography explains that flags a planar sample")
+    draw_trunc_px: float = Field(4.0, gt=0, description="per-draw rewards (``draw_rewards``): Sampson distances are truncated "
+                                 "here (pixels at the policy's resolution)")
 
 
 @dataclass
@@ -201,6 +203,30 @@ def epipolar_error(ctx: PairContext, T21s: list[np.ndarray], cfg: RewardConfig) 
     errs = np.array([np.minimum(sampson_px(T, kp1, kp2, ctx.K_full1, ctx.K_full2), cfg.epi_trunc_px).mean()
                      for T in T21s])
     return errs, {"classical_inliers": len(kp1)}
+
+
+def draw_rewards(ctx: PairContext, samples: list, cfg: RewardConfig) -> np.ndarray | None:
+    """Per-draw rewards (n, N1 + N2), forward then backward draws as ``recon.policy.per_draw_log_probs``:
+    minus the truncated Sampson distance (pixels of the pair the policy saw) of every drawn match
+    (cell i of view 1, cell j of view 2, at the cell centres) under the classical pose — whether a
+    single draw is geometrically plausible, the dense counterpart of the classical term, never ground
+    truth. None when the pair has no classical pose."""
+    c = ctx.classical_estimate(cfg)
+    if c.T21 is None:
+        return None
+    h, w = ctx.out["desc1"].shape[1:3]
+    H, W = ctx.out["pts11"].shape[1:3]
+    sx, sy = W / w, H / h
+    cells = np.arange(h * w)
+    centres = np.stack([(cells % w + 0.5) * sx - 0.5, (cells // w + 0.5) * sy - 0.5], -1)
+    fwd = np.stack([np.asarray(s.fwd, np.int64) for s in samples])  # n,N1
+    bwd = np.stack([np.asarray(s.bwd, np.int64) for s in samples])  # n,N2
+    n = len(samples)
+    kf1, kf2 = np.tile(centres, (n, 1)), centres[fwd.reshape(-1)]
+    kb1, kb2 = centres[bwd.reshape(-1)], np.tile(centres, (n, 1))
+    d = sampson_px(c.T21, np.r_[kf1, kb1], np.r_[kf2, kb2], ctx.pair.K1, ctx.pair.K2)
+    d = np.minimum(d, cfg.draw_trunc_px)
+    return -np.concatenate([d[: fwd.size].reshape(n, -1), d[fwd.size:].reshape(n, -1)], 1)
 
 
 def classical_error(ctx: PairContext, T21s: list[np.ndarray], cfg: RewardConfig) -> tuple[np.ndarray, dict]:

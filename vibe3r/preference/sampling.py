@@ -16,7 +16,7 @@ import torch
 
 from vibe3r.captures import Capture
 from vibe3r.errors import InputError
-from vibe3r.preference.rewards import Classical, PairContext, RewardConfig, classical_pose, score_samples
+from vibe3r.preference.rewards import Classical, PairContext, RewardConfig, classical_pose, draw_rewards, score_samples
 from vibe3r.recon.policy import MatchPolicy, PairInput, PairSample
 
 
@@ -119,8 +119,10 @@ def set_focal(cap: Capture, fx: float, fy: float) -> Capture:
 
 
 def grpo_pairs(samplers: dict[str, CaptureSampler], rows: list[tuple[str, int, int]]):  # noqa: ANN201
-    """GRPO's inputs for pairs ``(capture spec, i, j)``: the ``PairInput`` list and the reward function
-    ``reward_fn(pair, samples) -> (n,)`` scoring samples of those very pair objects with the rewards."""
+    """GRPO's inputs for pairs ``(capture spec, i, j)``: the ``PairInput`` list, the reward function
+    ``reward_fn(pair, samples) -> (n,)`` scoring samples of those very pair objects with the rewards, and
+    the per-draw reward function ``draw_reward_fn(pair, samples) -> (n, N1 + N2) | None``
+    (``rewards.draw_rewards``)."""
     pairs, keys = [], {}
     for spec, i, j in rows:
         pair = samplers[spec].pair_input(i, j)
@@ -132,4 +134,9 @@ def grpo_pairs(samplers: dict[str, CaptureSampler], rows: list[tuple[str, int, i
         s = samplers[spec]
         return np.array([r["combined"] for r in score_samples(s.context(i, j, pair), samples, s.cfg)])
 
-    return pairs, reward_fn
+    def draw_reward_fn(pair: PairInput, samples: list[PairSample]) -> np.ndarray | None:
+        spec, i, j = keys[id(pair)]
+        s = samplers[spec]
+        return draw_rewards(s.context(i, j, pair), samples, s.cfg)
+
+    return pairs, reward_fn, draw_reward_fn
