@@ -94,24 +94,24 @@ def evaluate(ckpt: Path, label: str, a: argparse.Namespace, cache: Path) -> dict
 def train_variant(method: str, recs: list, pairs_for_grpo: list, reward_fn, a: argparse.Namespace, draw_fn=None) -> Path:
     """Train one preference variant; returns its merged checkpoint folder."""
     tag = {"dpo": f"dpo-{a.reduction}-b{a.beta}" + ("-matches" if a.draws == "matches" else ""), "anchor": "anchor-only", "grpo": f"grpo-n{a.group}" + ("-matches" if a.draws == "matches" else "")
-           + (f"-dw{a.draw_weight:g}" if a.draw_weight else "")}[method] + a.tag
+           + (f"-dw{a.draw_weight:g}" if a.draw_weight else "")}[method] + (f"-s{a.train_seed}" if a.train_seed != a.seed else "") + a.tag
     out = a.out / tag
     anchor = None
     if a.anchor_data.is_dir():
         from vibe3r.recon.train import PairStream
 
-        anchor = PairStream(a.anchor_data, batch_size=4, seed=a.seed)
+        anchor = PairStream(a.anchor_data, batch_size=4, seed=a.train_seed)
     t0 = time.time()
     if method in ("dpo", "anchor"):  # anchor: the control, the same run without the preference loss
         cfg = DPOConfig(beta=a.beta, lr=a.lr, steps=a.steps, batch_size=4, reduction=a.reduction, draws=a.draws,
-                        anchor_weight=a.anchor_weight if anchor else 0.0, threads=a.threads, seed=a.seed, ckpt_every=20,
+                        anchor_weight=a.anchor_weight if anchor else 0.0, threads=a.threads, seed=a.train_seed, ckpt_every=20,
                         preference_weight=0.0 if method == "anchor" else 1.0)
         last = DPOTrainer(ReconModel.from_pretrained(a.ckpt), a.temperature, cfg, out).train(recs, anchor_batches=anchor, resume=out.is_dir())
     else:
         from vibe3r.preference.grpo import GRPOConfig, GRPOTrainer
 
         cfg = GRPOConfig(n=a.group, temperature=a.temperature, lr=a.lr, steps=a.steps, draws=a.draws, draw_weight=a.draw_weight, anchor_weight=a.anchor_weight if anchor else 0.0,
-                         threads=a.threads, seed=a.seed, ckpt_every=10)
+                         threads=a.threads, seed=a.train_seed, ckpt_every=10)
         last = GRPOTrainer(ReconModel.from_pretrained(a.ckpt), cfg, out).train(pairs_for_grpo, reward_fn, anchor_batches=anchor,
                                                                                resume=out.is_dir(), draw_reward_fn=draw_fn)
     print(f"{tag}: {cfg.steps} steps, {time.time() - t0:.0f}s wall; last {json.dumps(last, default=str)}", flush=True)
@@ -150,9 +150,12 @@ def main() -> None:
     ap.add_argument("--tag", default="", help="suffix of the variant's folder")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--per-pair", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the preference pairs")
+    ap.add_argument("--train-seed", type=int, default=None, help="seed of the training run (record order, draws, anchor); "
+                    "default --seed. Repeat a variant over training seeds to see the run-to-run spread")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
+    a.train_seed = a.seed if a.train_seed is None else a.train_seed
     torch.set_num_threads(a.threads)
     a.out.mkdir(parents=True, exist_ok=True)
     with PreferenceStore(a.out / "preferences.sqlite") as store:

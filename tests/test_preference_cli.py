@@ -66,7 +66,7 @@ def test_sample_is_stored_and_resumable_then_preferences_train(setup):
     last = json.loads(res.output.strip().splitlines()[-1])
     assert "loss" in last
     res = _run("preference", "train", "--run", run, "--out", root / "grpo", "--method", "grpo", "--ckpt", root / "ckpt",
-               "--steps", 1, "--group", 2, "--size", 64)
+               "--steps", 1, "--group", 2, "--size", 64, "--draws", "matches", "--draw-weight", 1.0)
     assert res.exit_code == 0, res.output
     assert "reward_mean" in json.loads(res.output.strip().splitlines()[-1])
 
@@ -77,5 +77,7 @@ def test_bad_input_is_one_line(setup, tmp_path):
     assert res.exit_code != 0 and "no preferences in round 1" in str(res.exception)
     res = _run("preference", "train", "--run", tmp_path, "--out", tmp_path / "o", "--method", "ppo")
     assert "unknown preference method 'ppo'" in str(res.exception)
+    res = _run("preference", "train", "--run", tmp_path, "--out", tmp_path / "o", "--draws", "inliers")
+    assert "unknown --draws 'inliers'; valid: all, matches" in str(res.exception)
     res = _run("preference", "show", "--run", tmp_path / "nope")
     assert "no preference store" in str(res.exception)

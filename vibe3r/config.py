@@ -322,6 +322,10 @@ class PreferenceConfig(Section):
                                               "(mean keeps DPO out of saturation; bench/preference.md)")
     lr: float = Field(1e-3, gt=0, description="adapter learning rate")
     anchor_weight: float = Field(0.1, ge=0, description="supervised anchor on the round's simulator pairs")
+    draws: Literal["all", "matches"] = Field("all", description="draws a sample's log-likelihood (dpo) or advantage (grpo) counts: "
+                                             "all | matches (those forming its cycle-consistent matches)")
+    draw_weight: float = Field(0.0, ge=0, description="grpo: weight of per-draw advantages (each drawn match's epipolar distance "
+                               "under the classical pose); 0 = sample-level credit only")
 
 
 # --------------------------------------------------------------------------------------------

@@ -130,7 +130,7 @@ def prefer_recon(ctx: StageContext) -> StageResult:
             pair = PairInput.from_uint8(c.images[p.i], c.images[p.j], c.K[p.i], c.K[p.j], model.config.patch_size)
             recs.append((pair, p.chosen.as_pair_sample(), p.rejected.as_pair_sample()))
         cfg = DPOConfig(beta=pc.beta, reduction=pc.reduction, lr=pc.lr, steps=pc.steps, anchor_weight=pc.anchor_weight if anchor else 0.0,
-                        seed=ctx.seed, ckpt_every=max(1, pc.steps // 4))
+                        seed=ctx.seed, ckpt_every=max(1, pc.steps // 4), draws=pc.draws)
         last = DPOTrainer(model, pc.temperature, cfg, trainer_dir, progress=False).train(recs, anchor_batches=anchor, resume=trainer_dir.is_dir())
     else:
         from vibe3r.preference.grpo import GRPOConfig, GRPOTrainer
@@ -143,7 +143,7 @@ def prefer_recon(ctx: StageContext) -> StageResult:
         pairs, reward_fn, draw_reward_fn = grpo_pairs(samplers, pair_rows)
 
         cfg = GRPOConfig(n=pc.n, temperature=pc.temperature, lr=pc.lr, steps=pc.steps, anchor_weight=pc.anchor_weight if anchor else 0.0,
-                         seed=ctx.seed, ckpt_every=max(1, pc.steps // 4))
+                         seed=ctx.seed, ckpt_every=max(1, pc.steps // 4), draws=pc.draws, draw_weight=pc.draw_weight)
         last = GRPOTrainer(model, cfg, trainer_dir, progress=False).train(pairs, reward_fn, anchor_batches=anchor,
                                                                          resume=trainer_dir.is_dir(), draw_reward_fn=draw_reward_fn)
     merged = trainer_dir / "merged"

@@ -138,6 +138,10 @@ def train_cmd(
     lr: Annotated[float, typer.Option("--lr", help="adapter learning rate (the best measured DPO setting by default)")] = 1e-3,
     beta: Annotated[float, typer.Option("--beta", help="dpo: beta")] = 0.1,
     reduction: Annotated[str, typer.Option("--reduction", help="dpo: sample log-likelihood, mean per draw | sum")] = "mean",
+    draws: Annotated[str, typer.Option("--draws", help="draws a sample's likelihood (dpo) or advantage (grpo) counts: all | matches "
+                                       "(those forming its cycle-consistent matches)")] = "all",
+    draw_weight: Annotated[float, typer.Option("--draw-weight", min=0, help="grpo: weight of per-draw advantages (each drawn match's "
+                                               "epipolar distance under the classical pose); 0 = sample-level credit only")] = 0.0,
     size: Annotated[int, typer.Option("--size", help="longer image side the model sees")] = 128,
     temperature: Annotated[float, typer.Option("--temperature", help="policy temperature the samples were drawn at")] = 0.07,
     anchor_data: Annotated[Path | None, typer.Option("--anchor-data", help="simulator pair dataset for the supervised anchor")] = None,
@@ -155,6 +159,8 @@ def train_cmd(
 
     if method not in ("dpo", "grpo"):
         raise InputError(f"unknown preference method {method!r}; valid: dpo, grpo")
+    if draws not in ("all", "matches"):
+        raise InputError(f"unknown --draws {draws!r}; valid: all, matches")
     torch.set_num_threads(threads)
     model = ReconModel.from_pretrained(_ckpt(ckpt))
     anchor = None
@@ -182,7 +188,7 @@ def train_cmd(
                 pair = PairInput.from_uint8(c.images[p.i], c.images[p.j], c.K[p.i], c.K[p.j], model.config.patch_size)
                 recs.append((pair, p.chosen.as_pair_sample(), p.rejected.as_pair_sample()))
             cfg = DPOConfig(steps=steps, lr=lr, beta=beta, reduction=reduction, anchor_weight=0.1 if anchor is not None else 0.0,
-                            threads=threads)
+                            threads=threads, draws=draws)
             last = DPOTrainer(model, temperature, cfg, out).train(recs, anchor_batches=anchor, resume=resume)
         else:
             from vibe3r.preference.grpo import GRPOConfig, GRPOTrainer
@@ -203,7 +209,7 @@ def train_cmd(
             pairs, reward_fn, draw_reward_fn = grpo_pairs(samplers, rows)
 
             cfg = GRPOConfig(steps=steps, n=group, lr=lr, temperature=temperature, anchor_weight=0.1 if anchor is not None else 0.0,
-                             threads=threads)
+                             threads=threads, draws=draws, draw_weight=draw_weight)
             last = GRPOTrainer(model, cfg, out).train(pairs, reward_fn, anchor_batches=anchor, resume=resume, draw_reward_fn=draw_reward_fn)
     typer.echo(json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in last.items()}))
 
