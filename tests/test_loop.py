@@ -19,6 +19,7 @@ from _common import REAL, TINY_MODEL
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
+from vibe3r import geometry
 from vibe3r.config import load_config
 from vibe3r.errors import Vibe3rError
 from vibe3r.loop.cli import app
@@ -272,6 +273,49 @@ def test_a_regressing_round_is_recorded_but_not_promoted(tmp_path):
         assert live_recon(reg, cfg, 3) == tmp_path / "rounds/0001/train_recon/ckpt"  # round 3 starts from round 1's
         assert live_recon(reg, cfg, 4) == tmp_path / "rounds/0003/train_recon/ckpt"
     assert promote.__doc__
+
+
+def test_bootstrap_gate_holds_back_only_a_confident_regression(tmp_path):
+    """``loop.promote_confidence``: a small AUC drop that per-pair noise explains (some pairs better, some
+    worse) promotes, although it exceeds the tolerance; a drop of every pair does not; the bootstrap
+    recomputes the metric exactly."""
+    from vibe3r.loop.stages import auc_metric_from_errors, bootstrap_regression
+
+    rng = np.random.default_rng(0)
+    parent = {"heldout": list(rng.uniform(0, 30, 48)), "real_a": list(rng.uniform(0, 30, 100)), "real_b": list(rng.uniform(0, 30, 42))}
+    noise = np.random.default_rng(1)
+    noisy = {k: list(np.array(v) * 1.3 * np.exp(noise.normal(0, 0.5, len(v)))) for k, v in parent.items()}
+    shifted = {k: [e * 1.25 for e in v] for k, v in parent.items()}  # every pair 25% worse
+    arr = lambda d: {k: np.array([np.inf if e is None else e for e in v]) for k, v in d.items()}  # noqa: E731
+    held, ra, rb = (geometry.pose_auc(arr(parent)[k], (10,))[0] for k in ("heldout", "real_a", "real_b"))
+    assert auc_metric_from_errors("heldout_auc10", arr(parent)) == pytest.approx(held)
+    assert auc_metric_from_errors("real_auc10", arr(parent)) == pytest.approx((100 * ra + 42 * rb) / 142)
+    assert auc_metric_from_errors("mean_auc10", arr(parent)) == pytest.approx((held + (100 * ra + 42 * rb) / 142) / 2)
+    plain = auc_metric_from_errors("mean_auc10", arr(parent)) - auc_metric_from_errors("mean_auc10", arr(noisy))
+    assert plain > 0.5  # the plain rule would hold this round back
+    boot = bootstrap_regression("mean_auc10", noisy, parent, 500, 0)
+    assert np.isclose(np.median(boot), auc_metric_from_errors("mean_auc10", arr(parent))
+                      - auc_metric_from_errors("mean_auc10", arr(noisy)), atol=1.5)
+
+    def decide(rnd, cand):
+        ckpt = tmp_path / "rounds" / f"{rnd:04d}" / "train_recon" / "ckpt"
+        ckpt.mkdir(parents=True)
+        save_file({"w": torch.full((2,), float(rnd))}, str(ckpt / "model.safetensors"))
+        ev = tmp_path / f"eval{rnd}.json"
+        c, p = arr(cand), arr(parent)
+        ev.write_text(json.dumps({"candidate": {"mean_auc10": auc_metric_from_errors("mean_auc10", c), "pair_errors": cand},
+                                  "parent": {"mean_auc10": auc_metric_from_errors("mean_auc10", p), "pair_errors": parent}}))
+        cfg = load_config(None, ["loop.promote_tolerance=0.5", "loop.promote_confidence=0.9"])
+        stage = next(s for s in STAGES if s.name == "promote")
+        return run_stage(stage, 3, {**_args(reg, tmp_path), "cfg": cfg, "round": rnd}, {"recon": ckpt, "eval": ev}.get)
+
+    with Registry(tmp_path) as reg:
+        rec = decide(1, noisy)
+        assert rec["checkpoint"]["promoted"] and "paired-bootstrap bound" in rec["checkpoint"]["reason"]
+        rec = decide(2, shifted)
+        assert not rec["checkpoint"]["promoted"] and "beyond tolerance 0.5" in rec["checkpoint"]["reason"]
+        d = json.loads((tmp_path / "rounds/0002/promote/decision.json").read_text())
+        assert d["regression_interval"][0] > 0.5 and d["regression"] > 2
 
 
 def test_replay_mix_draws_about_the_requested_share_of_older_pairs(tmp_path):

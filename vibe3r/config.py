@@ -288,6 +288,10 @@ class LoopConfig(Section):
     promote_metric: Literal["heldout_auc10", "heldout_loss", "real_auc10", "mean_auc10"] = Field(
         "mean_auc10", description="held-out metric deciding promotion (auc: higher is better; loss: lower is better)")
     promote_tolerance: float = Field(0.5, ge=0, description="largest regression of promote_metric against the live checkpoint that still promotes")
+    promote_confidence: float = Field(
+        0.9, ge=0, lt=1, description="0: hold a round back when its promote_metric regressed beyond the tolerance; > 0 (e.g. 0.9): "
+        "only when a paired bootstrap over the held-out pairs says it did with this confidence (AUC metrics; a noisy "
+        "142-pair AUC moves by 3-5 points between equally good checkpoints)")
     seed: int = Field(0, description="seed of each round's prompts, scenes, pair draws, replay choice and training")
     generator_checkpoint: str | None = Field("weights/gen-base", description="video generator the first round improves "
                                              "(relative paths: cwd, then the project folder); None = no generator stage")

@@ -40,6 +40,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 # promotion metrics: +1 higher is better, -1 lower is better
 METRIC_SIGN = {"heldout_auc10": 1, "real_auc10": 1, "mean_auc10": 1, "heldout_loss": -1}
+PAIR_ERRORS = "pair_errors"  # evaluate's per-pair pose errors (max(rot, tdir), degrees) per evaluated list
 
 
 def resolve_path(p: str | Path) -> Path:
@@ -344,11 +345,13 @@ def evaluate_checkpoint(ckpt: Path, heldout: Path, loss_cfg: Any, size: int, pro
     lists = [("heldout", heldout / "synthetic.txt", heldout / "pairs")] + [
         (f"real_{Path(n).stem.removeprefix('real-')}", heldout / n, Path(r)) for n, r in roots.items()]
     real_auc, real_n = [], []
+    errors: dict[str, list[float | None]] = {}
     for k, (key, path, root) in enumerate(lists):
         if progress:
             progress(k, len(lists) + 1, key)
         cv2.setRNGSeed(0)  # OpenCV's RANSAC draws from a process-wide generator
         ev = evaluate_pairs(path, ModelPoseEstimator(model, "essential", ransac=ransac), size, root=root, method_name="model")
+        errors[key] = [_finite(r.err) for r in ev.results]  # None = failed (infinite error)
         s = ev.summary
         for m in ("auc5", "auc10", "auc20", "median_rot", "median_tdir", "fail_pct"):
             out[f"{key}_{m}"] = _finite(s[m])
@@ -381,6 +384,7 @@ def evaluate_checkpoint(ckpt: Path, heldout: Path, loss_cfg: Any, size: int, pro
     for name, v in sums.items():
         out[f"heldout_{name}"] = v / len(items)
     out["heldout_depth_absrel"] = float(np.mean(absrel))
+    out[PAIR_ERRORS] = errors
     return out
 
 
@@ -416,7 +420,8 @@ def evaluate(ctx: StageContext) -> StageResult:
             res[role] = evaluate_checkpoint(ckpt, heldout, loss_cfg, lc.eval_size, progress=prog, ransac=lc.eval_ransac)
             write_json_atomic(hit, res[role])
     write_json_atomic(ctx.out("eval"), {**res, "heldout": heldout.name})
-    return StageResult({**res["candidate"], **{f"parent_{k}": v for k, v in res["parent"].items()}})
+    scalars = {role: {k: v for k, v in r.items() if k != PAIR_ERRORS} for role, r in res.items()}
+    return StageResult({**scalars["candidate"], **{f"parent_{k}": v for k, v in scalars["parent"].items()}})
 
 
 # --------------------------------------------------------------------------------------------
@@ -424,15 +429,57 @@ def evaluate(ctx: StageContext) -> StageResult:
 # --------------------------------------------------------------------------------------------
 
 
+def auc_metric_from_errors(name: str, errors: dict[str, np.ndarray]) -> float:
+    """An AUC promotion metric recomputed from per-pair errors (inf = failed), as ``evaluate_checkpoint``
+    computes it: heldout_auc10 on the synthetic list, real_auc10 pair-weighted over the real lists,
+    mean_auc10 their mean (the synthetic one alone without real lists)."""
+    from vibe3r.geometry import pose_auc
+
+    held = pose_auc(errors["heldout"], (10,))[0]
+    real = [(pose_auc(e, (10,))[0], len(e)) for k, e in errors.items() if k != "heldout"]
+    real_auc = float(np.average([a for a, _ in real], weights=[n for _, n in real])) if real else None
+    if name == "heldout_auc10":
+        return held
+    if name == "real_auc10":
+        return real_auc
+    return held if real_auc is None else (held + real_auc) / 2
+
+
+def bootstrap_regression(name: str, cand: dict, parent: dict, n_boot: int, seed: int) -> np.ndarray:
+    """Paired bootstrap of ``parent − candidate`` of an AUC metric: every resample draws the same pairs
+    (with replacement, per list) for both checkpoints. ``cand``/``parent``: ``{list: [err | None]}``."""
+    as_arr = lambda d: {k: np.array([np.inf if e is None else e for e in v], float) for k, v in d.items()}  # noqa: E731
+    c, p = as_arr(cand), as_arr(parent)
+    rng = np.random.default_rng(seed)
+    out = np.empty(n_boot)
+    for b in range(n_boot):
+        idx = {k: rng.integers(0, len(v), len(v)) for k, v in c.items()}
+        out[b] = (auc_metric_from_errors(name, {k: p[k][i] for k, i in idx.items()})
+                  - auc_metric_from_errors(name, {k: c[k][i] for k, i in idx.items()}))
+    return out
+
+
 def promote(ctx: StageContext) -> StageResult:
     """Promote the round's ``recon`` unless ``loop.promote_metric`` regressed by more than
-    ``loop.promote_tolerance`` against the parent; the decision is recorded either way."""
+    ``loop.promote_tolerance`` against the parent — with ``loop.promote_confidence`` > 0, unless a paired
+    bootstrap over the held-out pairs says so with that confidence; the decision is recorded either way."""
     lc = ctx.cfg.loop
     ev = json.loads(Path(ctx.inputs["eval"]).read_text())
     name, sign = lc.promote_metric, METRIC_SIGN[lc.promote_metric]
     new, old = ev["candidate"].get(name), ev["parent"].get(name)
+    ci = None
+    pe_c, pe_p = ev["candidate"].get(PAIR_ERRORS), ev["parent"].get(PAIR_ERRORS)
     if new is None:
         promoted, reason, regression = False, f"{name} is undefined for the candidate", None
+    elif lc.promote_confidence > 0 and name.endswith("auc10") and pe_c and pe_p and set(pe_c) == set(pe_p):
+        regression = sign * (old - new)
+        boot = bootstrap_regression(name, pe_c, pe_p, 2000, ctx.seed)
+        lo = float(np.quantile(boot, 1 - lc.promote_confidence))  # regression is at least this with that confidence
+        ci = [lo, float(np.quantile(boot, lc.promote_confidence))]
+        promoted = lo <= lc.promote_tolerance
+        reason = (f"{name} {new:.4g} vs live {old:.4g}: regression {regression:+.2f}, "
+                  f"{lc.promote_confidence:.0%} paired-bootstrap bound {lo:+.2f} "
+                  + ("within" if promoted else "beyond") + f" tolerance {lc.promote_tolerance:g}")
     else:
         regression = 0.0 if old is None else sign * (old - new)
         promoted = regression <= lc.promote_tolerance
@@ -440,7 +487,7 @@ def promote(ctx: StageContext) -> StageResult:
                   + ("within" if promoted else "regressed beyond") + f" tolerance {lc.promote_tolerance:g}")
     ckpt = Path(ctx.inputs["recon"])
     decision = {"promoted": promoted, "metric": name, "value": new, "parent_value": old, "regression": regression,
-                "reason": reason, "checkpoint": ckpt.relative_to(ctx.run_dir).as_posix()}
+                "regression_interval": ci, "reason": reason, "checkpoint": ckpt.relative_to(ctx.run_dir).as_posix()}
     write_json_atomic(ctx.out("decision"), decision)
     return StageResult({"promoted": float(promoted), "regression": regression},
                        checkpoint={"path": decision["checkpoint"], "sha256": file_sha256(ckpt / "model.safetensors"),
