@@ -321,12 +321,13 @@ class PreferenceConfig(Section):
     per_pair: int = Field(2, ge=1, description="preferences per pair")
     method: Literal["dpo", "grpo"] = Field("dpo", description="preference optimiser")
     steps: int = Field(20, ge=1, description="DPO steps or GRPO rollouts per round")
-    beta: float = Field(0.1, gt=0, description="DPO beta")
+    beta: float = Field(50.0, gt=0, description="DPO beta (with reduction mean: per-draw log-ratios are ~1e-2, so beta 50 puts "
+                        "beta*margin in the sigmoid's working range; at 0.1 the DPO gradient is negligible next to the anchor's)")
     reduction: Literal["sum", "mean"] = Field("mean", description="sample log-likelihood: sum over draws | mean per draw "
                                               "(mean keeps DPO out of saturation; bench/preference.md)")
     lr: float = Field(1e-3, gt=0, description="adapter learning rate")
     anchor_weight: float = Field(0.1, ge=0, description="supervised anchor on the round's simulator pairs")
-    draws: Literal["all", "matches"] = Field("all", description="draws a sample's log-likelihood (dpo) or advantage (grpo) counts: "
+    draws: Literal["all", "matches"] = Field("matches", description="draws a sample's log-likelihood (dpo) or advantage (grpo) counts: "
                                              "all | matches (those forming its cycle-consistent matches)")
     draw_weight: float = Field(0.0, ge=0, description="grpo: weight of per-draw advantages (each drawn match's epipolar distance "
                                "under the classical pose); 0 = sample-level credit only")
