@@ -103,11 +103,25 @@ def accuracy(args: argparse.Namespace) -> None:
     grid_rows = []
     with_depth = clip_prompts(dirs, mc.frames, mc.width, mc.height, per_video=max(1, -(-args.n // len(dirs))),
                               stride=args.stride, with_depth=True)[:args.n] if args.render else []
+    with_est = []
+    if args.recon_depth:  # the user's path from a single image: depth estimated by the reconstruction model, median 2 m
+        import dataclasses
+
+        from vibe3r.recon.model import ReconModel
+        from vibe3r.video_gen.generate import first_frame_depth
+        from vibe3r.video_gen.video_io import read_video
+
+        recon = ReconModel.from_pretrained(args.recon_depth).eval()
+        for p in prompts:
+            img = read_video(p.meta["video"])[0][p.meta["start"]]  # the rendered frame at its own size (128x96)
+            with_est.append(dataclasses.replace(p, depth0=first_frame_depth(recon, img, mc.width, mc.height, 2.0)))
     for name, path in models.items():
         model = VideoGenerator.from_pretrained(path)
         results[name] = evaluate_generator(model, prompts, judges, steps=args.steps, seed=args.seed)
         if with_depth:  # Gen3C mode: the first frame's geometry rendered into every commanded camera is given too
             results[f"{name}+render"] = evaluate_generator(model, with_depth, judges, steps=args.steps, seed=args.seed)
+        if with_est:
+            results[f"{name}+est"] = evaluate_generator(model, with_est, judges, steps=args.steps, seed=args.seed)
         for k in range(min(3, len(prompts))):
             grid_rows.append((f"{name} #{k}", sample_videos(model, prompts[k], [args.seed * 7919 + k], args.steps)[0][0]))
     for k in range(min(3, len(prompts))):
@@ -147,6 +161,8 @@ def main() -> None:
     a.add_argument("--threads", type=int, default=2)
     a.add_argument("--grid", default=None)
     a.add_argument("--render", action="store_true", help="also evaluate with the render conditioning (first frame's GT depth)")
+    a.add_argument("--recon-depth", default=None, help="reconstruction checkpoint: also evaluate with the first frame's depth "
+                   "estimated by it (`vibe3r video generate --recon`), the render conditioning without ground truth")
     a.add_argument("--json", default=None)
     args = ap.parse_args()
     {"speed": speed, "accuracy": accuracy}[args.cmd](args)

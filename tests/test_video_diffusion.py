@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -158,3 +159,37 @@ def test_bad_inputs_fail_clearly(tmp_path, videos):  # noqa: ANN001
     r = CliRunner().invoke(app, ["video", "generate", "--prompt", "orbit sideways 90", "--first-frame", str(img),
                                  "--ckpt", str(tmp_path / "ckpt"), "--out", str(tmp_path / "o")])
     assert r.exit_code != 0 and "sideways" in f"{r.output}{r.exception}"
+
+
+def test_first_frame_depth_from_the_recon_model_conditions_generation(tmp_path):  # noqa: ANN001
+    """``vibe3r video generate --recon``: the shipped reconstruction model estimates the first frame's depth
+    (the image paired with itself); it follows the true depth, is scaled to the asked median, and is
+    written as frame 0's depth with its provenance."""
+    import cv2
+    from scipy.stats import spearmanr
+    from typer.testing import CliRunner
+
+    from vibe3r.cli import app
+    from vibe3r.recon.model import ReconModel
+    from vibe3r.recon.synthetic import box_room_video
+    from vibe3r.video_gen.diffusion import resize_depth
+    from vibe3r.video_gen.generate import first_frame_depth
+    from vibe3r.video_gen.video_io import read_video
+
+    recon_ckpt = Path(__file__).resolve().parents[1] / "weights" / "recon-base"
+    gt = box_room_video(1, n_frames=2, H=96, W=128, step=0.1)
+    d = first_frame_depth(ReconModel.from_pretrained(recon_ckpt).eval(), gt.images[0], 32, 24, median_depth_m=3.0)
+    true = resize_depth(gt.depth[0], 32, 24)
+    v = true > 0
+    assert d.shape == (24, 32) and np.median(d[d > 0]) == pytest.approx(3.0, rel=1e-3)
+    assert spearmanr(d[v], true[v])[0] > 0.5
+    torch.manual_seed(0)
+    VideoGenerator(tiny_cfg().generator.model).save_pretrained(tmp_path / "ckpt")
+    img = tmp_path / "f.png"
+    cv2.imwrite(str(img), gt.images[0][..., ::-1])
+    r = CliRunner().invoke(app, ["video", "generate", "--prompt", "pan left 20 frames 8", "--first-frame", str(img), "--ckpt",
+                                 str(tmp_path / "ckpt"), "--out", str(tmp_path / "o"), "--recon", str(recon_ckpt), "--steps", "2"])
+    assert r.exit_code == 0, r.output
+    _, _, _, depth, meta = read_video(tmp_path / "o")
+    assert (depth[0] > 0).mean() > 0.5 and (depth[1:] == 0).all()
+    assert meta["first_frame_depth"]["source"] == "recon" and meta["first_frame_depth"]["median_depth_m"] == 2.0

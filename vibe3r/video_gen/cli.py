@@ -116,22 +116,35 @@ def generate_cmd(
     eta: Annotated[float | None, typer.Option("--eta", help="DDIM eta (default generator.sample.eta)")] = None,
     seed: Annotated[int, typer.Option("--seed", help="noise seed")] = 0,
     fov: Annotated[float, typer.Option("--fov", help="horizontal field of view of the commanded camera, degrees")] = 60.0,
+    recon: Annotated[Path | None, typer.Option("--recon", help="reconstruction checkpoint: estimate the first frame's depth and "
+                                               "condition on its render along the commanded cameras (much better camera control)")] = None,
+    median_depth: Annotated[float, typer.Option("--median-depth", min=0.01, help="with --recon: metres the estimated depth's "
+                                                "median is scaled to (the prompt's translations are in metres)")] = 2.0,
     config: ConfigOpt = None,
     set: SetOpt = None,  # noqa: A002 - the CLI option is --set
 ) -> None:
     """Generate a video that follows a motion prompt from a first frame; gt.npz holds the commanded cameras."""
     from vibe3r.video_gen.diffusion import VideoGenerator
-    from vibe3r.video_gen.generate import generate_video, load_first_frame
+    from vibe3r.video_gen.generate import first_frame_depth, generate_video, load_first_frame
 
     cfg = load_config(config, set)
     from vibe3r.video_gen.motion import parse_prompt
 
     parse_prompt(prompt)  # fail fast, before loading anything
     model = VideoGenerator.from_pretrained(ckpt)
-    img = load_first_frame(first_frame, model.config.width, model.config.height)
+    mc = model.config
+    img = load_first_frame(first_frame, mc.width, mc.height)
+    depth0 = depth_meta = None
+    if recon is not None:
+        from vibe3r.recon.model import ReconModel
+
+        k = max(1, round(128 / max(mc.width, mc.height)))  # the reconstruction model's size
+        depth0 = first_frame_depth(ReconModel.from_pretrained(recon).eval(), load_first_frame(first_frame, mc.width * k, mc.height * k),
+                                   mc.width, mc.height, median_depth)
+        depth_meta = {"source": "recon", "recon": str(recon), "median_depth_m": median_depth}
     sc = cfg.generator.sample
     path = generate_video(model, img, prompt, out, steps=steps or sc.steps, eta=sc.eta if eta is None else eta,
-                          seed=seed, fov_deg=fov, ckpt=ckpt)
+                          seed=seed, fov_deg=fov, ckpt=ckpt, depth0=depth0, depth_meta=depth_meta)
     Console().print(f"generated video written to [bold]{path}[/bold]")
 
 

@@ -86,10 +86,31 @@ def write_generated(out: str | Path, frames: np.ndarray, cmd: Commanded, meta: d
     return write_video(out, frames, cmd.K, cmd.c2w, np.zeros((n, H, W), np.float32) if depth is None else depth, full)
 
 
+def first_frame_depth(recon, image: np.ndarray, width: int, height: int, median_depth_m: float = 2.0,  # noqa: ANN001
+                      size: int = 128) -> np.ndarray:
+    """Depth (height, width) of a single image from the pairwise reconstruction model, the image paired
+    with itself (DUSt3R's monocular mode): z of X^{1,1} at ``size`` (longer side), nearest-resized to the
+    generator's size and rescaled so its median is ``median_depth_m`` (a pointmap is up to scale; the
+    prompt's translations then read as metres in a room seen from inside). ``image``: uint8 (H, W, 3)
+    with the generator's aspect ratio, ideally at ``size`` or more (``load_first_frame``)."""
+    from vibe3r.video_gen.diffusion import resize_depth
+    from vibe3r.video_gen.room import key_frame_depth
+
+    d, _ = key_frame_depth(recon, image, image, size=size)
+    d = resize_depth(d, width, height)
+    valid = d > 0
+    if valid.mean() < 0.5:
+        raise InputError(f"the reconstruction model gives depth on only {valid.mean():.0%} of the first frame")
+    return (d * (median_depth_m / float(np.median(d[valid])))).astype(np.float32)
+
+
 def generate_video(model: VideoGenerator, first_frame: np.ndarray, prompt: str, out: str | Path, steps: int = 25,
                    eta: float = 0.0, seed: int = 0, fov_deg: float = 60.0, ckpt: str | Path | None = None,
-                   depth0: np.ndarray | None = None) -> Path:
-    """Generate one video of ``prompt`` from ``first_frame`` (uint8 at the model's size) into ``out``."""
+                   depth0: np.ndarray | None = None, depth_meta: dict | None = None) -> Path:
+    """Generate one video of ``prompt`` from ``first_frame`` (uint8 at the model's size) into ``out``.
+    ``depth0`` (H, W): the first frame's depth, splatted into every commanded camera (the render
+    conditioning; ``first_frame_depth`` estimates it), written as frame 0's depth; ``depth_meta`` says
+    where it came from."""
     cfg = model.config
     cmd = commanded_cameras(prompt, cfg.frames, cfg.width, cfg.height, fov_deg, seed=seed)
     frames = model.generate(first_frame, cmd.K, cmd.c2w, depth0=depth0, steps=steps, eta=eta, seed=seed)
@@ -97,4 +118,9 @@ def generate_video(model: VideoGenerator, first_frame: np.ndarray, prompt: str, 
                           "checkpoint": None if ckpt is None else str(ckpt),
                           "checkpoint_id": None if ckpt is None else checkpoint_id(ckpt)},
             "seed": int(seed), "steps": int(steps), "eta": float(eta), "fov_deg": float(fov_deg)}
-    return write_generated(out, frames, cmd, meta)
+    depth = None
+    if depth0 is not None:
+        meta["first_frame_depth"] = depth_meta or {"source": "given"}
+        depth = np.zeros((cfg.frames, cfg.height, cfg.width), np.float32)
+        depth[0] = depth0
+    return write_generated(out, frames, cmd, meta, depth=depth)
