@@ -57,5 +57,7 @@ def test_sample_then_prefer_hands_a_trained_checkpoint_on(tmp_path, capture):
         moved = [n for (n, p), q in zip(merged.named_parameters(), base.parameters()) if not np.allclose(p.detach(), q.detach())]
         assert moved and all(not n.startswith("pts_heads") for n in moved)  # LoRA targets only
         assert (ckpt / "preference.json").is_file()
+        # the candidate keeps its parent's training recipe: a promoted one is fine-tuned with it next round
+        assert (ckpt / "train_config.yaml").read_text() == (BASE / "train_config.yaml").read_text()
         # recorded: the next run of the round skips both
         assert run_stage(sample, 0, args, resolve)["skipped"] and run_stage(prefer, 1, args, resolve)["skipped"]

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -118,8 +119,6 @@ def prefer_recon(ctx: StageContext) -> StageResult:
         from vibe3r.preference.dpo import DPOConfig, DPOTrainer
 
         if not prefs:  # every sample of every pair scored alike: nothing to prefer, the checkpoint passes through
-            import shutil
-
             if out.exists():
                 shutil.rmtree(out)
             shutil.copytree(ckpt, out)
@@ -150,10 +149,10 @@ def prefer_recon(ctx: StageContext) -> StageResult:
     if not (merged / "model.safetensors").is_file():
         raise InputError(f"the {pc.method} trainer wrote no merged checkpoint in {merged}")
     if out.exists():
-        import shutil
-
         shutil.rmtree(out)
     merged.rename(out)
+    if (ckpt / "train_config.yaml").is_file():  # the recipe travels with the weights: the next round fine-tunes with it
+        shutil.copyfile(ckpt / "train_config.yaml", out / "train_config.yaml")
     parent = ckpt.relative_to(ctx.run_dir) if ckpt.is_relative_to(ctx.run_dir) else ckpt.name
     keep_last = {k: v for k, v in last.items() if not k.endswith(("_s", "_min", "wall", "time"))}
     (out / "preference.json").write_text(json.dumps({"method": pc.method, "parent": str(parent), "last": keep_last}, default=str))
