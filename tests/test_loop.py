@@ -56,6 +56,7 @@ def tiny_config(tmp_path: Path) -> Path:
         "loop": {"max_frames": 12, "base_checkpoint": None, "recipe": "config", "image_size": [32, 24], "videos_per_round": 2,
                  "pairs_per_video": 8, "train_steps": 12, "warmup_steps": 1, "lr": 0.002, "heldout_videos": 1,
                  "heldout_pairs_per_video": 6, "real_pairs_per_list": 2 if REAL.is_dir() else 0, "eval_size": 32,
+                 "val_pairs": 2 if REAL.is_dir() else 0,
                  "real_pairs": [str(REAL / "eval-pairs" / "tum-fr3-long-office-sequence.txt")],
                  "stages": None if REAL.is_dir() else ["generate", "train_recon", "evaluate", "promote"]},
         # the preference stages on 7 frames of 7-Scenes' preference side; without the shared data they are left out
@@ -316,6 +317,33 @@ def test_bootstrap_gate_holds_back_only_a_confident_regression(tmp_path):
         assert not rec["checkpoint"]["promoted"] and "beyond tolerance 0.5" in rec["checkpoint"]["reason"]
         d = json.loads((tmp_path / "rounds/0002/promote/decision.json").read_text())
         assert d["regression_interval"][0] > 0.5 and d["regression"] > 2
+
+
+def test_a_round_within_noise_of_its_parent_but_confidently_below_the_base_is_held_back(tmp_path):
+    """``loop.promote_against_base``: small steps inside the noise cannot add up to a drift away from the
+    base; ``val_auc10`` (the validation capture's pairs) decides."""
+    from vibe3r.loop.stages import auc_metric_from_errors
+
+    rng = np.random.default_rng(0)
+    base = {"heldout": list(rng.uniform(0, 30, 48)), "val": list(rng.uniform(0, 30, 100))}
+    cand = {k: [e * 1.3 for e in v] for k, v in base.items()}  # every pair 30% worse than the base
+    noise = np.random.default_rng(2)
+    parent = {k: list(np.array(v) * np.exp(noise.normal(0, 0.5, len(v)))) for k, v in cand.items()}  # as good, noisily
+    arr = lambda d: {k: np.array(v, float) for k, v in d.items()}  # noqa: E731
+    row = lambda d: {"val_auc10": auc_metric_from_errors("val_auc10", arr(d)), "pair_errors": d}  # noqa: E731
+    ckpt = tmp_path / "rounds" / "0002" / "train_recon" / "ckpt"
+    ckpt.mkdir(parents=True)
+    save_file({"w": torch.zeros(2)}, str(ckpt / "model.safetensors"))
+    stage = next(s for s in STAGES if s.name == "promote")
+    with Registry(tmp_path) as reg:
+        for k, with_base in enumerate((False, True)):
+            ev = tmp_path / f"eval{k}.json"
+            ev.write_text(json.dumps({"candidate": row(cand), "parent": row(parent), **({"base": row(base)} if with_base else {})}))
+            cfg = load_config(None, ["loop.promote_tolerance=0.5", "loop.promote_confidence=0.9"])
+            rec = run_stage(stage, 3 + k, {**_args(reg, tmp_path), "cfg": cfg, "round": 2 + k}, {"recon": ckpt, "eval": ev}.get)
+            assert rec["checkpoint"]["promoted"] == (not with_base), rec["checkpoint"]["reason"]
+        assert "val_auc10" in rec["checkpoint"]["reason"] and "but val_auc10" in rec["checkpoint"]["reason"] \
+            and "vs base" in rec["checkpoint"]["reason"]
 
 
 def test_replay_mix_draws_about_the_requested_share_of_older_pairs(tmp_path):

@@ -285,8 +285,15 @@ class LoopConfig(Section):
     eval_ransac: Literal["ransac", "usac_accurate", "magsac"] = Field(
         "usac_accurate", description="essential-matrix estimator of the pair-pose evaluation (usac_accurate: the preference "
         "policy's and the benches'; ransac: the SuperGlue protocol)")
-    promote_metric: Literal["heldout_auc10", "heldout_loss", "real_auc10", "mean_auc10"] = Field(
-        "mean_auc10", description="held-out metric deciding promotion (auc: higher is better; loss: lower is better)")
+    val_capture: str | None = Field("../shared/data/real/7scenes-redkitchen@0:125", description="real capture with GT poses whose "
+                                    "pairs decide promotion (val_auc10) and are never reported as the held-out real figure; GT is "
+                                    "used only to check (default: 7-Scenes frames 0-496, the preference side; evaluation is 500-996)")
+    val_pairs: int = Field(100, ge=0, description="pairs drawn from val_capture (frame gaps 3-15 of its frames); 0 = none")
+    promote_metric: Literal["heldout_auc10", "heldout_loss", "real_auc10", "mean_auc10", "val_auc10"] = Field(
+        "val_auc10", description="held-out metric deciding promotion (auc: higher is better; loss: lower is better); val_auc10 "
+        "falls back to mean_auc10 when there is no validation capture")
+    promote_against_base: bool = Field(True, description="also hold a round back when it is (confidently) worse than the base "
+                                       "checkpoint beyond the tolerance: rounds within noise of their parent cannot drift away step by step")
     promote_tolerance: float = Field(0.5, ge=0, description="largest regression of promote_metric against the live checkpoint that still promotes")
     promote_confidence: float = Field(
         0.9, ge=0, lt=1, description="0: hold a round back when its promote_metric regressed beyond the tolerance; > 0 (e.g. 0.9): "

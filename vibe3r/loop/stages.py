@@ -39,7 +39,7 @@ from vibe3r.loop.video import VIDEO_STAGES, live_generator
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 # promotion metrics: +1 higher is better, -1 lower is better
-METRIC_SIGN = {"heldout_auc10": 1, "real_auc10": 1, "mean_auc10": 1, "heldout_loss": -1}
+METRIC_SIGN = {"heldout_auc10": 1, "real_auc10": 1, "mean_auc10": 1, "val_auc10": 1, "heldout_loss": -1}
 PAIR_ERRORS = "pair_errors"  # evaluate's per-pair pose errors (max(rot, tdir), degrees) per evaluated list
 
 
@@ -268,11 +268,42 @@ def _heldout_key(cfg: Config) -> dict[str, Any]:
     return {"world": json.loads(cfg.world.model_dump_json()), "render": json.loads(cfg.render.model_dump_json()),
             "prompts": json.loads(cfg.prompts.model_dump_json()), "dataset": json.loads(cfg.dataset.model_dump_json()),
             "image_size": lc.image_size, "max_frames": lc.max_frames, "videos": lc.heldout_videos, "pairs": lc.heldout_pairs_per_video,
-            "seed": cfg.seed, "loop_seed": lc.seed, "real": lc.real_pairs, "real_n": lc.real_pairs_per_list}
+            "seed": cfg.seed, "loop_seed": lc.seed, "real": lc.real_pairs, "real_n": lc.real_pairs_per_list,
+            "val": lc.val_capture, "val_n": lc.val_pairs}
 
 
 def _short_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _write_val_list(cfg: Config, path: Path) -> dict[str, str]:
+    """The promotion pairs: ``loop.val_pairs`` pairs of ``loop.val_capture`` (frame gaps 3-15) as a
+    SuperGlue list with the capture's native K and GT relative poses; returns {list name: image root}
+    (empty without a validation capture)."""
+    lc = cfg.loop
+    if not lc.val_capture or lc.val_pairs <= 0:
+        return {}
+    from vibe3r.captures import load_capture
+    from vibe3r.preference.sampling import choose_pairs
+
+    where, at, rng = lc.val_capture.partition("@")
+    cap = load_capture(str(resolve_path(where)) + at + rng)
+    if cap.cam2world is None or cap.K is None:
+        raise InputError(f"loop.val_capture {lc.val_capture} has no ground-truth poses or intrinsics")
+    root = Path(cap.meta["path"])
+    files = []
+    for name in cap.frame_names:
+        hits = sorted(root.glob(f"{name}.color.*")) or sorted(q for q in root.glob(f"{name}.*") if q.suffix.lower() in (".png", ".jpg", ".jpeg"))
+        if not hits:
+            raise InputError(f"loop.val_capture: no image file for frame {name} in {root}")
+        files.append(hits[0].name)
+    lines = []
+    for i, j in choose_pairs(len(cap), lc.val_pairs, 3, 15, stage_seed(lc.seed, 0, "val-pairs")):
+        T = np.linalg.inv(cap.cam2world[j]) @ cap.cam2world[i]  # camera i -> camera j
+        nums = [*cap.K[i].ravel(), *cap.K[j].ravel(), *T.ravel()]
+        lines.append(f"{files[i]} {files[j]} 0 0 " + " ".join(f"{x:.10g}" for x in nums))
+    path.write_text("\n".join(lines) + "\n")
+    return {path.name: str(root.resolve())}
 
 
 def ensure_heldout(cfg: Config, run_dir: Path) -> Path:
@@ -314,6 +345,7 @@ def ensure_heldout(cfg: Config, run_dir: Path) -> Path:
         (work / name).write_text("\n".join(raw[i] for i in keep) + "\n")
         roots[name] = str(specs[0].root.resolve())
     (work / "real_roots.json").write_text(json.dumps(roots, indent=1))
+    (work / "val_roots.json").write_text(json.dumps(_write_val_list(cfg, work / "val.txt"), indent=1))
     if final.exists():
         shutil.rmtree(final)
     os.rename(work, final)
@@ -342,8 +374,10 @@ def evaluate_checkpoint(ckpt: Path, heldout: Path, loss_cfg: Any, size: int, pro
     model = ReconModel.from_pretrained(ckpt).eval()
     out: dict[str, float | None] = {}
     roots = json.loads((heldout / "real_roots.json").read_text())
+    val = heldout / "val_roots.json"
     lists = [("heldout", heldout / "synthetic.txt", heldout / "pairs")] + [
-        (f"real_{Path(n).stem.removeprefix('real-')}", heldout / n, Path(r)) for n, r in roots.items()]
+        (f"real_{Path(n).stem.removeprefix('real-')}", heldout / n, Path(r)) for n, r in roots.items()] + [
+        ("val", heldout / n, Path(r)) for n, r in (json.loads(val.read_text()).items() if val.is_file() else [])]
     real_auc, real_n = [], []
     errors: dict[str, list[float | None]] = {}
     for k, (key, path, root) in enumerate(lists):
@@ -355,7 +389,7 @@ def evaluate_checkpoint(ckpt: Path, heldout: Path, loss_cfg: Any, size: int, pro
         s = ev.summary
         for m in ("auc5", "auc10", "auc20", "median_rot", "median_tdir", "fail_pct"):
             out[f"{key}_{m}"] = _finite(s[m])
-        if key != "heldout":
+        if key.startswith("real_"):
             real_auc.append(s["auc10"])
             real_n.append(s["n"])
     if real_auc:
@@ -404,8 +438,12 @@ def evaluate(ctx: StageContext) -> StageResult:
     cache = ctx.run_dir / "eval-cache"
     cache.mkdir(exist_ok=True)
     res: dict[str, dict[str, float | None]] = {}
-    for role in ("candidate", "parent"):
-        ckpt = ctx.inputs["recon" if role == "candidate" else "live_recon"]
+    base = live_recon_base(ctx.cfg)
+    roles = {"candidate": ctx.inputs["recon"], "parent": ctx.inputs["live_recon"]}
+    if lc.promote_against_base and base is not None and ctx.inputs["live_recon"] is not None \
+            and Path(ctx.inputs["live_recon"]).resolve() != base.resolve():
+        roles["base"] = base  # cached since round 1 evaluated it as its parent
+    for role, ckpt in roles.items():
         if ckpt is None:  # a fresh model (loop.base_checkpoint: null) has no parent to compare with
             if role == "candidate":
                 raise InputError("evaluate: no checkpoint to evaluate (a fresh base model needs train_recon first)")
@@ -421,7 +459,16 @@ def evaluate(ctx: StageContext) -> StageResult:
             write_json_atomic(hit, res[role])
     write_json_atomic(ctx.out("eval"), {**res, "heldout": heldout.name})
     scalars = {role: {k: v for k, v in r.items() if k != PAIR_ERRORS} for role, r in res.items()}
-    return StageResult({**scalars["candidate"], **{f"parent_{k}": v for k, v in scalars["parent"].items()}})
+    return StageResult({**scalars["candidate"], **{f"parent_{k}": v for k, v in scalars["parent"].items()},
+                        **{f"base_{k}": v for k, v in scalars.get("base", {}).items() if k in ("real_auc10", "val_auc10", "mean_auc10")}})
+
+
+def live_recon_base(cfg: Config) -> Path | None:
+    """The loop's base checkpoint folder (None: a fresh model)."""
+    if cfg.loop.base_checkpoint is None:
+        return None
+    base = resolve_path(cfg.loop.base_checkpoint)
+    return base if (base / "model.safetensors").is_file() else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -435,8 +482,10 @@ def auc_metric_from_errors(name: str, errors: dict[str, np.ndarray]) -> float:
     mean_auc10 their mean (the synthetic one alone without real lists)."""
     from vibe3r.geometry import pose_auc
 
+    if name == "val_auc10":
+        return pose_auc(errors["val"], (10,))[0]
     held = pose_auc(errors["heldout"], (10,))[0]
-    real = [(pose_auc(e, (10,))[0], len(e)) for k, e in errors.items() if k != "heldout"]
+    real = [(pose_auc(e, (10,))[0], len(e)) for k, e in errors.items() if k.startswith("real_")]
     real_auc = float(np.average([a for a, _ in real], weights=[n for _, n in real])) if real else None
     if name == "heldout_auc10":
         return held
@@ -459,32 +508,46 @@ def bootstrap_regression(name: str, cand: dict, parent: dict, n_boot: int, seed:
     return out
 
 
+def _judge(name: str, sign: int, cand: dict, ref: dict, label: str, lc: Any, seed: int) -> tuple[bool, str, float | None, list | None]:
+    """Is ``cand`` held back against one reference (``parent`` or ``base``)? -> (ok, reason, regression, interval)."""
+    new, old = cand.get(name), ref.get(name)
+    if old is None:
+        return True, f"{name} {new:.4g}, no {label} value", 0.0, None
+    regression = sign * (old - new)
+    pe_c, pe_r = cand.get(PAIR_ERRORS), ref.get(PAIR_ERRORS)
+    if lc.promote_confidence > 0 and name.endswith("auc10") and pe_c and pe_r and set(pe_c) == set(pe_r):
+        boot = bootstrap_regression(name, pe_c, pe_r, 2000, seed)
+        lo = float(np.quantile(boot, 1 - lc.promote_confidence))  # regression is at least this with that confidence
+        ok = lo <= lc.promote_tolerance
+        return ok, (f"{name} {new:.4g} vs {label} {old:.4g}: regression {regression:+.2f}, {lc.promote_confidence:.0%} "
+                    f"paired-bootstrap bound {lo:+.2f} " + ("within" if ok else "beyond") + f" tolerance {lc.promote_tolerance:g}"), \
+            regression, [lo, float(np.quantile(boot, lc.promote_confidence))]
+    ok = regression <= lc.promote_tolerance
+    return ok, (f"{name} {new:.4g} vs {label} {old:.4g}: " + ("within" if ok else "regressed beyond")
+                + f" tolerance {lc.promote_tolerance:g}"), regression, None
+
+
 def promote(ctx: StageContext) -> StageResult:
     """Promote the round's ``recon`` unless ``loop.promote_metric`` regressed by more than
-    ``loop.promote_tolerance`` against the parent — with ``loop.promote_confidence`` > 0, unless a paired
-    bootstrap over the held-out pairs says so with that confidence; the decision is recorded either way."""
+    ``loop.promote_tolerance`` against the parent (and, with ``loop.promote_against_base``, against the
+    base) — with ``loop.promote_confidence`` > 0, unless a paired bootstrap over the held-out pairs says
+    so with that confidence; the decision is recorded either way."""
     lc = ctx.cfg.loop
     ev = json.loads(Path(ctx.inputs["eval"]).read_text())
-    name, sign = lc.promote_metric, METRIC_SIGN[lc.promote_metric]
+    name = lc.promote_metric
+    if name == "val_auc10" and ev["candidate"].get(name) is None and ev["candidate"].get("mean_auc10") is not None:
+        name = "mean_auc10"  # no validation capture in this run
+    sign = METRIC_SIGN[name]
     new, old = ev["candidate"].get(name), ev["parent"].get(name)
     ci = None
-    pe_c, pe_p = ev["candidate"].get(PAIR_ERRORS), ev["parent"].get(PAIR_ERRORS)
     if new is None:
         promoted, reason, regression = False, f"{name} is undefined for the candidate", None
-    elif lc.promote_confidence > 0 and name.endswith("auc10") and pe_c and pe_p and set(pe_c) == set(pe_p):
-        regression = sign * (old - new)
-        boot = bootstrap_regression(name, pe_c, pe_p, 2000, ctx.seed)
-        lo = float(np.quantile(boot, 1 - lc.promote_confidence))  # regression is at least this with that confidence
-        ci = [lo, float(np.quantile(boot, lc.promote_confidence))]
-        promoted = lo <= lc.promote_tolerance
-        reason = (f"{name} {new:.4g} vs live {old:.4g}: regression {regression:+.2f}, "
-                  f"{lc.promote_confidence:.0%} paired-bootstrap bound {lo:+.2f} "
-                  + ("within" if promoted else "beyond") + f" tolerance {lc.promote_tolerance:g}")
     else:
-        regression = 0.0 if old is None else sign * (old - new)
-        promoted = regression <= lc.promote_tolerance
-        reason = (f"{name} {new:.4g} vs live {old if old is None else f'{old:.4g}'}: "
-                  + ("within" if promoted else "regressed beyond") + f" tolerance {lc.promote_tolerance:g}")
+        promoted, reason, regression, ci = _judge(name, sign, ev["candidate"], ev["parent"], "live", lc, ctx.seed)
+        if promoted and "base" in ev:
+            ok, why, _, _ = _judge(name, sign, ev["candidate"], ev["base"], "base", lc, ctx.seed + 1)
+            if not ok:
+                promoted, reason = False, f"{reason}; but {why}"
     ckpt = Path(ctx.inputs["recon"])
     decision = {"promoted": promoted, "metric": name, "value": new, "parent_value": old, "regression": regression,
                 "regression_interval": ci, "reason": reason, "checkpoint": ckpt.relative_to(ctx.run_dir).as_posix()}
