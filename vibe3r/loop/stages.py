@@ -276,6 +276,12 @@ def _short_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
 
 
+def _superglue_line(name0: str, name1: str, K0: np.ndarray, K1: np.ndarray, c2w0: np.ndarray, c2w1: np.ndarray) -> str:
+    """One pair in the SuperGlue/LoFTR list format (``captures.load_pairs``): T_0to1 = inv(c2w1) @ c2w0."""
+    nums = [*np.ravel(K0), *np.ravel(K1), *(np.linalg.inv(c2w1) @ c2w0).ravel()]
+    return f"{name0} {name1} 0 0 " + " ".join(f"{x:.10g}" for x in nums)
+
+
 def _write_val_list(cfg: Config, path: Path) -> dict[str, str]:
     """The promotion pairs: ``loop.val_pairs`` pairs of ``loop.val_capture`` (frame gaps 3-15) as a
     SuperGlue list with the capture's native K and GT relative poses; returns {list name: image root}
@@ -299,9 +305,7 @@ def _write_val_list(cfg: Config, path: Path) -> dict[str, str]:
         files.append(hits[0].name)
     lines = []
     for i, j in choose_pairs(len(cap), lc.val_pairs, 3, 15, stage_seed(lc.seed, 0, "val-pairs")):
-        T = np.linalg.inv(cap.cam2world[j]) @ cap.cam2world[i]  # camera i -> camera j
-        nums = [*cap.K[i].ravel(), *cap.K[j].ravel(), *T.ravel()]
-        lines.append(f"{files[i]} {files[j]} 0 0 " + " ".join(f"{x:.10g}" for x in nums))
+        lines.append(_superglue_line(files[i], files[j], cap.K[i], cap.K[j], cap.cam2world[i], cap.cam2world[j]))
     path.write_text("\n".join(lines) + "\n")
     return {path.name: str(root.resolve())}
 
@@ -331,9 +335,7 @@ def ensure_heldout(cfg: Config, run_dir: Path) -> Path:
             K, c2w, video, frame, pairs = z["K"], z["c2w"], z["video"], z["frame"], z["pairs"]
         for a, b in pairs:
             names = [f"{index['videos'][video[i]]['dir']}/frames/{frame[i]:05d}.png" for i in (a, b)]
-            T = np.linalg.inv(c2w[b]) @ c2w[a]  # camera a -> camera b
-            nums = [*K[a].ravel(), *K[b].ravel(), *T.ravel()]
-            lines.append(f"{names[0]} {names[1]} 0 0 " + " ".join(f"{x:.10g}" for x in nums))
+            lines.append(_superglue_line(names[0], names[1], K[a], K[b], c2w[a], c2w[b]))
     (work / "synthetic.txt").write_text("\n".join(lines) + "\n")
     roots = {}
     for pl in lc.real_pairs if lc.real_pairs_per_list > 0 else []:
@@ -378,7 +380,6 @@ def evaluate_checkpoint(ckpt: Path, heldout: Path, loss_cfg: Any, size: int, pro
     lists = [("heldout", heldout / "synthetic.txt", heldout / "pairs")] + [
         (f"real_{Path(n).stem.removeprefix('real-')}", heldout / n, Path(r)) for n, r in roots.items()] + [
         ("val", heldout / n, Path(r)) for n, r in (json.loads(val.read_text()).items() if val.is_file() else [])]
-    real_auc, real_n = [], []
     errors: dict[str, list[float | None]] = {}
     for k, (key, path, root) in enumerate(lists):
         if progress:
@@ -389,12 +390,10 @@ def evaluate_checkpoint(ckpt: Path, heldout: Path, loss_cfg: Any, size: int, pro
         s = ev.summary
         for m in ("auc5", "auc10", "auc20", "median_rot", "median_tdir", "fail_pct"):
             out[f"{key}_{m}"] = _finite(s[m])
-        if key.startswith("real_"):
-            real_auc.append(s["auc10"])
-            real_n.append(s["n"])
-    if real_auc:
-        out["real_auc10"] = float(np.average(real_auc, weights=real_n))
-    out["mean_auc10"] = out["heldout_auc10"] if not real_auc else (out["heldout_auc10"] + out["real_auc10"]) / 2
+    arrays = _error_arrays(errors)
+    if any(k.startswith("real_") for k in errors):
+        out["real_auc10"] = auc_metric_from_errors("real_auc10", arrays)
+    out["mean_auc10"] = auc_metric_from_errors("mean_auc10", arrays)
     if progress:
         progress(len(lists), len(lists) + 1, "held-out loss")
     loss_fn = build_loss(loss_cfg)
@@ -476,6 +475,11 @@ def live_recon_base(cfg: Config) -> Path | None:
 # --------------------------------------------------------------------------------------------
 
 
+def _error_arrays(errors: dict[str, list[float | None]]) -> dict[str, np.ndarray]:
+    """``evaluate``'s stored per-pair errors (None = failed) as arrays with inf for failures."""
+    return {k: np.array([np.inf if e is None else e for e in v], float) for k, v in errors.items()}
+
+
 def auc_metric_from_errors(name: str, errors: dict[str, np.ndarray]) -> float:
     """An AUC promotion metric recomputed from per-pair errors (inf = failed), as ``evaluate_checkpoint``
     computes it: heldout_auc10 on the synthetic list, real_auc10 pair-weighted over the real lists,
@@ -497,8 +501,7 @@ def auc_metric_from_errors(name: str, errors: dict[str, np.ndarray]) -> float:
 def bootstrap_regression(name: str, cand: dict, parent: dict, n_boot: int, seed: int) -> np.ndarray:
     """Paired bootstrap of ``parent − candidate`` of an AUC metric: every resample draws the same pairs
     (with replacement, per list) for both checkpoints. ``cand``/``parent``: ``{list: [err | None]}``."""
-    as_arr = lambda d: {k: np.array([np.inf if e is None else e for e in v], float) for k, v in d.items()}  # noqa: E731
-    c, p = as_arr(cand), as_arr(parent)
+    c, p = _error_arrays(cand), _error_arrays(parent)
     rng = np.random.default_rng(seed)
     out = np.empty(n_boot)
     for b in range(n_boot):

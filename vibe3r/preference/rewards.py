@@ -44,7 +44,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from vibe3r.geometry import sampson_px
-from vibe3r.recon.policy import PairInput, PairSample
+from vibe3r.recon.policy import PairInput, PairSample, cells_to_px
 
 TERMS = ("photometric", "epipolar", "classical", "cycle", "alignment")
 
@@ -215,10 +215,8 @@ def draw_rewards(ctx: PairContext, samples: list, cfg: RewardConfig) -> np.ndarr
     if c.T21 is None:
         return None
     h, w = ctx.out["desc1"].shape[1:3]
-    H, W = ctx.out["pts11"].shape[1:3]
-    sx, sy = W / w, H / h
     cells = np.arange(h * w)
-    centres = np.stack([(cells % w + 0.5) * sx - 0.5, (cells // w + 0.5) * sy - 0.5], -1)
+    centres = cells_to_px(np.stack([cells % w, cells // w], -1), (h, w), ctx.out["pts11"].shape[1:3])
     fwd = np.stack([np.asarray(s.fwd, np.int64) for s in samples])  # n,N1
     bwd = np.stack([np.asarray(s.bwd, np.int64) for s in samples])  # n,N2
     n = len(samples)

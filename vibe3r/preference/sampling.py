@@ -129,14 +129,17 @@ def grpo_pairs(samplers: dict[str, CaptureSampler], rows: list[tuple[str, int, i
         keys[id(pair)] = (spec, i, j)
         pairs.append(pair)
 
+    last: dict[tuple[int, int], PairContext] = {}  # reward_fn's context, handed once to draw_reward_fn on the same group
+
     def reward_fn(pair: PairInput, samples: list[PairSample]) -> np.ndarray:
         spec, i, j = keys[id(pair)]
-        s = samplers[spec]
-        return np.array([r["combined"] for r in score_samples(s.context(i, j, pair), samples, s.cfg)])
+        last.clear()
+        ctx = last[(id(pair), id(samples))] = samplers[spec].context(i, j, pair)
+        return np.array([r["combined"] for r in score_samples(ctx, samples, samplers[spec].cfg)])
 
     def draw_reward_fn(pair: PairInput, samples: list[PairSample]) -> np.ndarray | None:
         spec, i, j = keys[id(pair)]
-        s = samplers[spec]
-        return draw_rewards(s.context(i, j, pair), samples, s.cfg)
+        ctx = last.pop((id(pair), id(samples)), None) or samplers[spec].context(i, j, pair)
+        return draw_rewards(ctx, samples, samplers[spec].cfg)
 
     return pairs, reward_fn, draw_reward_fn

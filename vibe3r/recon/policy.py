@@ -167,6 +167,14 @@ def row_cdfs(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return lsf, lsb, lsf.exp().cumsum(-1), lsb.exp().cumsum(-1)
 
 
+def cells_to_px(cells_xy: np.ndarray, grid_hw: tuple[int, int], image_hw: tuple[int, int]) -> np.ndarray:
+    """Descriptor-cell coordinates (M, 2) (x, y; fractional after sub-cell refinement) to pixel
+    coordinates of the image: cell centres, pixel centres at integers."""
+    (h, w), (H, W) = grid_hw, image_hw
+    c = np.asarray(cells_xy, np.float64)
+    return np.stack([(c[:, 0] + 0.5) * (W / w) - 0.5, (c[:, 1] + 0.5) * (H / h) - 0.5], -1)
+
+
 def cycle_matches(fwd: torch.Tensor, bwd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """DISK's cycle-consistent matches of two draw fields: cells (i, j) with j = fwd[i] and bwd[j] = i."""
     i = torch.arange(len(fwd))
@@ -242,9 +250,7 @@ class MatchPolicy:
         c2 = torch.stack([i2 % w, i2 // w], -1)
         c2f = subpixel_refine(desc1, desc2, c1, c2) if self.subpixel and len(c1) else c2.float()
         H, W = out["pts11"].shape[1:3]
-        sx, sy = W / w, H / h
-        to_px = lambda c: torch.stack([(c[:, 0] + 0.5) * sx - 0.5, (c[:, 1] + 0.5) * sy - 0.5], -1).double().numpy()  # noqa: E731
-        kp1, kp2 = to_px(c1.float()), to_px(c2f)
+        kp1, kp2 = cells_to_px(c1.float().numpy(), (h, w), (H, W)), cells_to_px(c2f.numpy(), (h, w), (H, W))
         logp = float(lsf[torch.arange(len(fwd)), fwd].sum() + lsb[torch.arange(len(bwd)), bwd].sum())
         K1, K2 = pair.K1, pair.K2
         T21, inl = None, np.zeros(len(kp1), bool)

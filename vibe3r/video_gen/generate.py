@@ -97,11 +97,16 @@ def first_frame_depth(recon, image: np.ndarray, width: int, height: int, median_
     from vibe3r.video_gen.room import key_frame_depth
 
     d, _ = key_frame_depth(recon, image, image, size=size)
-    d = resize_depth(d, width, height)
-    valid = d > 0
+    return scale_to_median(resize_depth(d, width, height), median_depth_m, "the first frame")
+
+
+def scale_to_median(depth: np.ndarray, median_depth_m: float, what: str) -> np.ndarray:
+    """Up-to-scale depth (0 = none) rescaled so its median is ``median_depth_m``; an error when the
+    reconstruction covers less than half of ``what``."""
+    valid = depth > 0
     if valid.mean() < 0.5:
-        raise InputError(f"the reconstruction model gives depth on only {valid.mean():.0%} of the first frame")
-    return (d * (median_depth_m / float(np.median(d[valid])))).astype(np.float32)
+        raise InputError(f"{what}: the reconstruction has depth on only {valid.mean():.0%} of it")
+    return (depth * (median_depth_m / float(np.median(depth[valid])))).astype(np.float32)
 
 
 def generate_video(model: VideoGenerator, first_frame: np.ndarray, prompt: str, out: str | Path, steps: int = 25,

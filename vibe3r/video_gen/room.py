@@ -23,7 +23,13 @@ import torch
 
 from vibe3r.errors import InputError
 from vibe3r.video_gen.diffusion import VideoGenerator, resize_depth, resize_frames
-from vibe3r.video_gen.generate import GENERATOR_NAME, GENERATOR_VERSION, commanded_cameras, write_generated
+from vibe3r.video_gen.generate import (
+    GENERATOR_NAME,
+    GENERATOR_VERSION,
+    commanded_cameras,
+    scale_to_median,
+    write_generated,
+)
 
 
 def crop_to_aspect(img: np.ndarray, K: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -89,11 +95,7 @@ def room_videos(capture_spec: str, recon_ckpt: str | Path, gen: VideoGenerator, 
         depth_full = resize_depth(depth, img.shape[1], img.shape[0])
         depth_c, _ = crop_to_aspect(depth_full, K_img, mc.width, mc.height)
         frame0, K0 = resize_frames(img_c[None], K_c[None], mc.width, mc.height)
-        d0 = resize_depth(depth_c, mc.width, mc.height)
-        valid = d0 > 0
-        if valid.mean() < 0.5:
-            raise InputError(f"frame {i} of {capture_spec}: the reconstruction has depth on {valid.mean():.0%} of it")
-        d0 = d0 * (median_depth_m / float(np.median(d0[valid])))
+        d0 = scale_to_median(resize_depth(depth_c, mc.width, mc.height), median_depth_m, f"frame {i} of {capture_spec}")
         for pi, prompt in enumerate(prompts):
             cmd = commanded_cameras(prompt, mc.frames, mc.width, mc.height, seed=seed)
             zoom = cmd.K[:, 0, 0] / cmd.K[0, 0, 0]  # keep the prompt's zoom, on the capture's intrinsics
