@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -91,10 +92,42 @@ def evaluate(ckpt: Path, label: str, a: argparse.Namespace, cache: Path) -> dict
     return res
 
 
+def exact_items(a: argparse.Namespace) -> list:
+    """``--exact-pairs`` pairs of frames 0-496 with their classical full-resolution pose (cached in
+    ``exact-pairs.json``: the SIFT of 100+ full-resolution pairs takes minutes)."""
+    from vibe3r.preference.exact import ExactItem
+
+    spec = str(REAL / "7scenes-redkitchen") + "@0:125"
+    small = load_capture(spec, size=a.size)
+    colour_focal(small)
+    cache = a.out / f"exact-pairs-{a.exact_pairs}-s{a.seed}.json"
+    if cache.is_file():
+        rows = json.loads(cache.read_text())
+    else:
+        full = load_capture(spec)
+        colour_focal(full)
+        sampler = CaptureSampler(MatchPolicy(ReconModel.from_pretrained(a.ckpt), temperature=a.temperature), small, full)
+        rows = []
+        t0 = time.time()
+        for k, (i, j) in enumerate(choose_pairs(len(small.images), a.exact_pairs, 3, 15, a.seed + 11)):
+            c = sampler.classical(i, j)
+            rows.append({"i": i, "j": j, "inliers": int(c.inliers.sum()), "T21": None if c.T21 is None else c.T21.tolist()})
+            print(f"classical pose {k + 1}/{a.exact_pairs} ({i},{j}) inliers {rows[-1]['inliers']} {time.time() - t0:.0f}s", flush=True)
+        cache.write_text(json.dumps(rows))
+    from vibe3r.recon.policy import PairInput
+
+    patch = ReconModel.from_pretrained(a.ckpt).config.patch_size
+    keep = [r for r in rows if r["T21"] is not None and r["inliers"] >= a.exact_min_inliers]
+    print(f"exact: {len(keep)} of {len(rows)} pairs have a classical pose with >= {a.exact_min_inliers} inliers", flush=True)
+    return [ExactItem(PairInput.from_uint8(small.images[r["i"]], small.images[r["j"]], small.K[r["i"]], small.K[r["j"]], patch),
+                      np.asarray(r["T21"])) for r in keep]
+
+
 def train_variant(method: str, recs: list, pairs_for_grpo: list, reward_fn, a: argparse.Namespace, draw_fn=None) -> Path:
     """Train one preference variant; returns its merged checkpoint folder."""
     tag = {"dpo": f"dpo-{a.reduction}-b{a.beta}" + ("-matches" if a.draws == "matches" else ""), "anchor": "anchor-only", "grpo": f"grpo-n{a.group}" + ("-matches" if a.draws == "matches" else "")
-           + (f"-dw{a.draw_weight:g}" if a.draw_weight else "")}[method] + (f"-s{a.train_seed}" if a.train_seed != a.seed else "") + a.tag
+           + (f"-dw{a.draw_weight:g}" if a.draw_weight else ""),
+           "exact": f"exact-{a.divergence}-b{a.exact_beta:g}-p{a.exact_pairs}-aw{a.anchor_weight:g}-st{a.steps}-lr{a.lr:g}"}[method] + (f"-s{a.train_seed}" if a.train_seed != a.seed else "") + a.tag
     out = a.out / tag
     anchor = None
     if a.anchor_data.is_dir():
@@ -107,6 +140,12 @@ def train_variant(method: str, recs: list, pairs_for_grpo: list, reward_fn, a: a
                         anchor_weight=a.anchor_weight if anchor else 0.0, threads=a.threads, seed=a.train_seed, ckpt_every=20,
                         preference_weight=0.0 if method == "anchor" else 1.0)
         last = DPOTrainer(ReconModel.from_pretrained(a.ckpt), a.temperature, cfg, out).train(recs, anchor_batches=anchor, resume=out.is_dir())
+    elif method == "exact":
+        from vibe3r.preference.exact import ExactConfig, ExactTrainer
+
+        cfg = ExactConfig(beta=a.exact_beta, divergence=a.divergence, temperature=a.temperature, lr=a.lr, steps=a.steps,
+                          batch_size=4, anchor_weight=a.anchor_weight if anchor else 0.0, threads=a.threads, seed=a.train_seed)
+        last = ExactTrainer(ReconModel.from_pretrained(a.ckpt), cfg, out).train(exact_items(a), anchor_batches=anchor, resume=out.is_dir())
     else:
         from vibe3r.preference.grpo import GRPOConfig, GRPOTrainer
 
@@ -147,6 +186,10 @@ def main() -> None:
     ap.add_argument("--draws", default="all", help="all | matches: the draws a sample's DPO log-likelihood counts")
     ap.add_argument("--group", type=int, default=6)
     ap.add_argument("--grpo-pairs", type=int, default=0, help="GRPO on this many fresh pairs of frames 0-496 (0: the preference pairs)")
+    ap.add_argument("--exact-pairs", type=int, default=120, help="exact: pairs of frames 0-496 (with a classical pose) to train on")
+    ap.add_argument("--exact-min-inliers", type=int, default=50, help="exact: pairs whose classical pose has fewer inliers are dropped")
+    ap.add_argument("--exact-beta", type=float, default=1.0, help="exact: KL weight β in pixels of Sampson distance")
+    ap.add_argument("--divergence", default="reverse", help="exact: reverse (the RL objective) | forward (distillation)")
     ap.add_argument("--tag", default="", help="suffix of the variant's folder")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--per-pair", type=int, default=2)
@@ -158,18 +201,21 @@ def main() -> None:
     a.train_seed = a.seed if a.train_seed is None else a.train_seed
     torch.set_num_threads(a.threads)
     a.out.mkdir(parents=True, exist_ok=True)
-    with PreferenceStore(a.out / "preferences.sqlite") as store:
-        sample_stage(store, a.ckpt, a)
-        if not store.preferences(round=1):
-            store.reweight(1, RewardConfig())  # samples drawn before a change of the default weights
-            n = store.prefer_by_reward(round=1, model_version="sft", min_margin=0.05, per_pair=a.per_pair)
-            print(f"{n} reward preferences", flush=True)
-        print(json.dumps(store.summary(), indent=1))
-        recs = records(store, a)
-        pair_ij = sorted({(p.i, p.j) for p in store.preferences(round=1)})
+    methods = [m for m in a.methods.split(",") if m]
+    recs, pair_ij = [], []
+    if {"dpo", "anchor"} & set(methods) or ("grpo" in methods and not a.grpo_pairs):  # exact needs no samples
+        with PreferenceStore(a.out / "preferences.sqlite") as store:
+            sample_stage(store, a.ckpt, a)
+            if not store.preferences(round=1):
+                store.reweight(1, RewardConfig())  # samples drawn before a change of the default weights
+                n = store.prefer_by_reward(round=1, model_version="sft", min_margin=0.05, per_pair=a.per_pair)
+                print(f"{n} reward preferences", flush=True)
+            print(json.dumps(store.summary(), indent=1))
+            recs = records(store, a)
+            pair_ij = sorted({(p.i, p.j) for p in store.preferences(round=1)})
     table = [row("SFT (weights/recon-base)", evaluate(a.ckpt, "SFT", a, a.out / "eval-sft.json"))]
     reward_fn, grpo_pairs_, draw_fn = None, [], None
-    if "grpo" in a.methods:
+    if "grpo" in methods:
         spec = str(REAL / "7scenes-redkitchen") + "@0:125"
         small, full = load_capture(spec, size=a.size), load_capture(spec)
         colour_focal(small, full)
@@ -178,7 +224,7 @@ def main() -> None:
             pair_ij = choose_pairs(len(small.images), a.grpo_pairs, 3, 15, a.seed + 7)
         grpo_pairs_, reward_fn, draw_fn = grpo_pairs({"7scenes": sampler}, [("7scenes", i, j) for i, j in pair_ij])
 
-    for method in [m for m in a.methods.split(",") if m]:
+    for method in methods:
         merged = train_variant(method, recs, grpo_pairs_, reward_fn, a, draw_fn)
         tag = merged.parent.name
         table.append(row(f"SFT+{tag}", evaluate(merged, tag, a, a.out / f"eval-{tag}.json")))

@@ -347,15 +347,30 @@ def depth_metrics(pred: Tensorish, gt: Tensorish, mask: Tensorish | None = None,
     return {"abs_rel": float(((p - g).abs() / g).mean()), "delta1": float((ratio < 1.25).double().mean()), "scale": s}
 
 
-def sampson_px(T21: np.ndarray, kp1: np.ndarray, kp2: np.ndarray, K1: np.ndarray, K2: np.ndarray) -> np.ndarray:
-    """Sampson distance (pixels) of matches under the fundamental matrix of pose T21 and intrinsics."""
+def _fundamental(T21: np.ndarray, K1: np.ndarray, K2: np.ndarray) -> np.ndarray:
     t = T21[:3, 3]
     tx = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
     Fm = np.linalg.inv(K2).T @ tx @ T21[:3, :3] @ np.linalg.inv(K1)
-    Fm = Fm / (np.linalg.norm(Fm) + 1e-30)
+    return Fm / (np.linalg.norm(Fm) + 1e-30)
+
+
+def sampson_px(T21: np.ndarray, kp1: np.ndarray, kp2: np.ndarray, K1: np.ndarray, K2: np.ndarray) -> np.ndarray:
+    """Sampson distance (pixels) of matches under the fundamental matrix of pose T21 and intrinsics."""
+    Fm = _fundamental(T21, K1, K2)
     x1 = np.c_[kp1, np.ones(len(kp1))]
     x2 = np.c_[kp2, np.ones(len(kp2))]
     Fx1, Ftx2 = x1 @ Fm.T, x2 @ Fm
     num = np.sum(x2 * Fx1, 1) ** 2
     den = Fx1[:, 0] ** 2 + Fx1[:, 1] ** 2 + Ftx2[:, 0] ** 2 + Ftx2[:, 1] ** 2
+    return np.sqrt(num / np.maximum(den, 1e-30))
+
+
+def sampson_table_px(T21: np.ndarray, kp1: np.ndarray, kp2: np.ndarray, K1: np.ndarray, K2: np.ndarray) -> np.ndarray:
+    """Sampson distance (pixels) of *every* pairing (M1, M2) of points ``kp1`` (M1,2) with ``kp2`` (M2,2)."""
+    Fm = _fundamental(T21, K1, K2)
+    x1 = np.c_[kp1, np.ones(len(kp1))]
+    x2 = np.c_[kp2, np.ones(len(kp2))]
+    Fx1, Ftx2 = x1 @ Fm.T, x2 @ Fm  # M1,3 and M2,3
+    num = (Fx1 @ x2.T) ** 2
+    den = (Fx1[:, 0] ** 2 + Fx1[:, 1] ** 2)[:, None] + (Ftx2[:, 0] ** 2 + Ftx2[:, 1] ** 2)[None]
     return np.sqrt(num / np.maximum(den, 1e-30))

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from vibe3r.geometry import sampson_px
+from vibe3r.geometry import sampson_px, sampson_table_px
 from vibe3r.recon.policy import PairInput, PairSample, cells_to_px
 
 TERMS = ("photometric", "epipolar", "classical", "cycle", "alignment")
@@ -205,26 +205,41 @@ def epipolar_error(ctx: PairContext, T21s: list[np.ndarray], cfg: RewardConfig) 
     return errs, {"classical_inliers": len(kp1)}
 
 
-def draw_rewards(ctx: PairContext, samples: list, cfg: RewardConfig) -> np.ndarray | None:
-    """Per-draw rewards (n, N1 + N2), forward then backward draws as ``recon.policy.per_draw_log_probs``:
-    minus the truncated Sampson distance (pixels of the pair the policy saw) of every drawn match
-    (cell i of view 1, cell j of view 2, at the cell centres) under the classical pose — whether a
-    single draw is geometrically plausible, the dense counterpart of the classical term, never ground
-    truth. None when the pair has no classical pose."""
+def match_rewards(ctx: PairContext, cfg: RewardConfig) -> np.ndarray | None:
+    """The per-match reward of *every* candidate match (N1, N2): minus the truncated Sampson distance
+    (pixels of the pair the policy saw, cell centres) of view-1 cell i and view-2 cell j under the
+    classical pose — whether that one match is geometrically plausible, never ground truth. None when
+    the pair has no classical pose. ``draw_rewards`` reads drawn matches from it; the exact trainer
+    (``preference.exact``) uses all of it."""
     c = ctx.classical_estimate(cfg)
     if c.T21 is None:
         return None
-    h, w = ctx.out["desc1"].shape[1:3]
+    return epipolar_match_rewards(c.T21, ctx.pair.K1, ctx.pair.K2, tuple(ctx.out["desc1"].shape[1:3]),
+                                  tuple(ctx.out["pts11"].shape[1:3]), cfg.draw_trunc_px)
+
+
+def epipolar_match_rewards(T21: np.ndarray, K1: np.ndarray, K2: np.ndarray, grid_hw: tuple[int, int],
+                           image_hw: tuple[int, int], trunc_px: float) -> np.ndarray:
+    """Reward (N1, N2) of matching view-1 cell i with view-2 cell j: minus the Sampson distance of the
+    cell centres (pixels of the image, truncated at ``trunc_px``) under pose ``T21``."""
+    h, w = grid_hw
     cells = np.arange(h * w)
-    centres = cells_to_px(np.stack([cells % w, cells // w], -1), (h, w), ctx.out["pts11"].shape[1:3])
-    fwd = np.stack([np.asarray(s.fwd, np.int64) for s in samples])  # n,N1
-    bwd = np.stack([np.asarray(s.bwd, np.int64) for s in samples])  # n,N2
-    n = len(samples)
-    kf1, kf2 = np.tile(centres, (n, 1)), centres[fwd.reshape(-1)]
-    kb1, kb2 = centres[bwd.reshape(-1)], np.tile(centres, (n, 1))
-    d = sampson_px(c.T21, np.r_[kf1, kb1], np.r_[kf2, kb2], ctx.pair.K1, ctx.pair.K2)
-    d = np.minimum(d, cfg.draw_trunc_px)
-    return -np.concatenate([d[: fwd.size].reshape(n, -1), d[fwd.size:].reshape(n, -1)], 1)
+    centres = cells_to_px(np.stack([cells % w, cells // w], -1), grid_hw, image_hw)
+    return -np.minimum(sampson_table_px(T21, centres, centres, K1, K2), trunc_px).astype(np.float32)
+
+
+def draw_rewards(ctx: PairContext, samples: list, cfg: RewardConfig) -> np.ndarray | None:
+    """Per-draw rewards (n, N1 + N2), forward then backward draws as ``recon.policy.per_draw_log_probs``:
+    the ``match_rewards`` entry of every drawn match (cell i of view 1, cell j of view 2) — the dense
+    counterpart of the classical term. None when the pair has no classical pose."""
+    M = match_rewards(ctx, cfg)
+    if M is None:
+        return None
+    fwd = np.stack([np.asarray(s.fwd, np.int64) for s in samples])  # n,N1: view-2 cell of view-1 cell i
+    bwd = np.stack([np.asarray(s.bwd, np.int64) for s in samples])  # n,N2: view-1 cell of view-2 cell j
+    rf = M[np.arange(M.shape[0])[None], fwd]
+    rb = M[bwd, np.arange(M.shape[1])[None]]
+    return np.concatenate([rf, rb], 1).astype(np.float64)
 
 
 def classical_error(ctx: PairContext, T21s: list[np.ndarray], cfg: RewardConfig) -> tuple[np.ndarray, dict]:

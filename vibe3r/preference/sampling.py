@@ -77,6 +77,14 @@ class CaptureSampler:
             self._mode_cache[(i, j)] = self.policy.sample(self.pair_input(i, j), 0, include_mode=True)[0].T21
         return self._mode_cache[(i, j)]
 
+    def classical(self, i: int, j: int) -> Classical:
+        """The classical full-resolution estimate of pair (i, j) (``rewards.classical_pose``; cached)."""
+        if self.full is None or self.full.K is None:
+            raise InputError(f"{self.small.name}: the classical pose needs the full-resolution frames and their intrinsics")
+        if (i, j) not in self._classical:  # SIFT at full resolution: once per pair, not once per scoring
+            self._classical[(i, j)] = classical_pose(self.full.images[i], self.full.images[j], self.full.K[i], self.full.K[j], self.cfg)
+        return self._classical[(i, j)]
+
     @torch.no_grad()
     def context(self, i: int, j: int, pair: PairInput | None = None, out: dict | None = None) -> PairContext:
         pair = pair or self.pair_input(i, j)
@@ -87,9 +95,7 @@ class CaptureSampler:
         if self.full is not None and self.full.K is not None:
             ctx.full1, ctx.full2 = self.full.images[i], self.full.images[j]
             ctx.K_full1, ctx.K_full2 = self.full.K[i], self.full.K[j]
-            if (i, j) not in self._classical:  # SIFT at full resolution: once per pair, not once per scoring
-                self._classical[(i, j)] = classical_pose(ctx.full1, ctx.full2, ctx.K_full1, ctx.K_full2, self.cfg)
-            ctx.classical = self._classical[(i, j)]
+            ctx.classical = self.classical(i, j)
         if self.cycle and j - i >= 2:
             k = (i + j) // 2
             Tki, Tjk = self.mode_pose(i, k), self.mode_pose(k, j)

@@ -1,0 +1,140 @@
+"""Exact KL-regularised optimisation of the match policy: the loss is the RL objective in closed form,
+training raises the expected per-match reward under the true pose, only the adapters move, the
+reference never does, resume equals an uninterrupted run."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from _common import TINY_MODEL
+
+from vibe3r.config import ReconModelConfig
+from vibe3r.errors import InputError
+from vibe3r.preference.exact import ExactConfig, ExactItem, ExactTrainer, exact_loss
+from vibe3r.preference.lora import LoRAConfig, LoraReconModel
+from vibe3r.preference.rewards import epipolar_match_rewards
+from vibe3r.recon.model import ReconModel, build_model
+from vibe3r.recon.policy import PairInput, match_logits
+from vibe3r.recon.synthetic import box_pair_batch, box_room_video
+from test_preference_grpo import BASE
+
+
+def test_reverse_loss_is_the_kl_regularised_objective_by_hand():
+    """Per row: β·KL(π ‖ π*) = −E_π[r] + β·KL(π ‖ π_ref) + β·log Σ_j π_ref(j) e^{r_j/β}."""
+    g = torch.Generator().manual_seed(0)
+    logits, ref, r = torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g), -torch.rand(3, 4, generator=g) * 4
+    beta = 0.7
+    loss, d = exact_loss(logits, ref, r, beta)
+    total = []
+    for L, R, RR in ((logits, ref, r), (logits.T, ref.T, r.T)):  # rows: forward draws; columns: backward draws
+        p, q = torch.softmax(L, -1), torch.softmax(R, -1)
+        kl_ref = (p * (p.log() - q.log())).sum(-1)
+        logz = torch.log((q * torch.exp(RR / beta)).sum(-1))
+        total.append((-(p * RR).sum(-1) + beta * kl_ref + beta * logz) / beta)
+    assert loss.item() == pytest.approx(torch.cat(total).mean().item(), abs=1e-5)
+    assert d["reward"] == pytest.approx(torch.cat([(torch.softmax(logits, -1) * r).sum(-1),
+                                                   (torch.softmax(logits, 0) * r).sum(0)]).mean().item(), abs=1e-5)
+    # the optimum is the tilted reference itself: loss 0 there, in both divergences
+    tilted = ref + r / beta
+    for div in ("reverse", "forward"):
+        assert exact_loss(tilted, ref, r, beta, div)[0].item() == pytest.approx(0.0, abs=1e-5)
+        assert exact_loss(logits, ref, r, beta, div)[0].item() > 0.01
+
+
+def test_epipolar_match_rewards_are_highest_on_the_true_correspondences():
+    gt = box_room_video(0, n_frames=3, H=32, W=32, step=0.12)
+    T21 = np.linalg.inv(gt.c2w[2]) @ gt.c2w[0]
+    R = epipolar_match_rewards(T21, gt.K[0], gt.K[2], (16, 16), (32, 32), 4.0)
+    assert R.shape == (256, 256) and R.max() <= 0 and R.min() == pytest.approx(-4.0)
+    # a cell's true partner (by the rendered depth) lies on its epipolar line: reward near 0, far above the row's mean
+    hits = 0
+    for i in (5 * 16 + 5, 8 * 16 + 8, 10 * 16 + 6):
+        x, y = (i % 16 + 0.5) * 2 - 0.5, (i // 16 + 0.5) * 2 - 0.5
+        X = np.linalg.inv(gt.K[0]) @ np.array([x, y, 1.0]) * gt.depth[0][int(round(y)), int(round(x))]
+        x2 = gt.K[2] @ (T21[:3, :3] @ X + T21[:3, 3])
+        u, v = x2[:2] / x2[2]
+        if not (0 <= u < 32 and 0 <= v < 32):
+            continue
+        j = int((v + 0.5) // 2) * 16 + int((u + 0.5) // 2)
+        assert R[i, j] > -1.5 and R[i, j] > R[i].mean() + 1.0
+        assert (R[i] > -0.5).sum() < 0.5 * 256  # the line is a band, not the whole image
+        hits += 1
+    assert hits >= 2
+
+
+@pytest.fixture(scope="module")
+def posed():
+    base = ReconModel.from_pretrained(BASE)
+    items = []
+    for s in range(2):
+        gt = box_room_video(s, n_frames=3, H=32, W=32, step=0.12)
+        pair = PairInput.from_uint8(gt.images[0], gt.images[2], gt.K[0], gt.K[2], base.config.patch_size)
+        items.append(ExactItem(pair, np.linalg.inv(gt.c2w[2]) @ gt.c2w[0]))
+    return base, items
+
+
+def _expected_reward(trainer: ExactTrainer, item: ExactItem) -> float:
+    with torch.no_grad():
+        out = trainer.model(item.pair.img1, item.pair.img2)
+        logits = match_logits(out["desc1"][0], out["desc2"][0], trainer.cfg.temperature)
+        return exact_loss(logits, logits, trainer.rewards(item, out), 1.0)[1]["reward"]
+
+
+def test_training_raises_the_expected_reward_and_moves_only_the_adapters(posed, tmp_path):
+    base, items = posed
+    model = LoraReconModel(copy.deepcopy(base), LoRAConfig(r=4))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer = ExactTrainer(model, ExactConfig(steps=6, batch_size=2, lr=3e-3, beta=1.0), tmp_path, progress=False)
+    r0 = [_expected_reward(trainer, it) for it in items]
+    res = trainer.train(items)
+    r1 = [_expected_reward(trainer, it) for it in items]
+    assert res["step"] == 6 and res["kl"] > 0
+    assert all(b > a + 0.05 for a, b in zip(r0, r1)), (r0, r1)  # matches moved towards their epipolar lines
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all("lora_" in n for n in changed)
+    with model.reference():
+        ref = model(items[0].pair.img1, items[0].pair.img2)
+    want = base(items[0].pair.img1, items[0].pair.img2)
+    assert all(torch.equal(ref[k], want[k]) for k in want)
+    rows = [json.loads(r) for r in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 7))
+    assert {"loss", "exact_loss", "reward", "reward_ref", "kl", "grad_norm"} <= set(rows[0])
+    assert rows[-1]["reward"] > rows[0]["reward"]
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    assert (tmp_path / "merged" / "model.safetensors").is_file()
+
+
+def _tiny_items():
+    items = []
+    for s in range(2):
+        gt = box_room_video(s, n_frames=3, H=32, W=32, step=0.12)
+        items.append(ExactItem(PairInput.from_uint8(gt.images[0], gt.images[2], gt.K[0], gt.K[2], TINY_MODEL["patch_size"]),
+                               np.linalg.inv(gt.c2w[2]) @ gt.c2w[0]))
+    return items
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    items = _tiny_items()
+    anchors = [box_pair_batch(B=1, H=32, W=32, seed=k) for k in range(8)]
+    cfg = ExactConfig(steps=4, batch_size=2, lr=3e-3, anchor_weight=0.5, ckpt_every=2, save_merged=False)
+    base = build_model(ReconModelConfig(**TINY_MODEL), seed=0)
+    a = ExactTrainer(copy.deepcopy(base), cfg, tmp_path / "a", progress=False)
+    a.train(items, anchor_batches=anchors)
+    b = ExactTrainer(copy.deepcopy(base), cfg, tmp_path / "b", progress=False)
+    b.train(items, anchor_batches=anchors, stop_at=2)
+    b2 = ExactTrainer(copy.deepcopy(base), cfg, tmp_path / "b", progress=False)
+    b2.train(items, anchor_batches=anchors, resume=True)
+    for (n, p), (_, q) in zip(a.model.named_lora_parameters(), b2.model.named_lora_parameters()):
+        assert torch.equal(p, q), n
+    drop = lambda d: [{k: v for k, v in json.loads(r).items() if k != "cpu_min"} for r in (d / "log.jsonl").read_text().splitlines()]  # noqa: E731
+    assert drop(tmp_path / "a") == drop(tmp_path / "b")
+
+
+def test_no_items_is_a_clear_error():
+    trainer = ExactTrainer(build_model(ReconModelConfig(**TINY_MODEL), seed=0), ExactConfig(steps=1), progress=False)
+    with pytest.raises(InputError, match="no pairs"):
+        trainer.train([])

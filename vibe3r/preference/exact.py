@@ -1,0 +1,207 @@
+"""Exact KL-regularised policy optimisation of the match policy under a dense per-match reward.
+
+DPO and GRPO both optimise the same objective from *samples* — the expected reward with a KL leash to
+the reference,
+
+    max_π  E_{y∼π}[ r(y) ] − β · KL(π ‖ π_ref),
+
+whose optimum is the reference tilted by the reward, ``π*(y) ∝ π_ref(y) · exp(r(y)/β)`` (Rafailov et
+al. 2023, eq. 4; DPO's derivation starts from it). For the match policy (``recon.policy``) the
+"tokens" are independent categorical draws, one per cell, over the cells of the other view, and the
+per-match reward of ``preference.rewards.match_rewards`` — minus the truncated Sampson distance of the
+match under the classical full-resolution pose, never ground truth — is available for *every*
+candidate, not only for drawn ones. The objective then decomposes per cell and needs no sampling at all:
+
+    E_{j∼π(·|i)}[ r(i, j) ] − β · KL(π(·|i) ‖ π_ref(·|i))  =  −β · KL(π(·|i) ‖ π*(·|i)) + β · log Z_i,
+
+so the loss is the exact reverse KL to the tilted reference, averaged over the forward draws (rows)
+and the backward draws (columns) of the pair — GRPO's expectation computed in closed form, with no
+variance from drawing 8 samples out of 3072^3072 (``divergence: forward`` gives the mass-covering
+``KL(π* ‖ π)`` instead: distillation of the tilted reference). β is in the reward's units (pixels):
+a match ``β`` pixels further from the epipolar line loses a factor e of probability against the
+reference. As in DPO/GRPO the policy trains LoRA adapters, the reference is the base with adapters
+disabled, and an optional supervised anchor on simulator pairs is added.
+
+Logged per step (TensorBoard ``exact/…``, ``log.jsonl``): loss, the expected per-match reward under
+the policy and under the reference, KL(π ‖ π_ref) per draw, the anchor loss.
+
+    ExactTrainer(ReconModel.from_pretrained("weights/recon-base"), ExactConfig(steps=100), "runs/exact").train(items)
+
+Every random choice (pair order, LoRA dropout, the anchor's sampling) derives from ``seed`` and the
+step number, so a resumed run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from vibe3r.config import ReconLossConfig
+from vibe3r.errors import InputError
+from vibe3r.preference.dpo import _AnchorSource, anchor_loss_step, match_kl, wrap_model
+from vibe3r.preference.lora import LoraReconModel
+from vibe3r.preference.rewards import epipolar_match_rewards
+from vibe3r.preference.trainer_common import (
+    AdapterTrainConfig,
+    RunLog,
+    check_out_dir,
+    epoch_batch,
+    finish_run,
+    load_checkpoint,
+    lr_at,
+    save_checkpoint,
+)
+from vibe3r.recon.model import ReconModel
+from vibe3r.recon.policy import PairInput, match_logits
+
+
+class ExactConfig(AdapterTrainConfig):
+    """Exact KL-regularised optimisation of the match policy (``preference.exact``)."""
+
+    beta: float = Field(1.0, gt=0, description="KL weight β in the reward's units (pixels of Sampson distance)")
+    divergence: Literal["reverse", "forward"] = Field("reverse", description="reverse: KL(π ‖ π*), the RL objective itself; "
+                                                      "forward: KL(π* ‖ π), distillation of the tilted reference")
+    temperature: float = Field(0.07, gt=0, description="policy temperature of the match distribution (the model's InfoNCE one)")
+    trunc_px: float = Field(4.0, gt=0, description="Sampson distances are truncated here (pixels at the policy's resolution)")
+    steps: int = Field(100, ge=1, description="optimiser steps")
+    batch_size: int = Field(4, ge=1, description="pairs per step")
+    ckpt_every: int = Field(20, ge=1, description="steps between checkpoints (and at the end)")
+
+
+@dataclass
+class ExactItem:
+    """A training pair and the relative pose its reward is measured against (camera 1 → camera 2;
+    the classical full-resolution estimate — its translation's scale does not matter)."""
+
+    pair: PairInput
+    T21: np.ndarray
+
+
+def exact_loss(logits: torch.Tensor, ref_logits: torch.Tensor, rewards: torch.Tensor, beta: float,
+               divergence: str = "reverse") -> tuple[torch.Tensor, dict[str, float]]:
+    """KL between the policy and the tilted reference ``π* ∝ π_ref · exp(r/β)``, per draw (the mean over
+    the rows — forward draws — and the columns — backward draws). logits, ref_logits, rewards (N1, N2)."""
+    losses, exp_r, exp_r_ref = [], [], []
+    for dim in (-1, -2):
+        lp = torch.log_softmax(logits, dim)
+        lt = torch.log_softmax(ref_logits + rewards / beta, dim)
+        p = lp.exp()
+        if divergence == "reverse":
+            losses.append((p * (lp - lt)).sum(dim))
+        else:
+            losses.append((lt.exp() * (lt - lp)).sum(dim))
+        exp_r.append((p.detach() * rewards).sum(dim))
+        exp_r_ref.append((torch.softmax(ref_logits, dim) * rewards).sum(dim))
+    loss = torch.cat(losses).mean()
+    return loss, {"exact_loss": float(loss.detach()), "reward": float(torch.cat(exp_r).mean()),
+                  "reward_ref": float(torch.cat(exp_r_ref).mean())}
+
+
+class ExactTrainer:
+    """Exact KL-regularised optimisation of a ``LoraReconModel`` (a plain ReconModel is wrapped with
+    ``cfg.lora``); logs and checkpoints go to ``out_dir`` (None: nothing written, no resume)."""
+
+    def __init__(self, model: ReconModel | LoraReconModel, cfg: ExactConfig, out_dir: str | Path | None = None, *,
+                 anchor_loss: ReconLossConfig | None = None, progress: bool = True) -> None:
+        from vibe3r.recon.losses import build_loss
+
+        self.model = wrap_model(model, cfg.lora)
+        self.cfg = cfg
+        self.out = Path(out_dir) if out_dir is not None else None
+        self.progress = progress
+        self.anchor_loss = build_loss(anchor_loss or ReconLossConfig())
+        self.opt = torch.optim.AdamW(self.model.lora_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self._ref: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # item index -> reference descriptors
+
+    @torch.no_grad()
+    def reference_logits(self, k: int, pair: PairInput) -> torch.Tensor:
+        """The reference's match logits of item ``k`` (adapters disabled; descriptors cached)."""
+        if k not in self._ref:
+            was = self.model.training
+            self.model.eval()
+            with self.model.reference():
+                out = self.model(pair.img1, pair.img2)
+            self.model.train(was)
+            self._ref[k] = (out["desc1"][0], out["desc2"][0])
+        return match_logits(*self._ref[k], self.cfg.temperature)
+
+    def rewards(self, item: ExactItem, out: dict[str, torch.Tensor]) -> torch.Tensor:
+        h, w = out["desc1"].shape[1:3]
+        return torch.from_numpy(epipolar_match_rewards(item.T21, item.pair.K1, item.pair.K2, (h, w),
+                                                       tuple(item.pair.hw), self.cfg.trunc_px))
+
+    def train(self, items: list[ExactItem], anchor_batches: Any = None, resume: bool = False,
+              stop_at: int | None = None) -> dict[str, float]:
+        """Optimise on ``items``; ``anchor_batches`` as in ``DPOTrainer.train``; ``stop_at`` ends this
+        session after that step (with a checkpoint). Returns the last step's metrics."""
+        cfg = self.cfg
+        items = list(items)
+        if not items:
+            raise InputError("no pairs to train on")
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        anchor = _AnchorSource(anchor_batches) if anchor_batches is not None and cfg.anchor_weight > 0 else None
+        state: dict[str, Any] = {"step": 0, "cpu_s": 0.0}
+        if self.out is not None:
+            check_out_dir(self.out, resume)
+            self.out.mkdir(parents=True, exist_ok=True)
+            if resume:
+                state = load_checkpoint(self.out, self.model, self.opt)
+        if anchor is not None and "anchor" in state:
+            anchor.restore(state["anchor"])
+        log = RunLog(self.out, "exact", {"exact": cfg.model_dump(), "lora": self.model.lora_config.model_dump()},
+                     cfg.steps, state["step"], self.progress)
+        last = min(cfg.steps, stop_at) if stop_at is not None else cfg.steps
+        metrics: dict[str, float] = {}
+        try:
+            while state["step"] < last:
+                step = state["step"]
+                c0 = time.process_time()
+                lr = lr_at(step, cfg.lr, cfg.warmup_steps)
+                for g in self.opt.param_groups:
+                    g["lr"] = lr
+                self.model.train()
+                parts = []
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(cfg.seed * 1_000_003 + step)  # LoRA dropout
+                    self.opt.zero_grad(set_to_none=True)
+                    idx = epoch_batch(cfg.seed, step, cfg.batch_size, len(items))
+                    for k in idx:  # one backward per pair: memory of one pair at a time
+                        item = items[k]
+                        ref = self.reference_logits(k, item.pair)
+                        out = self.model(item.pair.img1, item.pair.img2)
+                        logits = match_logits(out["desc1"][0], out["desc2"][0], cfg.temperature)
+                        loss, d = exact_loss(logits, ref, self.rewards(item, out), cfg.beta, cfg.divergence)
+                        (loss / len(idx)).backward()
+                        d["kl"] = float(match_kl(logits.detach(), ref, "mean"))
+                        parts.append(d)
+                    if anchor is not None:
+                        la, ad = anchor_loss_step(self.model, self.anchor_loss, anchor.next(),
+                                                  torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))
+                        (cfg.anchor_weight * la).backward()
+                gnorm = torch.nn.utils.clip_grad_norm_(self.model.lora_parameters(),
+                                                       cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+                self.opt.step()
+                metrics = {k: float(np.mean([p[k] for p in parts])) for k in parts[0]}
+                metrics |= {"loss": metrics["exact_loss"] + (cfg.anchor_weight * float(la.detach()) if anchor is not None else 0.0),
+                            "lr": lr, "grad_norm": float(gnorm)}
+                if anchor is not None:
+                    metrics |= {"anchor_loss": float(la.detach()), **{f"anchor_{k}": v for k, v in ad.items() if k != "loss"}}
+                    state["anchor"] = anchor.state()
+                state["step"] = step + 1
+                state["cpu_s"] += time.process_time() - c0
+                metrics["cpu_min"] = state["cpu_s"] / 60
+                if state["step"] % cfg.log_every == 0 or state["step"] == last:
+                    log.log(state["step"], metrics, f"reward {metrics['reward']:.3f} (ref {metrics['reward_ref']:.3f}) "
+                                                    f"kl {metrics['kl']:.4f}")
+                if self.out is not None and (state["step"] % cfg.ckpt_every == 0 or state["step"] == last):
+                    save_checkpoint(self.out, self.model, self.opt, {**state, "config": cfg.model_dump()})
+        finally:
+            log.close()
+        return finish_run(self.out, self.model, cfg, state, metrics)
