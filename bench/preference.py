@@ -119,6 +119,14 @@ def exact_items(a: argparse.Namespace) -> list:
     patch = ReconModel.from_pretrained(a.ckpt).config.patch_size
     keep = [r for r in rows if r["T21"] is not None and r["inliers"] >= a.exact_min_inliers]
     print(f"exact: {len(keep)} of {len(rows)} pairs have a classical pose with >= {a.exact_min_inliers} inliers", flush=True)
+    if a.exact_teacher in ("gt", "sfm"):  # gt: an upper bound of the method, never a method — the same pairs under the true pose
+        if a.exact_teacher == "gt":
+            c2w = small.cam2world
+        else:  # the capture's own structure from motion (no ground truth): {frame: cam2world}
+            c2w = {int(k): np.asarray(v) for k, v in json.loads(Path(a.sfm_poses).read_text()).items()}
+        keep = [r for r in keep if r["i"] in c2w and r["j"] in c2w] if isinstance(c2w, dict) else keep
+        for r in keep:
+            r["T21"] = (np.linalg.inv(c2w[r["j"]]) @ c2w[r["i"]]).tolist()
     return [ExactItem(PairInput.from_uint8(small.images[r["i"]], small.images[r["j"]], small.K[r["i"]], small.K[r["j"]], patch),
                       np.asarray(r["T21"])) for r in keep]
 
@@ -127,7 +135,7 @@ def train_variant(method: str, recs: list, pairs_for_grpo: list, reward_fn, a: a
     """Train one preference variant; returns its merged checkpoint folder."""
     tag = {"dpo": f"dpo-{a.reduction}-b{a.beta}" + ("-matches" if a.draws == "matches" else ""), "anchor": "anchor-only", "grpo": f"grpo-n{a.group}" + ("-matches" if a.draws == "matches" else "")
            + (f"-dw{a.draw_weight:g}" if a.draw_weight else ""),
-           "exact": f"exact-{a.divergence}-b{a.exact_beta:g}-p{a.exact_pairs}-aw{a.anchor_weight:g}-st{a.steps}-lr{a.lr:g}"}[method] + (f"-s{a.train_seed}" if a.train_seed != a.seed else "") + a.tag
+           "exact": ("exact-" if a.exact_teacher == "classical" else f"exact-{a.exact_teacher}-") + f"{a.divergence}-b{a.exact_beta:g}-p{a.exact_pairs}-aw{a.anchor_weight:g}-st{a.steps}-lr{a.lr:g}"}[method] + (f"-s{a.train_seed}" if a.train_seed != a.seed else "") + a.tag
     out = a.out / tag
     anchor = None
     if a.anchor_data.is_dir():
@@ -189,6 +197,9 @@ def main() -> None:
     ap.add_argument("--exact-pairs", type=int, default=120, help="exact: pairs of frames 0-496 (with a classical pose) to train on")
     ap.add_argument("--exact-min-inliers", type=int, default=50, help="exact: pairs whose classical pose has fewer inliers are dropped")
     ap.add_argument("--exact-beta", type=float, default=1.0, help="exact: KL weight β in pixels of Sampson distance")
+    ap.add_argument("--exact-teacher", default="classical", help="exact: the pose the rewards use: classical (two-view RootSIFT) | "
+                    "gt (ground truth: an upper bound of the method, for the record only)")
+    ap.add_argument("--sfm-poses", default="", help="exact --exact-teacher sfm: JSON {frame ordinal: cam2world} of the capture's SfM")
     ap.add_argument("--divergence", default="reverse", help="exact: reverse (the RL objective) | forward (distillation)")
     ap.add_argument("--tag", default="", help="suffix of the variant's folder")
     ap.add_argument("--lr", type=float, default=1e-4)

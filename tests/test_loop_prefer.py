@@ -61,3 +61,24 @@ def test_sample_then_prefer_hands_a_trained_checkpoint_on(tmp_path, capture):
         assert (ckpt / "train_config.yaml").read_text() == (BASE / "train_config.yaml").read_text()
         # recorded: the next run of the round skips both
         assert run_stage(sample, 0, args, resolve)["skipped"] and run_stage(prefer, 1, args, resolve)["skipped"]
+
+
+def test_exact_method_trains_on_the_rounds_pairs(tmp_path, capture):
+    """``preference.method: exact``: the round's sampled pairs with their classical poses, no preferences needed."""
+    cfg = load_config(None, [f"preference.captures=['{capture}']", "preference.focal=null", "preference.size=64",
+                             "preference.pairs=2", "preference.n=2", "preference.min_gap=1", "preference.max_gap=3",
+                             "preference.steps=2", "preference.method=exact"])
+    sample, prefer = PREFERENCE_STAGES
+    outputs: dict[str, Path] = {"store": tmp_path / "rounds" / "0001" / "sample_real" / "preferences.sqlite"}
+
+    def resolve(name):  # noqa: ANN001, ANN202
+        return {"recon": BASE, "pairs": None}.get(name, outputs.get(name))
+
+    with Registry(tmp_path) as reg:
+        args = {"cfg": cfg, "run_dir": tmp_path, "round": 1, "registry": reg, "seed": 0}
+        run_stage(sample, 0, args, resolve)
+        rec = run_stage(prefer, 1, args, resolve)
+    m = rec["metrics"]
+    assert m["exact_reward"] > m["exact_reward_ref"] - 0.05 and m["exact_kl"] > 0
+    merged, base = ReconModel.from_pretrained(tmp_path / "rounds" / "0001" / "prefer_recon" / "ckpt"), ReconModel.from_pretrained(BASE)
+    assert any(not np.allclose(p.detach(), q.detach()) for p, q in zip(merged.parameters(), base.parameters()))

@@ -69,6 +69,12 @@ def test_sample_is_stored_and_resumable_then_preferences_train(setup):
                "--steps", 1, "--group", 2, "--size", 64, "--draws", "matches", "--draw-weight", 1.0)
     assert res.exit_code == 0, res.output
     assert "reward_mean" in json.loads(res.output.strip().splitlines()[-1])
+    res = _run("preference", "train", "--run", run, "--out", root / "exact", "--method", "exact", "--ckpt", root / "ckpt",
+               "--steps", 2, "--size", 64)
+    assert res.exit_code == 0, res.output
+    last = json.loads(res.output.strip().splitlines()[-1])
+    assert last["step"] == 2 and {"reward", "reward_ref", "kl"} <= set(last)
+    assert (root / "exact" / "merged" / "model.safetensors").is_file()
 
 
 def test_bad_input_is_one_line(setup, tmp_path):
@@ -76,7 +82,7 @@ def test_bad_input_is_one_line(setup, tmp_path):
     res = _run("preference", "train", "--run", tmp_path, "--out", tmp_path / "o", "--ckpt", root / "ckpt")
     assert res.exit_code != 0 and "no preferences in round 1" in str(res.exception)
     res = _run("preference", "train", "--run", tmp_path, "--out", tmp_path / "o", "--method", "ppo")
-    assert "unknown preference method 'ppo'" in str(res.exception)
+    assert "unknown preference method 'ppo'; valid: dpo, grpo, exact" in str(res.exception)
     res = _run("preference", "train", "--run", tmp_path, "--out", tmp_path / "o", "--draws", "inliers")
     assert "unknown --draws 'inliers'; valid: all, matches" in str(res.exception)
     res = _run("preference", "show", "--run", tmp_path / "nope")

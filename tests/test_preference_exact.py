@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 import torch
 from _common import TINY_MODEL
+from test_preference_grpo import BASE
 
 from vibe3r.config import ReconModelConfig
 from vibe3r.errors import InputError
-from vibe3r.preference.exact import ExactConfig, ExactItem, ExactTrainer, exact_loss
+from vibe3r.preference.exact import ExactConfig, ExactItem, ExactTrainer, exact_loss, expected_reward
 from vibe3r.preference.lora import LoRAConfig, LoraReconModel
 from vibe3r.preference.rewards import epipolar_match_rewards
 from vibe3r.recon.model import ReconModel, build_model
 from vibe3r.recon.policy import PairInput, match_logits
 from vibe3r.recon.synthetic import box_pair_batch, box_room_video
-from test_preference_grpo import BASE
 
 
 def test_reverse_loss_is_the_kl_regularised_objective_by_hand():
@@ -81,7 +81,7 @@ def _expected_reward(trainer: ExactTrainer, item: ExactItem) -> float:
     with torch.no_grad():
         out = trainer.model(item.pair.img1, item.pair.img2)
         logits = match_logits(out["desc1"][0], out["desc2"][0], trainer.cfg.temperature)
-        return exact_loss(logits, logits, trainer.rewards(item, out), 1.0)[1]["reward"]
+        return expected_reward(logits, trainer.rewards(item, out))
 
 
 def test_training_raises_the_expected_reward_and_moves_only_the_adapters(posed, tmp_path):

@@ -326,7 +326,8 @@ class PreferenceConfig(Section):
     temperature: float = Field(0.07, gt=0, description="policy temperature (the InfoNCE one)")
     min_margin: float = Field(0.05, ge=0, description="smallest combined-reward difference that makes a preference")
     per_pair: int = Field(2, ge=1, description="preferences per pair")
-    method: Literal["dpo", "grpo"] = Field("dpo", description="preference optimiser")
+    method: Literal["dpo", "grpo", "exact"] = Field("dpo", description="preference optimiser: dpo | grpo | exact (the KL-regularised "
+                                                    "objective in closed form over every candidate match, preference.exact)")
     steps: int = Field(20, ge=1, description="DPO steps or GRPO rollouts per round")
     beta: float = Field(50.0, gt=0, description="DPO beta (with reduction mean: per-draw log-ratios are ~1e-2, so beta 50 puts "
                         "beta*margin in the sigmoid's working range; at 0.1 the DPO gradient is negligible next to the anchor's)")
@@ -338,6 +339,8 @@ class PreferenceConfig(Section):
                                              "all | matches (those forming its cycle-consistent matches)")
     draw_weight: float = Field(0.0, ge=0, description="grpo: weight of per-draw advantages (each drawn match's epipolar distance "
                                "under the classical pose); 0 = sample-level credit only")
+    exact_beta: float = Field(1.0, gt=0, description="exact: KL weight in pixels of Sampson distance (a match this much further "
+                              "from the classical epipolar line loses a factor e of probability against the reference)")
 
 
 # --------------------------------------------------------------------------------------------

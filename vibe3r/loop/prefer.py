@@ -8,7 +8,7 @@
                  the stage folder, so it appears atomically with the stage (a killed attempt leaves no
                  half-written store behind; the stage is re-run from scratch and, seeded, gives the
                  same rows).
-``prefer_recon`` DPO (or GRPO) of LoRA adapters on that checkpoint with the round's preferences, a
+``prefer_recon`` DPO (or GRPO, or the exact objective of ``preference.exact``) of LoRA adapters on that checkpoint with the round's preferences, a
                  supervised anchor on the round's simulator pairs; the merged model becomes the round's
                  ``recon`` checkpoint, which ``evaluate`` and ``promote`` then judge like any other.
                  Resumable: the trainer's own checkpoints live in the stage's work folder.
@@ -139,12 +139,22 @@ def prefer_recon(ctx: StageContext) -> StageResult:
         fulls = dict(_captures(ctx, None))
         samplers = {spec: CaptureSampler(MatchPolicy(model, temperature=pc.temperature), caps[spec], fulls[spec], cycle=False)
                     for spec in caps}
-        pairs, reward_fn, draw_reward_fn = grpo_pairs(samplers, pair_rows)
+        if pc.method == "exact":
+            from vibe3r.preference.exact import ExactConfig, ExactTrainer
+            from vibe3r.preference.sampling import exact_items
 
-        cfg = GRPOConfig(n=pc.n, temperature=pc.temperature, lr=pc.lr, steps=pc.steps, anchor_weight=pc.anchor_weight if anchor else 0.0,
-                         seed=ctx.seed, ckpt_every=max(1, pc.steps // 4), draws=pc.draws, draw_weight=pc.draw_weight)
-        last = GRPOTrainer(model, cfg, trainer_dir, progress=False).train(pairs, reward_fn, anchor_batches=anchor,
-                                                                         resume=trainer_dir.is_dir(), draw_reward_fn=draw_reward_fn)
+            cfg = ExactConfig(beta=pc.exact_beta, temperature=pc.temperature, lr=pc.lr, steps=pc.steps, seed=ctx.seed,
+                              anchor_weight=pc.anchor_weight if anchor else 0.0, ckpt_every=max(1, pc.steps // 4))
+            items = exact_items(samplers, pair_rows)
+            if not items:
+                raise InputError(f"none of the round's {len(pair_rows)} real pairs has a classical pose to reward matches with")
+            last = ExactTrainer(model, cfg, trainer_dir, progress=False).train(items, anchor_batches=anchor, resume=trainer_dir.is_dir())
+        else:
+            pairs, reward_fn, draw_reward_fn = grpo_pairs(samplers, pair_rows)
+            cfg = GRPOConfig(n=pc.n, temperature=pc.temperature, lr=pc.lr, steps=pc.steps, anchor_weight=pc.anchor_weight if anchor else 0.0,
+                             seed=ctx.seed, ckpt_every=max(1, pc.steps // 4), draws=pc.draws, draw_weight=pc.draw_weight)
+            last = GRPOTrainer(model, cfg, trainer_dir, progress=False).train(pairs, reward_fn, anchor_batches=anchor,
+                                                                             resume=trainer_dir.is_dir(), draw_reward_fn=draw_reward_fn)
     merged = trainer_dir / "merged"
     if not (merged / "model.safetensors").is_file():
         raise InputError(f"the {pc.method} trainer wrote no merged checkpoint in {merged}")
@@ -156,7 +166,7 @@ def prefer_recon(ctx: StageContext) -> StageResult:
     parent = ckpt.relative_to(ctx.run_dir) if ckpt.is_relative_to(ctx.run_dir) else ckpt.name
     keep_last = {k: v for k, v in last.items() if not k.endswith(("_s", "_min", "wall", "time"))}
     (out / "preference.json").write_text(json.dumps({"method": pc.method, "parent": str(parent), "last": keep_last}, default=str))
-    keep = ("loss", "dpo_loss", "margin", "accuracy", "kl", "reward_mean", "kl_k3", "chosen_reward", "rejected_reward")
+    keep = ("loss", "dpo_loss", "margin", "accuracy", "kl", "reward_mean", "kl_k3", "chosen_reward", "rejected_reward", "reward", "reward_ref")
     metrics = {f"{pc.method}_{k}": float(v) for k, v in last.items() if k in keep and isinstance(v, (int, float))}
     return StageResult({**metrics, f"{pc.method}_preferences": float(len(prefs))})
 

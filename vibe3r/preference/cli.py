@@ -69,6 +69,7 @@ def sample_cmd(
     pairs: Annotated[int, typer.Option("--pairs", min=1, help="pairs drawn from the capture")] = 24,
     min_gap: Annotated[int, typer.Option("--min-gap", min=1, help="smallest frame gap of a pair")] = 3,
     max_gap: Annotated[int, typer.Option("--max-gap", min=1, help="largest frame gap of a pair")] = 15,
+    exact_beta: Annotated[float, typer.Option("--exact-beta", help="exact: KL weight in pixels of Sampson distance")] = 1.0,
     size: Annotated[int, typer.Option("--size", help="longer image side the model sees")] = 128,
     round_: Annotated[int, typer.Option("--round", help="round the samples belong to")] = 1,
     temperature: Annotated[float, typer.Option("--temperature", help="policy temperature (the InfoNCE one by default)")] = 0.07,
@@ -130,7 +131,8 @@ def score_cmd(
 def train_cmd(
     run: RunOpt,
     out: Annotated[Path, typer.Option("--out", help="trainer folder (adapters, logs, merged checkpoint)")],
-    method: Annotated[str, typer.Option("--method", help="dpo | grpo")] = "dpo",
+    method: Annotated[str, typer.Option("--method", help="dpo | grpo | exact (the KL-regularised objective in closed form "
+                                        "over every candidate match, per-match epipolar rewards; preference.exact)")] = "dpo",
     ckpt: Annotated[Path | None, typer.Option("--ckpt", help="SFT checkpoint the adapters are added to")] = None,
     round_: Annotated[int, typer.Option("--round", help="round whose preferences (dpo) or pairs (grpo) are used")] = 1,
     steps: Annotated[int, typer.Option("--steps", min=1, help="optimiser steps (dpo) or rollouts (grpo)")] = 80,
@@ -142,6 +144,7 @@ def train_cmd(
                                        "(those forming its cycle-consistent matches)")] = "all",
     draw_weight: Annotated[float, typer.Option("--draw-weight", min=0, help="grpo: weight of per-draw advantages (each drawn match's "
                                                "epipolar distance under the classical pose); 0 = sample-level credit only")] = 0.0,
+    exact_beta: Annotated[float, typer.Option("--exact-beta", help="exact: KL weight in pixels of Sampson distance")] = 1.0,
     size: Annotated[int, typer.Option("--size", help="longer image side the model sees")] = 128,
     temperature: Annotated[float, typer.Option("--temperature", help="policy temperature the samples were drawn at")] = 0.07,
     anchor_data: Annotated[Path | None, typer.Option("--anchor-data", help="simulator pair dataset for the supervised anchor")] = None,
@@ -149,7 +152,7 @@ def train_cmd(
     resume: Annotated[bool, typer.Option("--resume", help="continue the run saved in --out")] = False,
     threads: Annotated[int, typer.Option("--threads", help="torch CPU threads")] = 1,
 ) -> None:
-    """DPO on the stored preferences, or GRPO with the rewards on the stored pairs; LoRA adapters on the SFT model."""
+    """DPO on the stored preferences, or GRPO / exact with the rewards on the stored pairs; LoRA adapters on the SFT model."""
     import torch
 
     from vibe3r.captures import load_capture
@@ -157,8 +160,8 @@ def train_cmd(
     from vibe3r.recon.model import ReconModel
     from vibe3r.recon.policy import PairInput
 
-    if method not in ("dpo", "grpo"):
-        raise InputError(f"unknown preference method {method!r}; valid: dpo, grpo")
+    if method not in ("dpo", "grpo", "exact"):
+        raise InputError(f"unknown preference method {method!r}; valid: dpo, grpo, exact")
     if draws not in ("all", "matches"):
         raise InputError(f"unknown --draws {draws!r}; valid: all, matches")
     torch.set_num_threads(threads)
@@ -206,6 +209,18 @@ def train_cmd(
                 small, full = load_capture(spec, size=size), load_capture(spec)
                 _override_focal([small, full], focal)
                 samplers[spec] = CaptureSampler(MatchPolicy(model, temperature=temperature), small, full, cycle=False)
+            if method == "exact":
+                from vibe3r.preference.exact import ExactConfig, ExactTrainer
+                from vibe3r.preference.sampling import exact_items
+
+                items = exact_items(samplers, rows)
+                if not items:
+                    raise InputError(f"none of the {len(rows)} sampled pairs of round {round_} has a classical pose to reward matches with")
+                cfg = ExactConfig(steps=steps, lr=lr, beta=exact_beta, temperature=temperature,
+                                  anchor_weight=0.1 if anchor is not None else 0.0, threads=threads)
+                last = ExactTrainer(model, cfg, out).train(items, anchor_batches=anchor, resume=resume)
+                typer.echo(json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in last.items()}))
+                return
             pairs, reward_fn, draw_reward_fn = grpo_pairs(samplers, rows)
 
             cfg = GRPOConfig(steps=steps, n=group, lr=lr, temperature=temperature, anchor_weight=0.1 if anchor is not None else 0.0,

@@ -87,20 +87,25 @@ def exact_loss(logits: torch.Tensor, ref_logits: torch.Tensor, rewards: torch.Te
                divergence: str = "reverse") -> tuple[torch.Tensor, dict[str, float]]:
     """KL between the policy and the tilted reference ``π* ∝ π_ref · exp(r/β)``, per draw (the mean over
     the rows — forward draws — and the columns — backward draws). logits, ref_logits, rewards (N1, N2)."""
-    losses, exp_r, exp_r_ref = [], [], []
-    for dim in (-1, -2):
-        lp = torch.log_softmax(logits, dim)
-        lt = torch.log_softmax(ref_logits + rewards / beta, dim)
+    losses, exp_r = [], []
+    for lg, rf, r in ((logits, ref_logits, rewards), (logits.T, ref_logits.T, rewards.T)):  # rows, then columns
+        lp = torch.log_softmax(lg, -1)
+        with torch.no_grad():
+            lt = torch.log_softmax(rf + r / beta, -1)
         p = lp.exp()
         if divergence == "reverse":
-            losses.append((p * (lp - lt)).sum(dim))
+            losses.append((p * (lp - lt)).sum(-1))
         else:
-            losses.append((lt.exp() * (lt - lp)).sum(dim))
-        exp_r.append((p.detach() * rewards).sum(dim))
-        exp_r_ref.append((torch.softmax(ref_logits, dim) * rewards).sum(dim))
+            losses.append((lt.exp() * (lt - lp)).sum(-1))
+        exp_r.append((p.detach() * r).sum(-1))
     loss = torch.cat(losses).mean()
-    return loss, {"exact_loss": float(loss.detach()), "reward": float(torch.cat(exp_r).mean()),
-                  "reward_ref": float(torch.cat(exp_r_ref).mean())}
+    return loss, {"exact_loss": float(loss.detach()), "reward": float(torch.cat(exp_r).mean())}
+
+
+def expected_reward(logits: torch.Tensor, rewards: torch.Tensor) -> float:
+    """The per-draw expected reward of a match policy (mean over its forward and backward draws)."""
+    with torch.no_grad():
+        return float(torch.cat([(torch.softmax(logits, -1) * rewards).sum(-1), (torch.softmax(logits, 0) * rewards).sum(0)]).mean())
 
 
 class ExactTrainer:
@@ -118,6 +123,7 @@ class ExactTrainer:
         self.anchor_loss = build_loss(anchor_loss or ReconLossConfig())
         self.opt = torch.optim.AdamW(self.model.lora_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self._ref: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # item index -> reference descriptors
+        self._ref_reward: dict[int, float] = {}  # item index -> expected reward under the reference
 
     @torch.no_grad()
     def reference_logits(self, k: int, pair: PairInput) -> torch.Tensor:
@@ -177,7 +183,11 @@ class ExactTrainer:
                         ref = self.reference_logits(k, item.pair)
                         out = self.model(item.pair.img1, item.pair.img2)
                         logits = match_logits(out["desc1"][0], out["desc2"][0], cfg.temperature)
-                        loss, d = exact_loss(logits, ref, self.rewards(item, out), cfg.beta, cfg.divergence)
+                        rewards = self.rewards(item, out)
+                        loss, d = exact_loss(logits, ref, rewards, cfg.beta, cfg.divergence)
+                        if k not in self._ref_reward:
+                            self._ref_reward[k] = expected_reward(ref, rewards)
+                        d["reward_ref"] = self._ref_reward[k]
                         (loss / len(idx)).backward()
                         d["kl"] = float(match_kl(logits.detach(), ref, "mean"))
                         parts.append(d)

@@ -149,3 +149,17 @@ def grpo_pairs(samplers: dict[str, CaptureSampler], rows: list[tuple[str, int, i
         return draw_rewards(ctx, samples, samplers[spec].cfg)
 
     return pairs, reward_fn, draw_reward_fn
+
+
+def exact_items(samplers: dict[str, CaptureSampler], rows: list[tuple[str, int, int]], min_inliers: int = 0) -> list:
+    """The exact trainer's inputs (``preference.exact.ExactItem``) for pairs ``(capture spec, i, j)``: the
+    pair as the policy sees it and its classical full-resolution pose; pairs without a classical pose
+    (or with fewer than ``min_inliers`` inliers) are left out."""
+    from vibe3r.preference.exact import ExactItem
+
+    items = []
+    for spec, i, j in rows:
+        c = samplers[spec].classical(i, j)
+        if c.T21 is not None and int(c.inliers.sum()) >= min_inliers:
+            items.append(ExactItem(samplers[spec].pair_input(i, j), c.T21))
+    return items
