@@ -1,0 +1,99 @@
+"""An upper bound, never a method: fine-tune the shipped base on 7-Scenes frames 0-496 *supervised with their
+ground-truth depth and poses* (half of each batch; the other half simulator pairs), against the same
+fine-tune on simulator pairs alone. If real-domain supervision of the same room cannot lift the evaluation
+half, no reward computed from those frames can either. Evaluation: 7-Scenes frames 500-996 against the
+shipped GT and against the SfM pseudo-GT (bench/sfm_pseudo_gt.py), TUM, held-out synthetic; 128 px, USAC.
+
+    .venv/bin/python bench/real_supervision_ceiling.py --mode real --steps 120 --lr 2e-4
+    .venv/bin/python bench/real_supervision_ceiling.py --mode sim --steps 120 --lr 2e-4
+
+The real pairs (they hold 7-Scenes frames) are written to --work, outside the project.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from vibe3r.captures import load_capture  # noqa: E402
+from vibe3r.config import DatasetConfig, load_config  # noqa: E402
+from vibe3r.eval.pairs import evaluate_pairs, format_summary  # noqa: E402
+from vibe3r.loop.stages import _init_checkpoint, mix_dataset, recipe  # noqa: E402
+from vibe3r.preference.sampling import set_focal  # noqa: E402
+from vibe3r.recon.pose import make_model_estimator  # noqa: E402
+from vibe3r.recon.train import train  # noqa: E402
+from vibe3r.video_gen.dataset import SHARD_FORMAT_VERSION, ShardWriter, VideoGT, covisibility_matrix, select_pairs  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL = ROOT.parent / "shared" / "data" / "real"
+
+
+def real_pairs(out: Path, n_pairs: int) -> Path:
+    """Co-visible pairs of 7-Scenes frames 0-496 at 128x96 with GT depth and poses (colour focal 518, 532)."""
+    if (out / "index.json").is_file():
+        return out
+    cap = load_capture(str(REAL / "7scenes-redkitchen") + "@0:125", size=128)
+    set_focal(cap, 518.0, 532.0)
+    gt = VideoGT(cap.images, cap.depth.astype(np.float32), cap.K, cap.cam2world, -1)
+    dc = DatasetConfig()
+    C = covisibility_matrix(gt.depth, gt.K, gt.c2w, dc.covis_tol, 15, 1)
+    pairs = select_pairs(C, dc.model_copy(update={"pairs_per_video": n_pairs}), np.random.default_rng(0))
+    wr = ShardWriter(out / "shards", 64)
+    wr.add(0, gt, pairs)
+    wr.flush()
+    H, W = cap.images.shape[1:3]
+    (out / "index.json").write_text(json.dumps({"format_version": SHARD_FORMAT_VERSION, "height": H, "width": W,
+                                                "n_pairs": sum(s["pairs"] for s in wr.shards), "shards": wr.shards, "videos": []}))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mode", choices=("real", "sim"), required=True)
+    ap.add_argument("--steps", type=int, default=120)
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--real-pairs", type=int, default=600)
+    ap.add_argument("--ckpt", type=Path, default=ROOT / "weights" / "recon-base")
+    ap.add_argument("--sim", type=Path, default=ROOT / "data" / "sim-pairs-128")
+    ap.add_argument("--synthetic-list", default=str(ROOT / "data" / "synthetic-heldout-128" / "superglue" / "pairs.txt"))
+    ap.add_argument("--work", type=Path, default=Path("/tmp/vibe3r-real-ceiling"))
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    cfg = load_config(None)
+    cfg = cfg.model_copy(update={"loop": cfg.loop.model_copy(update={"train_steps": a.steps, "lr": a.lr})})
+    rc = recipe(cfg, a.ckpt)
+    rc.train.seed = 0
+    cfg = cfg.model_copy(update={"recon": rc})
+    a.work.mkdir(parents=True, exist_ok=True)
+    if a.mode == "real":
+        data = a.work / "mix-real"
+        mix = mix_dataset(real_pairs(a.work / "real-7s-128", a.real_pairs), [a.sim], 0.5, 0, data)
+        print(f"{mix['new_pairs']} real pairs + {mix['replay_pairs']} simulator pairs", flush=True)
+    else:
+        data = a.sim
+    out = a.work / f"ft-{a.mode}-{a.steps}-{a.lr:g}"
+    if out.exists():
+        shutil.rmtree(out)
+    _init_checkpoint(out, a.ckpt, rc)
+    s = train(cfg, data, out, resume=True, progress=False)
+    print(f"{a.mode}: {s['step']} steps, final loss {s['loss']:.3f}", flush=True)
+    lists = {"7-Scenes (GT)": (REAL / "eval-pairs" / "7scenes-redkitchen-second-half.txt", None),
+             "7-Scenes (SfM pseudo-GT)": (ROOT / "bench" / "pairs" / "7scenes-redkitchen-second-half-sfm.txt", REAL / "7scenes-redkitchen"),
+             "TUM": (REAL / "eval-pairs" / "tum-fr3-long-office-sequence.txt", None),
+             "synthetic": (Path(a.synthetic_list), Path(a.synthetic_list).parent)}
+    for name, (lst, root) in lists.items():
+        if lst.is_file():
+            ev = evaluate_pairs(lst, make_model_estimator(out, threads=1, ransac="usac_accurate"), 128, root=root, method_name=a.mode)
+            print(f"[{name}] {format_summary(ev)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
