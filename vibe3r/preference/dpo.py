@@ -34,7 +34,7 @@ from ``seed`` and the step number, so a resumed run equals an uninterrupted one.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -51,12 +51,11 @@ from vibe3r.preference.trainer_common import (
     STATE_NAME,
     AdapterTrainConfig,
     RunLog,
-    check_out_dir,
     epoch_batch,
     finish_run,
-    load_checkpoint,
     lr_at,
     save_checkpoint,
+    start_session,
 )
 from vibe3r.recon.model import ReconModel
 from vibe3r.recon.policy import REDUCTIONS, PairInput, PairSample, draw_log_likelihood, match_logits
@@ -145,38 +144,6 @@ def match_kl(logits: torch.Tensor, ref_logits: torch.Tensor, reduction: str = "s
 # --------------------------------------------------------------------------------------------
 # The trainer
 # --------------------------------------------------------------------------------------------
-
-
-class _AnchorSource:
-    """Supervised anchor batches from a ``PairStream`` (``next_batch``, resumable by (epoch, pos)) or any
-    iterable of batch dicts (resumed by re-reading and dropping the batches already used)."""
-
-    def __init__(self, src: Any) -> None:
-        self.src, self.used = src, 0
-        self._it: Iterator | None = None if hasattr(src, "next_batch") else iter(src)
-
-    def restore(self, st: dict[str, Any]) -> None:
-        self.used = st.get("used", 0)
-        if self._it is None:
-            self.src.seek(st["epoch"], st["pos"])
-        else:
-            for _ in range(self.used):
-                next(self._it)
-
-    def state(self) -> dict[str, Any]:
-        st = {"used": self.used}
-        if self._it is None:
-            st |= {"epoch": self.src.epoch, "pos": self.src.pos}
-        return st
-
-    def next(self) -> dict[str, torch.Tensor]:
-        self.used += 1
-        if self._it is None:
-            return self.src.next_batch()
-        try:
-            return next(self._it)
-        except StopIteration:
-            raise InputError(f"the anchor batches ran out after {self.used - 1} batches") from None
 
 
 def wrap_model(model: ReconModel | LoraReconModel, lora: LoRAConfig) -> LoraReconModel:
@@ -286,18 +253,7 @@ class DPOTrainer:
         for p in prefs:
             if p.chosen.fwd.shape != p.rejected.fwd.shape:
                 raise InputError("a preference record's chosen and rejected samples have different draw shapes")
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        use_anchor = anchor_batches is not None and cfg.anchor_weight > 0
-        anchor = _AnchorSource(anchor_batches) if use_anchor else None
-        state: dict[str, Any] = {"step": 0, "cpu_s": 0.0}
-        if self.out is not None:
-            check_out_dir(self.out, resume)
-            self.out.mkdir(parents=True, exist_ok=True)
-            if resume:
-                state = load_checkpoint(self.out, self.model, self.opt)
-        if anchor is not None and "anchor" in state:
-            anchor.restore(state["anchor"])
+        state, anchor = start_session(self.out, self.model, self.opt, cfg, anchor_batches, resume, {"step": 0, "cpu_s": 0.0})
         ref_c, ref_r, ref_descs = self.reference_log_probs(prefs)
         log = RunLog(self.out, "dpo", {"dpo": cfg.model_dump(), "temperature": self.temperature,
                                          "lora": self.model.lora_config.model_dump()}, cfg.steps, state["step"], self.progress)

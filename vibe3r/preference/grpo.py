@@ -51,17 +51,16 @@ from pydantic import Field
 
 from vibe3r.config import ReconLossConfig
 from vibe3r.errors import InputError
-from vibe3r.preference.dpo import _AnchorSource, anchor_loss_step, match_kl, wrap_model
+from vibe3r.preference.dpo import anchor_loss_step, match_kl, wrap_model
 from vibe3r.preference.lora import LoraReconModel
 from vibe3r.preference.trainer_common import (
     AdapterTrainConfig,
     RunLog,
-    check_out_dir,
     epoch_batch,
     finish_run,
-    load_checkpoint,
     lr_at,
     save_checkpoint,
+    start_session,
 )
 from vibe3r.recon.model import ReconModel
 from vibe3r.recon.policy import MatchPolicy, PairInput, PairSample, match_draw_mask, match_logits, per_draw_log_probs
@@ -234,18 +233,7 @@ class GRPOTrainer:
         pairs = list(pairs)
         if not pairs:
             raise InputError("no pairs to train on")
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        use_anchor = anchor_batches is not None and cfg.anchor_weight > 0
-        anchor = _AnchorSource(anchor_batches) if use_anchor else None
-        state: dict[str, Any] = {"step": 0, "opt_step": 0, "cpu_s": 0.0}
-        if self.out is not None:
-            check_out_dir(self.out, resume)
-            self.out.mkdir(parents=True, exist_ok=True)
-            if resume:
-                state = load_checkpoint(self.out, self.model, self.opt)
-        if anchor is not None and "anchor" in state:
-            anchor.restore(state["anchor"])
+        state, anchor = start_session(self.out, self.model, self.opt, cfg, anchor_batches, resume, {"step": 0, "opt_step": 0, "cpu_s": 0.0})
         log = RunLog(self.out, "grpo", {"grpo": cfg.model_dump(), "lora": self.model.lora_config.model_dump()},
                      cfg.steps, state["step"], self.progress)
         last = min(cfg.steps, stop_at) if stop_at is not None else cfg.steps

@@ -14,6 +14,7 @@ A trainer's output folder::
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -148,3 +149,53 @@ def finish_run(out: Path | None, model: LoraReconModel, cfg: AdapterTrainConfig,
     if not metrics:
         metrics = last_logged(out)
     return {**metrics, "step": state["step"]}
+
+
+class AnchorSource:
+    """Supervised anchor batches from a ``PairStream`` (``next_batch``, resumable by (epoch, pos)) or any
+    iterable of batch dicts (resumed by re-reading and dropping the batches already used)."""
+
+    def __init__(self, src: Any) -> None:
+        self.src, self.used = src, 0
+        self._it: Iterator | None = None if hasattr(src, "next_batch") else iter(src)
+
+    def restore(self, st: dict[str, Any]) -> None:
+        self.used = st.get("used", 0)
+        if self._it is None:
+            self.src.seek(st["epoch"], st["pos"])
+        else:
+            for _ in range(self.used):
+                next(self._it)
+
+    def state(self) -> dict[str, Any]:
+        st = {"used": self.used}
+        if self._it is None:
+            st |= {"epoch": self.src.epoch, "pos": self.src.pos}
+        return st
+
+    def next(self) -> dict[str, torch.Tensor]:
+        self.used += 1
+        if self._it is None:
+            return self.src.next_batch()
+        try:
+            return next(self._it)
+        except StopIteration:
+            raise InputError(f"the anchor batches ran out after {self.used - 1} batches") from None
+
+
+def start_session(out: Path | None, model: LoraReconModel, opt: torch.optim.Optimizer, cfg: AdapterTrainConfig,
+                  anchor_batches: Any, resume: bool, state: dict[str, Any]) -> tuple[dict[str, Any], AnchorSource | None]:
+    """What every trainer does before its first step: torch threads, the output folder (refused when it
+    holds a run and ``resume`` is off), the checkpoint of a resumed run (else ``state``), and the anchor
+    source positioned where the checkpoint left it (None without anchor batches or weight)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    anchor = AnchorSource(anchor_batches) if anchor_batches is not None and cfg.anchor_weight > 0 else None
+    if out is not None:
+        check_out_dir(out, resume)
+        out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            state = load_checkpoint(out, model, opt)
+    if anchor is not None and "anchor" in state:
+        anchor.restore(state["anchor"])
+    return state, anchor
