@@ -9,7 +9,8 @@ Two uses:
   independent image-based estimates (two-view RootSIFT and this SfM) agree with each other far better
   than either agrees with the GT (numbers in bench/preference.md). The pseudo-GT list shows how much
   of an evaluation's error is the GT's. It favours SIFT-like estimators; use it beside, never instead of,
-  the shipped lists.
+  the shipped lists. Its translations have unit length (SfM has no metric scale), so the reports'
+  "baseline ≥ 0.15 m" subset is every pair there.
 * ``--out-poses FILE``: ``{frame ordinal: cam2world}`` of the capture frames — the exact trainer's teacher
   (``bench/preference.py --exact-teacher sfm``), no ground truth involved.
 
