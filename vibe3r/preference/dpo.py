@@ -51,10 +51,10 @@ from vibe3r.preference.trainer_common import (
     STATE_NAME,
     AdapterTrainConfig,
     RunLog,
+    end_step,
     epoch_batch,
     finish_run,
     lr_at,
-    save_checkpoint,
     start_session,
 )
 from vibe3r.recon.model import ReconModel
@@ -282,17 +282,9 @@ class DPOTrainer:
                     loss.backward()
                 gnorm = torch.nn.utils.clip_grad_norm_(self.model.lora_parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
                 self.opt.step()
-                state["step"] = step + 1
-                state["cpu_s"] += time.process_time() - c0
-                if anchor is not None:
-                    state["anchor"] = anchor.state()
-                metrics |= {"loss": float(loss.detach()), "kl": kl, "lr": lr, "grad_norm": float(gnorm),
-                            "cpu_min": state["cpu_s"] / 60}
-                if state["step"] % cfg.log_every == 0 or state["step"] == last:
-                    log.log(state["step"], metrics, f"loss {metrics['loss']:.3f} acc {metrics['accuracy']:.2f} "
-                                                    f"margin {metrics['margin']:.3f} kl {kl:.3f}")
-                if self.out is not None and (state["step"] % cfg.ckpt_every == 0 or state["step"] == last):
-                    save_checkpoint(self.out, self.model, self.opt, {**state, "config": cfg.model_dump()})
+                metrics |= {"loss": float(loss.detach()), "kl": kl, "lr": lr, "grad_norm": float(gnorm)}
+                end_step(self.out, self.model, self.opt, cfg, state, step, c0, metrics, anchor, log, last,
+                         f"loss {metrics['loss']:.3f} acc {metrics['accuracy']:.2f} margin {metrics['margin']:.3f} kl {kl:.3f}")
         finally:
             log.close()
         return finish_run(self.out, self.model, cfg, state, metrics)

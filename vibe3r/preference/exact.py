@@ -50,10 +50,10 @@ from vibe3r.preference.rewards import epipolar_match_rewards
 from vibe3r.preference.trainer_common import (
     AdapterTrainConfig,
     RunLog,
+    end_step,
     epoch_batch,
     finish_run,
     lr_at,
-    save_checkpoint,
     start_session,
 )
 from vibe3r.recon.model import ReconModel
@@ -192,15 +192,8 @@ class ExactTrainer:
                             "lr": lr, "grad_norm": float(gnorm)}
                 if anchor is not None:
                     metrics |= {"anchor_loss": float(la.detach()), **{f"anchor_{k}": v for k, v in ad.items() if k != "loss"}}
-                    state["anchor"] = anchor.state()
-                state["step"] = step + 1
-                state["cpu_s"] += time.process_time() - c0
-                metrics["cpu_min"] = state["cpu_s"] / 60
-                if state["step"] % cfg.log_every == 0 or state["step"] == last:
-                    log.log(state["step"], metrics, f"reward {metrics['reward']:.3f} (ref {metrics['reward_ref']:.3f}) "
-                                                    f"kl {metrics['kl']:.4f}")
-                if self.out is not None and (state["step"] % cfg.ckpt_every == 0 or state["step"] == last):
-                    save_checkpoint(self.out, self.model, self.opt, {**state, "config": cfg.model_dump()})
+                end_step(self.out, self.model, self.opt, cfg, state, step, c0, metrics, anchor, log, last,
+                         f"reward {metrics['reward']:.3f} (ref {metrics['reward_ref']:.3f}) kl {metrics['kl']:.4f}")
         finally:
             log.close()
         return finish_run(self.out, self.model, cfg, state, metrics)

@@ -56,10 +56,10 @@ from vibe3r.preference.lora import LoraReconModel
 from vibe3r.preference.trainer_common import (
     AdapterTrainConfig,
     RunLog,
+    end_step,
     epoch_batch,
     finish_run,
     lr_at,
-    save_checkpoint,
     start_session,
 )
 from vibe3r.recon.model import ReconModel
@@ -285,16 +285,8 @@ class GRPOTrainer:
                             "lr": lr, "grad_norm": float(gnorm)}
                 if anchor is not None:
                     metrics |= {"anchor_loss": float(la.detach()), **{f"anchor_{k}": v for k, v in ad.items() if k != "loss"}}
-                state["step"] = step + 1
-                state["cpu_s"] += time.process_time() - c0
-                metrics["cpu_min"] = state["cpu_s"] / 60
-                if anchor is not None:
-                    state["anchor"] = anchor.state()
-                if state["step"] % cfg.log_every == 0 or state["step"] == last:
-                    log.log(state["step"], metrics, f"reward {metrics['reward_mean']:.3f} kl {metrics.get('kl', 0.0):.4f} "
-                                                    f"fail {metrics['fail_frac']:.2f}")
-                if self.out is not None and (state["step"] % cfg.ckpt_every == 0 or state["step"] == last):
-                    save_checkpoint(self.out, self.model, self.opt, {**state, "config": cfg.model_dump()})
+                end_step(self.out, self.model, self.opt, cfg, state, step, c0, metrics, anchor, log, last,
+                         f"reward {metrics['reward_mean']:.3f} kl {metrics.get('kl', 0.0):.4f} fail {metrics['fail_frac']:.2f}")
         finally:
             log.close()
         return finish_run(self.out, self.model, cfg, state, metrics)

@@ -14,6 +14,7 @@ A trainer's output folder::
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -199,3 +200,20 @@ def start_session(out: Path | None, model: LoraReconModel, opt: torch.optim.Opti
     if anchor is not None and "anchor" in state:
         anchor.restore(state["anchor"])
     return state, anchor
+
+
+def end_step(out: Path | None, model: LoraReconModel, opt: torch.optim.Optimizer, cfg: Any, state: dict[str, Any],
+             step: int, cpu0: float, metrics: dict[str, float], anchor: AnchorSource | None, log: RunLog, last: int,
+             info: str) -> None:
+    """What every trainer does after optimiser step ``step`` (begun at process time ``cpu0``): advance the
+    state (step, CPU time, anchor position), log every ``cfg.log_every`` steps and checkpoint every
+    ``cfg.ckpt_every`` steps and at ``last``."""
+    state["step"] = step + 1
+    state["cpu_s"] += time.process_time() - cpu0
+    metrics["cpu_min"] = state["cpu_s"] / 60
+    if anchor is not None:
+        state["anchor"] = anchor.state()
+    if state["step"] % cfg.log_every == 0 or state["step"] == last:
+        log.log(state["step"], metrics, info)
+    if out is not None and (state["step"] % cfg.ckpt_every == 0 or state["step"] == last):
+        save_checkpoint(out, model, opt, {**state, "config": cfg.model_dump()})
