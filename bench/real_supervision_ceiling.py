@@ -16,6 +16,7 @@ import argparse
 import json
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from vibe3r.loop.stages import _init_checkpoint, mix_dataset, recipe  # noqa: E4
 from vibe3r.preference.sampling import set_focal  # noqa: E402
 from vibe3r.recon.pose import make_model_estimator  # noqa: E402
 from vibe3r.recon.train import train  # noqa: E402
+from vibe3r.video_gen.warp import WarpConfig, build_warp_pairs  # noqa: E402
 from vibe3r.video_gen.dataset import SHARD_FORMAT_VERSION, ShardWriter, VideoGT, covisibility_matrix, select_pairs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +59,9 @@ def real_pairs(out: Path, n_pairs: int) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mode", choices=("real", "sim"), required=True)
+    ap.add_argument("--mode", choices=("real", "sim", "warp-gt", "warp-model"), required=True)
+    ap.add_argument("--seed", type=int, default=0, help="training seed (batch order, view swaps)")
+    ap.add_argument("--views", type=int, default=4, help="warp modes: renders per real frame")
     ap.add_argument("--steps", type=int, default=120)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--real-pairs", type=int, default=600)
@@ -70,16 +74,26 @@ def main() -> None:
     cfg = load_config(None)
     cfg = cfg.model_copy(update={"loop": cfg.loop.model_copy(update={"train_steps": a.steps, "lr": a.lr})})
     rc = recipe(cfg, a.ckpt)
-    rc.train.seed = 0
+    rc.train.seed = a.seed
     cfg = cfg.model_copy(update={"recon": rc})
     a.work.mkdir(parents=True, exist_ok=True)
     if a.mode == "real":
-        data = a.work / "mix-real"
-        mix = mix_dataset(real_pairs(a.work / "real-7s-128", a.real_pairs), [a.sim], 0.5, 0, data)
-        print(f"{mix['new_pairs']} real pairs + {mix['replay_pairs']} simulator pairs", flush=True)
+        new = real_pairs(a.work / "real-7s-128", a.real_pairs)
+    elif a.mode.startswith("warp"):
+        new = a.work / f"{a.mode}-v{a.views}"
+        if not (new / "index.json").is_file():
+            t0 = time.time()
+            idx = build_warp_pairs([str(REAL / "7scenes-redkitchen") + "@0:125"], new, cfg=WarpConfig(views_per_frame=a.views),
+                                   recon=a.ckpt if a.mode == "warp-model" else None,
+                                   focal=(518.0, 532.0) if a.mode == "warp-gt" else None, progress=False)
+            print(f"warp pairs ({idx['warp']['depth']}): {idx['n_pairs']} from {idx['warp']['frames']} frames in {time.time() - t0:.0f} s", flush=True)
+    if a.mode != "sim":
+        data = a.work / f"mix-{a.mode}"
+        mix = mix_dataset(new, [a.sim], 0.5, 0, data)
+        print(f"{mix['new_pairs']} {a.mode} pairs + {mix['replay_pairs']} simulator pairs", flush=True)
     else:
         data = a.sim
-    out = a.work / f"ft-{a.mode}-{a.steps}-{a.lr:g}"
+    out = a.work / f"ft-{a.mode}-{a.steps}-{a.lr:g}-s{a.seed}"
     if out.exists():
         shutil.rmtree(out)
     _init_checkpoint(out, a.ckpt, rc)

@@ -154,6 +154,23 @@ class DatasetConfig(Section):
 # --------------------------------------------------------------------------------------------
 
 
+class WarpConfig(Section):
+    """Warp pairs (``video_gen.warp``): a real frame re-rendered from new cameras near it through a depth
+    map of it. Angles in degrees, distances in units of the frame's median depth."""
+
+    views_per_frame: int = Field(2, ge=1, description="renders per real frame (each paired with the frame)")
+    orbit_deg: tuple[float, float] = Field((4.0, 22.0), description="range of the camera's rotation about the point at the median depth on the optical axis")
+    roll_deg: float = Field(4.0, ge=0, description="std of an extra roll about the optical axis")
+    look_jitter_deg: float = Field(4.0, ge=0, description="std of an extra pan and tilt away from that point")
+    dolly: float = Field(0.15, ge=0, description="move along the new optical axis, uniform in +-dolly")
+    max_grazing_deg: float = Field(84.0, gt=0, lt=90, description="a surface triangle seen more obliquely than this (judged from its depth step per pixel) is a tear")
+    min_valid: float = Field(0.45, ge=0, le=1, description="a render with less of its area supervised (not a hole) is dropped")
+    gain: float = Field(0.15, ge=0, lt=1, description="render brightness x U(1-gain, 1+gain)")
+    gamma: float = Field(0.1, ge=0, lt=1, description="render gamma U(1-gamma, 1+gamma)")
+    blur_sigma: float = Field(0.7, ge=0, description="render blur sigma U(0, blur_sigma), output pixels")
+    noise: float = Field(2.0, ge=0, description="render Gaussian noise std, 8-bit levels")
+
+
 class ReconModelConfig(Section):
     """The pairwise network (``recon.model.ReconModel``); saved as the checkpoint's ``config.json``.
 
@@ -453,6 +470,7 @@ class Config(Section):
     render: RenderConfig = Field(default_factory=RenderConfig)
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    warp: WarpConfig = Field(default_factory=WarpConfig)
     recon: ReconConfig = Field(default_factory=ReconConfig)
     loop: LoopConfig = Field(default_factory=LoopConfig)
     preference: PreferenceConfig = Field(default_factory=PreferenceConfig)

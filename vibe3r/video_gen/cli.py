@@ -197,6 +197,25 @@ def room_cmd(
     Console().print(f"{len(paths)} videos of the room written to [bold]{out}[/bold]")
 
 
+@app.command("warp-pairs")
+def warp_pairs_cmd(
+    capture: Annotated[list[str], typer.Option("--capture", help="real capture: video, image folder or capture spec (PATH@A:B); repeatable")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="pair dataset folder (shards/, index.json)")],
+    recon: Annotated[Path | None, typer.Option("--recon", help="reconstruction checkpoint whose depth is re-rendered (default: the capture's own depth)")] = None,
+    size: Annotated[int, typer.Option("--size", help="output width in pixels; height = 3/4 width")] = 128,
+    focal: Annotated[tuple[float, float] | None, typer.Option("--focal", help="fx fy at native size, replacing the capture's")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="seed of the new cameras and the camera model")] = 0,
+    config: ConfigOpt = None,
+    set: SetOpt = None,  # noqa: A002 - the CLI option is --set
+) -> None:
+    """Training pairs of your room: each real frame re-rendered from new cameras through its depth (settings: the warp section)."""
+    from vibe3r.video_gen.warp import build_warp_pairs
+
+    cfg = load_config(config, set)
+    idx = build_warp_pairs(capture, out, recon=recon, size=(size, size * 3 // 4), cfg=cfg.warp, seed=seed, focal=focal)
+    Console().print(f"{idx['n_pairs']} warp pairs of {idx['warp']['frames']} frames ({idx['warp']['depth']} depth) written to [bold]{out}[/bold]")
+
+
 def demo(
     config: ConfigOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("runs/demo"),
