@@ -31,8 +31,8 @@ from vibe3r.loop.stages import _init_checkpoint, mix_dataset, recipe  # noqa: E4
 from vibe3r.preference.sampling import set_focal  # noqa: E402
 from vibe3r.recon.pose import make_model_estimator  # noqa: E402
 from vibe3r.recon.train import train  # noqa: E402
-from vibe3r.video_gen.warp import WarpConfig, build_warp_pairs  # noqa: E402
 from vibe3r.video_gen.dataset import SHARD_FORMAT_VERSION, ShardWriter, VideoGT, covisibility_matrix, select_pairs  # noqa: E402
+from vibe3r.video_gen.warp import WarpConfig, build_warp_pairs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "data" / "real"
