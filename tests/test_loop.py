@@ -62,6 +62,7 @@ def tiny_config(tmp_path: Path) -> Path:
         # the preference stages on 7 frames of 7-Scenes' preference side; without the shared data they are left out
         "preference": {"captures": [str(REAL / "7scenes-redkitchen") + "@0:125:20"], "size": 32, "pairs": 2, "n": 2,
                        "min_gap": 1, "max_gap": 2, "steps": 2, "min_margin": 0.0},
+        "warp": {"views_per_frame": 1, "min_valid": 0.0},  # an untrained model's depth: keep every render
         "recon": {"model": TINY_MODEL, "loss": {"match_samples": 64, "neg_samples": 128},
                   "train": {"batch_size": 2, "ckpt_every": 2, "threads": 1, "log_every": 2}},
         # the generator stage: a tiny untrained generator judged on 2 prompts, 2 Diffusion-DPO steps
@@ -239,9 +240,9 @@ def test_registry_is_wal_and_transactions_roll_back(tmp_path):
 
 
 def test_stage_selection_is_data_driven():
-    assert [s.name for s in select_stages(None)] == ["generate", "train_recon", "sample_real", "prefer_recon", "prefer_video", "evaluate", "promote"]
+    assert [s.name for s in select_stages(None)] == ["generate", "warp_real", "train_recon", "sample_real", "prefer_recon", "prefer_video", "evaluate", "promote"]
     assert [s.name for s in select_stages(["promote", "generate"])] == ["generate", "promote"]
-    with pytest.raises(Vibe3rError, match="registered stages: generate, train_recon"):
+    with pytest.raises(Vibe3rError, match="registered stages: generate, warp_real, train_recon"):
         select_stages(["dpo"])
 
 

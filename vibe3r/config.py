@@ -291,6 +291,9 @@ class LoopConfig(Section):
     lr: float = Field(2e-4, gt=0, description="peak learning rate of the per-round fine-tuning (cosine to the recipe's min_lr)")
     warmup_steps: int = Field(10, ge=0, description="linear warm-up steps of the per-round fine-tuning")
     replay_fraction: float = Field(0.5, ge=0, lt=1, description="share of a round's training pairs replayed from older rounds' videos (whole videos, seeded)")
+    warp_max_frames: int = Field(125, ge=0, description="warp_real stage: at most this many frames of each real capture (evenly spread) are "
+                                 "re-rendered from new cameras through the live model's depth and join the round's training pairs "
+                                 "(warp.views_per_frame renders each; not replayed later); 0 = off")
     heldout_videos: int = Field(4, ge=1, description="held-out synthetic videos (scene seeds from 0), rendered once per run")
     heldout_pairs_per_video: int = Field(12, ge=1, description="held-out pairs per held-out video")
     real_pairs: list[str] = Field(

@@ -26,7 +26,7 @@ from vibe3r.errors import InputError
 from vibe3r.loop.stage import Stage, StageContext, StageResult
 
 
-def _captures(ctx: StageContext, size: int | None):  # noqa: ANN202
+def load_captures(ctx: StageContext, size: int | None):  # noqa: ANN202
     """``(spec, Capture)`` of the round's real captures (``vibe3r.loop.pool``: the configured ones and the
     pooled uploads, frozen per round) at ``size`` (None: full resolution, pooled ones at most
     ``pool.FULL_MAX_SIDE``), with the focal length each is to be scored with."""
@@ -72,7 +72,7 @@ def sample_real(ctx: StageContext) -> StageResult:
     store_path = ctx.out("store")
     if store_path.exists():  # a killed attempt: start the store again (seeded: the same rows)
         store_path.unlink()
-    smalls, fulls = _captures(ctx, pc.size), _captures(ctx, None)
+    smalls, fulls = load_captures(ctx, pc.size), load_captures(ctx, None)
     total = len(smalls) * pc.pairs
     done = 0
     with PreferenceStore(store_path) as store:
@@ -104,7 +104,7 @@ def prefer_recon(ctx: StageContext) -> StageResult:
     pc = ctx.cfg.preference
     ckpt = Path(ctx.inputs["recon"])
     model = ReconModel.from_pretrained(ckpt)
-    caps = dict(_captures(ctx, pc.size))
+    caps = dict(load_captures(ctx, pc.size))
     anchor = None
     if pc.anchor_weight > 0 and ctx.inputs.get("pairs"):
         from vibe3r.recon.train import PairStream
@@ -136,7 +136,7 @@ def prefer_recon(ctx: StageContext) -> StageResult:
         from vibe3r.preference.sampling import CaptureSampler, grpo_pairs
         from vibe3r.recon.policy import MatchPolicy
 
-        fulls = dict(_captures(ctx, None))
+        fulls = dict(load_captures(ctx, None))
         samplers = {spec: CaptureSampler(MatchPolicy(model, temperature=pc.temperature), caps[spec], fulls[spec], cycle=False)
                     for spec in caps}
         if pc.method == "exact":

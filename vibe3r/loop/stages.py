@@ -75,7 +75,8 @@ def replay_pairs(reg: Registry, cfg: Config, rnd: int) -> list[Path]:
     return [reg.run_dir / a["path"] for a in reg.artifacts(name="pairs") if a["round"] < rnd]
 
 
-RUN_INPUTS = {"recon": live_recon, "live_recon": live_recon, "replay": replay_pairs, "generator": live_generator}
+RUN_INPUTS = {"recon": live_recon, "live_recon": live_recon, "replay": replay_pairs, "generator": live_generator,
+              "warp": lambda reg, cfg, rnd: None}  # warp_real not selected: no warp pairs this round
 
 
 # --------------------------------------------------------------------------------------------
@@ -121,6 +122,45 @@ def generate(ctx: StageContext) -> StageResult:
     return StageResult({"videos": len(index["videos"]), "pairs": index["n_pairs"], "frames": frames})
 
 
+def warp_real(ctx: StageContext) -> StageResult:
+    """The round's real captures re-rendered from new cameras through the live model's own depth
+    (``video_gen.warp``): pairs of the user's room with exact supervision and no ground truth."""
+    from vibe3r.loop.prefer import load_captures
+    from vibe3r.recon.model import ReconModel, build_model
+    from vibe3r.video_gen.dataset import SHARD_FORMAT_VERSION
+    from vibe3r.video_gen.warp import build_warp_pairs
+
+    lc = ctx.cfg.loop
+    out = ctx.out("warp")
+    W, H = lc.image_size or (ctx.cfg.render.width, ctx.cfg.render.height)
+    caps = [cap for _, cap in load_captures(ctx, None)] if lc.warp_max_frames > 0 else []
+
+    def nothing() -> StageResult:
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        (out / "index.json").write_text(json.dumps({"format_version": SHARD_FORMAT_VERSION, "height": H, "width": W,
+                                                    "n_pairs": 0, "shards": [], "videos": []}))
+        return StageResult({"pairs": 0.0, "frames": 0.0})
+
+    if not caps:
+        return nothing()
+    for cap in caps:  # at most warp_max_frames frames of each, evenly spread
+        if len(cap) > lc.warp_max_frames:
+            keep = np.linspace(0, len(cap) - 1, lc.warp_max_frames).round().astype(int)
+            cap.images, cap.frame_names = cap.images[keep], [cap.frame_names[i] for i in keep]
+            cap.K = None if cap.K is None else cap.K[keep]
+            cap.depth = None if cap.depth is None else cap.depth[keep]
+    parent = ctx.inputs["recon"]
+    recon = ReconModel.from_pretrained(parent) if parent is not None else build_model(recipe(ctx.cfg, None).model, seed=ctx.seed)
+    ctx.progress(0, None, f"re-rendering {sum(len(c) for c in caps)} frames of {len(caps)} capture(s)")
+    try:
+        index = build_warp_pairs(caps, out, recon=recon.eval(), size=(W, H), cfg=ctx.cfg.warp, seed=ctx.seed, progress=False)
+    except InputError:  # the model's depth gave no usable render (an untrained model): a round without warp pairs
+        return nothing()
+    return StageResult({"pairs": float(index["n_pairs"]), "frames": float(index["warp"]["frames"])})
+
+
 # --------------------------------------------------------------------------------------------
 # train_recon
 # --------------------------------------------------------------------------------------------
@@ -140,20 +180,28 @@ def recipe(cfg: Config, ckpt: Path | None) -> ReconConfig:
     return ReconConfig(model=model, loss=rc.loss, train=train)
 
 
-def mix_dataset(new: Path, replay: list[Path], fraction: float, seed: int, out: Path) -> dict[str, Any]:
-    """A pair dataset of ``new``'s shards plus shards drawn from ``replay`` so that about ``fraction``
-    of the pairs are replayed; shards are hard-linked (copied across file systems)."""
+def mix_dataset(new: Path | list[Path], replay: list[Path], fraction: float, seed: int, out: Path) -> dict[str, Any]:
+    """A pair dataset of the shards of ``new`` (one dataset or several of one image size) plus shards drawn
+    from ``replay`` so that about ``fraction`` of the pairs are replayed; shards are hard-linked (copied
+    across file systems)."""
     if out.exists():
         shutil.rmtree(out)
     (out / "shards").mkdir(parents=True)
-    idx_new = json.loads((new / "index.json").read_text())
+    news = [new] if isinstance(new, Path) else list(new)
+    idx_new = json.loads((news[0] / "index.json").read_text())
+    fresh = []
+    for d in news:
+        idx = json.loads((d / "index.json").read_text())
+        if idx["n_pairs"] and (idx["height"], idx["width"]) != (idx_new["height"], idx_new["width"]):
+            raise InputError(f"pair data {d} is {idx['width']}x{idx['height']}, this round's {idx_new['width']}x{idx_new['height']}")
+        fresh += [(d, sh) for sh in idx["shards"]]
     pool = []
     for d in replay:
         idx = json.loads((d / "index.json").read_text())
         if (idx["height"], idx["width"]) != (idx_new["height"], idx_new["width"]):
             raise InputError(f"replay data {d} is {idx['width']}x{idx['height']}, this round's {idx_new['width']}x{idx_new['height']}")
         pool += [(d, s) for s in idx["shards"]]
-    n_new = idx_new["n_pairs"]
+    n_new = sum(sh["pairs"] for _, sh in fresh)
     want = fraction / (1 - fraction) * n_new if fraction > 0 else 0
     rng = np.random.default_rng(seed)
     chosen, got = [], 0
@@ -163,7 +211,7 @@ def mix_dataset(new: Path, replay: list[Path], fraction: float, seed: int, out: 
         chosen.append(pool[i])
         got += pool[i][1]["pairs"]
     shards = []
-    for k, (d, s) in enumerate([(new, s) for s in idx_new["shards"]] + chosen):
+    for k, (d, s) in enumerate(fresh + chosen):
         name = f"shard-{k:05d}.npz"
         try:
             os.link(d / "shards" / s["file"], out / "shards" / name)
@@ -222,7 +270,8 @@ def train_recon(ctx: StageContext) -> StageResult:
     rc.train.seed = ctx.seed
     cfg = ctx.cfg.model_copy(update={"recon": rc})
     tc = rc.train
-    mix = mix_dataset(ctx.inputs["pairs"], ctx.inputs["replay"], ctx.cfg.loop.replay_fraction, ctx.seed, ctx.work / "mix")
+    new = [ctx.inputs["pairs"]] + ([ctx.inputs["warp"]] if ctx.inputs.get("warp") is not None else [])
+    mix = mix_dataset(new, ctx.inputs["replay"], ctx.cfg.loop.replay_fraction, ctx.seed, ctx.work / "mix")
     ckpt, snaps, trash = ctx.out("recon"), ctx.work / "snapshots", ctx.work / ".trash"
     if trash.exists():
         shutil.rmtree(trash)
@@ -255,6 +304,7 @@ def train_recon(ctx: StageContext) -> StageResult:
     shutil.rmtree(trash)
     metrics = {k: summary[k] for k in ("loss", "match_acc", "match") if k in summary}
     return StageResult({"steps": float(state["step"]), "train_pairs": float(mix["n_pairs"]), "replay_pairs": float(mix["replay_pairs"]),
+                        "new_pairs": float(mix["new_pairs"]),
                         **{f"final_{k}": v for k, v in metrics.items()}})
 
 
@@ -567,7 +617,9 @@ def promote(ctx: StageContext) -> StageResult:
 STAGES: list[Stage] = [
     Stage("generate", generate, inputs=("replay",), outputs=(("pairs", "pairs"),), resumable=True,
           help="procedural videos from the prompt writer -> pair shards"),
-    Stage("train_recon", train_recon, inputs=("recon", "pairs", "replay"), outputs=(("recon", "ckpt"),), resumable=True,
+    Stage("warp_real", warp_real, inputs=("recon",), outputs=(("warp", "warp"),),
+          help="the round's real captures re-rendered from new cameras through the live model's depth -> pair shards"),
+    Stage("train_recon", train_recon, inputs=("recon", "pairs", "warp", "replay"), outputs=(("recon", "ckpt"),), resumable=True,
           help="fine-tune the live checkpoint on new pairs + replay"),
     *PREFERENCE_STAGES,
     *VIDEO_STAGES,
