@@ -13,6 +13,7 @@ The real pairs (they hold 7-Scenes frames) are written to --work, outside the pr
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import sys
@@ -62,6 +63,8 @@ def main() -> None:
     ap.add_argument("--mode", choices=("real", "sim", "warp-gt", "warp-model"), required=True)
     ap.add_argument("--seed", type=int, default=0, help="training seed (batch order, view swaps)")
     ap.add_argument("--views", type=int, default=4, help="warp modes: renders per real frame")
+    ap.add_argument("--warp-capture", action="append", default=None,
+                    help="warp modes: capture spec to re-render (repeatable; default 7-Scenes frames 0-496)")
     ap.add_argument("--steps", type=int, default=120)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--real-pairs", type=int, default=600)
@@ -80,20 +83,22 @@ def main() -> None:
     if a.mode == "real":
         new = real_pairs(a.work / "real-7s-128", a.real_pairs)
     elif a.mode.startswith("warp"):
-        new = a.work / f"{a.mode}-v{a.views}"
+        caps = a.warp_capture or [str(REAL / "7scenes-redkitchen") + "@0:125"]
+        tag = "" if a.warp_capture is None else "-" + hashlib.sha1("|".join(caps).encode()).hexdigest()[:8]
+        new = a.work / f"{a.mode}-v{a.views}{tag}"
         if not (new / "index.json").is_file():
             t0 = time.time()
-            idx = build_warp_pairs([str(REAL / "7scenes-redkitchen") + "@0:125"], new, cfg=WarpConfig(views_per_frame=a.views),
+            idx = build_warp_pairs(caps, new, cfg=WarpConfig(views_per_frame=a.views),
                                    recon=a.ckpt if a.mode == "warp-model" else None,
                                    focal=(518.0, 532.0) if a.mode == "warp-gt" else None, progress=False)
             print(f"warp pairs ({idx['warp']['depth']}): {idx['n_pairs']} from {idx['warp']['frames']} frames in {time.time() - t0:.0f} s", flush=True)
     if a.mode != "sim":
-        data = a.work / f"mix-{a.mode}"
+        data = a.work / f"mix-{a.mode}-s{a.seed}{tag if a.mode.startswith('warp') else ''}"
         mix = mix_dataset(new, [a.sim], 0.5, 0, data)
         print(f"{mix['new_pairs']} {a.mode} pairs + {mix['replay_pairs']} simulator pairs", flush=True)
     else:
         data = a.sim
-    out = a.work / f"ft-{a.mode}-{a.steps}-{a.lr:g}-s{a.seed}"
+    out = a.work / f"ft-{a.mode}-{a.steps}-{a.lr:g}-s{a.seed}{tag if a.mode.startswith('warp') else ''}"
     if out.exists():
         shutil.rmtree(out)
     _init_checkpoint(out, a.ckpt, rc)

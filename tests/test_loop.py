@@ -168,6 +168,15 @@ def test_status_shows_rounds_stages_metrics_and_live_checkpoint(uninterrupted):
     assert res.exit_code == 0 and "live recon checkpoint: round 1" in res.output
 
 
+@pytest.mark.skipif(not REAL.is_dir(), reason="shared real data not present")
+def test_the_rounds_real_captures_join_its_training_pairs(uninterrupted):
+    """warp_real re-renders the round's real frames through the live model's depth; train_recon trains on them."""
+    _, run = uninterrupted
+    m = status(run)["rounds"][0]["metrics"]
+    assert m["warp_real/pairs"] == m["warp_real/frames"] == 7  # 7 frames of the capture, one render each
+    assert m["train_recon/new_pairs"] == m["generate/pairs"] + m["warp_real/pairs"]
+
+
 # --------------------------------------------------------------------------------------------
 # The stage contract on toy stages (no rendering)
 # --------------------------------------------------------------------------------------------
