@@ -430,6 +430,9 @@ class GeneratorPreferConfig(Section):
     with_render: bool = Field(False, description="prompts carry the first frame's depth, so videos are conditioned on its render "
                               "(the reconstruction-conditioned mode of `vibe3r video room`)")
     n: int = Field(4, ge=2, description="videos per prompt (DPO: best vs worst; GRPO: the group)")
+    pool_reference: bool = Field(False, description="DPO: two more candidates join each prompt's n samples before the judge ranks "
+                                 "them: the renderer's frames for the commanded cameras (where the prompt has them) and the "
+                                 "frozen clip (frame 0 repeated); best vs worst as usual")
     steps: int = Field(60, ge=1, description="DPO optimiser steps / GRPO prompt groups")
     sample_steps: int = Field(10, ge=1, description="DDIM steps of the sampled videos")
     eta: float = Field(1.0, ge=0, le=1, description="DDIM eta of GRPO rollouts (stochastic steps are the policy)")

@@ -125,6 +125,8 @@ def generate(ctx: StageContext) -> StageResult:
 def warp_real(ctx: StageContext) -> StageResult:
     """The round's real captures re-rendered from new cameras through the live model's own depth
     (``video_gen.warp``): pairs of the user's room with exact supervision and no ground truth."""
+    import torch
+
     from vibe3r.loop.prefer import load_captures
     from vibe3r.recon.model import ReconModel, build_model
     from vibe3r.video_gen.dataset import SHARD_FORMAT_VERSION
@@ -152,7 +154,9 @@ def warp_real(ctx: StageContext) -> StageResult:
             cap.K = None if cap.K is None else cap.K[keep]
             cap.depth = None if cap.depth is None else cap.depth[keep]
     parent = ctx.inputs["recon"]
-    recon = ReconModel.from_pretrained(parent) if parent is not None else build_model(recipe(ctx.cfg, None).model, seed=ctx.seed)
+    rc = recipe(ctx.cfg, parent)
+    torch.set_num_threads(rc.train.threads)  # the depth, hence the pairs, the same in a resumed process as in an uninterrupted one
+    recon = ReconModel.from_pretrained(parent) if parent is not None else build_model(rc.model, seed=ctx.seed)
     ctx.progress(0, None, f"re-rendering {sum(len(c) for c in caps)} frames of {len(caps)} capture(s)")
     try:
         index = build_warp_pairs(caps, out, recon=recon.eval(), size=(W, H), cfg=ctx.cfg.warp, seed=ctx.seed, progress=False)

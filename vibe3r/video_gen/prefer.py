@@ -243,16 +243,24 @@ class PreferencePair:
 
 def collect_pairs(model: VideoGenerator, judge: Any, prompts: list[VideoPrompt], cfg: VideoPreferConfig,
                   store: Any = None, round: int = 0, model_version: str = "", progress: Any = None) -> list[PreferencePair]:
-    """n videos per prompt from ``model``, judged; best vs worst when the reward margin ≥ ``min_margin``."""
+    """n videos per prompt from ``model`` (with ``pool_reference``: plus the renderer's frames and the frozen clip),
+    judged; best vs worst when the reward margin ≥ ``min_margin``."""
     pairs = []
     for k, p in enumerate(prompts):
         seeds = [cfg.seed * 1_000_003 + k * 101 + i for i in range(cfg.n)]
         vids, _ = sample_videos(model, p, seeds, cfg.sample_steps)
+        sources = ["sample"] * len(seeds)
+        if cfg.pool_reference:  # off-policy candidates: the renderer's answer, and not moving at all
+            extra = ([p.reference] if p.reference is not None else []) + [np.repeat(p.first_frame[None], len(p.c2w), 0)]
+            sources += (["reference"] if p.reference is not None else []) + ["frozen"]
+            seeds = seeds + [-1 - i for i in range(len(extra))]
+            vids = np.concatenate([vids, np.stack(extra)])
         rw = judge_rewards(judge, p, vids, cfg.trans_weight)
         r = np.array([x["reward"] for x in rw])
         ids = None
         if store is not None:
-            ids = [store.add_video_sample(p.name, s, model_version, round, rw[i], meta=p.meta) for i, s in enumerate(seeds)]
+            ids = [store.add_video_sample(p.name, s, model_version, round, rw[i], meta={**p.meta, "source": sources[i]})
+                   for i, s in enumerate(seeds)]
         b, w = int(np.argmax(r)), int(np.argmin(r))
         if r[b] - r[w] >= cfg.min_margin:
             pairs.append(PreferencePair(p, vids[b], vids[w], float(r[b] - r[w]), (rw[b], rw[w])))
