@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -136,6 +137,27 @@ def test_judges_prefer_the_true_camera_motion(videos):  # noqa: F811
     assert perfect.rot_err < 1e-4 and perfect.failed == 0
     failed = camera_score([None] * 3, c2w)
     assert failed.failed == 3 and failed.rot_err > 1.0
+
+
+def test_pooled_reference_candidates_are_judged_and_recorded(videos, tmp_path):  # noqa: F811
+    """With pool_reference the renderer's frames and the frozen clip join the samples; the judge ranks the true
+    frames above the frozen clip, and the store says where each candidate came from."""
+    from vibe3r.config import GeneratorPreferConfig
+    from vibe3r.video_gen.prefer import collect_pairs
+
+    torch.manual_seed(0)
+    gen = VideoGenerator(tiny_cfg().generator.model)
+    mc = gen.config
+    prompts = clip_prompts(sorted(videos.iterdir()), mc.frames, mc.width, mc.height, per_video=1, stride=2)[:2]
+    cfg = GeneratorPreferConfig(n=2, sample_steps=2, min_margin=0.0, pool_reference=True, trans_weight=0.5)
+    with PreferenceStore(tmp_path / "p.sqlite") as st:
+        pairs = collect_pairs(gen, FlowJudge(), prompts, cfg, st, round=1, model_version="v")
+        rows = st.db.execute("SELECT prompt, seed, reward, meta FROM video_samples ORDER BY id").fetchall()
+    assert len(rows) == 2 * 4 and len(pairs) == 2
+    for k in range(2):
+        by_source = {json.loads(r[3])["source"]: r for r in rows[4 * k:4 * k + 4]}
+        assert set(by_source) == {"sample", "reference", "frozen"}
+        assert by_source["reference"][2] > by_source["frozen"][2]  # reward: minus the rotation error
 
 
 def test_store_records_judged_videos_and_pairs(tmp_path):
