@@ -104,3 +104,18 @@ def test_warp_pairs_of_a_real_capture_from_the_models_own_depth(tmp_path):
 def test_a_capture_without_depth_needs_a_model(tmp_path):
     with pytest.raises(InputError, match="no depth"):
         build_warp_pairs([f"{REAL}/tum-fr3-long-office/sequence@0:2"], tmp_path / "warp", progress=False)
+
+
+def test_a_wide_capture_is_cropped_to_the_output_aspect(tmp_path):
+    """A 16:9 phone-style capture (no intrinsics: a 60 degree field of view) becomes 4:3 warp pairs."""
+    from vibe3r.captures import Capture
+
+    img, depth, _ = _textured_room(H=180, W=320)
+    cap = Capture(name="wide", images=np.stack([img, img[:, ::-1].copy()]), frame_names=["a", "b"], K=None, cam2world=None,
+                  depth=np.stack([depth, depth[:, ::-1].copy()]), timestamps=None, source="test", meta={"path": "wide"})
+    idx = build_warp_pairs([cap], tmp_path / "warp", size=(64, 48), cfg=WarpConfig(views_per_frame=2), progress=False)
+    assert (idx["height"], idx["width"]) == (48, 64) and idx["n_pairs"] == 4
+    item = next(iter(PairShardDataset(tmp_path / "warp", shuffle=False)))
+    assert item["img1"].shape == (3, 48, 64)
+    # 60 degrees across the native 320 px -> fx = 160 / tan(30 deg) = 277.1 px; the crop keeps it; x 64/240 at the output
+    assert abs(float(item["K1"][0, 0]) - 64 / 240 * 160 / np.tan(np.radians(30))) < 0.1
