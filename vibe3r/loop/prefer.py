@@ -26,10 +26,11 @@ from vibe3r.errors import InputError
 from vibe3r.loop.stage import Stage, StageContext, StageResult
 
 
-def load_captures(ctx: StageContext, size: int | None):  # noqa: ANN202
+def load_captures(ctx: StageContext, size: int | None, max_frames: int | None = None):  # noqa: ANN202
     """``(spec, Capture)`` of the round's real captures (``vibe3r.loop.pool``: the configured ones and the
     pooled uploads, frozen per round) at ``size`` (None: full resolution, pooled ones at most
-    ``pool.FULL_MAX_SIDE``), with the focal length each is to be scored with."""
+    ``pool.FULL_MAX_SIDE``), with the focal length each is to be scored with; at most ``max_frames`` frames of
+    each (evenly spread, as the loader does), on top of a pooled capture's own limit."""
     from vibe3r import geometry
     from vibe3r.captures import load_capture
     from vibe3r.loop.pool import DEFAULT_FOV_DEG, FULL_MAX_SIDE, round_captures
@@ -44,7 +45,8 @@ def load_captures(ctx: StageContext, size: int | None):  # noqa: ANN202
 
             if max(open_source(parse_spec(rc.spec)[0]).hw) > FULL_MAX_SIDE:
                 load_size = FULL_MAX_SIDE
-        cap = load_capture(rc.spec, size=load_size, max_frames=rc.max_frames)
+        limits = [m for m in (rc.max_frames, max_frames) if m is not None]
+        cap = load_capture(rc.spec, size=load_size, max_frames=min(limits) if limits else None)
         focal = rc.focal if rc.origin == "pool" else pc.focal
         if focal is not None and cap.K is not None:
             set_focal(cap, *focal)

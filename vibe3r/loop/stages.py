@@ -135,7 +135,7 @@ def warp_real(ctx: StageContext) -> StageResult:
     lc = ctx.cfg.loop
     out = ctx.out("warp")
     W, H = lc.image_size or (ctx.cfg.render.width, ctx.cfg.render.height)
-    caps = [cap for _, cap in load_captures(ctx, None)] if lc.warp_max_frames > 0 else []
+    caps = [cap for _, cap in load_captures(ctx, None, lc.warp_max_frames)] if lc.warp_max_frames > 0 else []
 
     def nothing() -> StageResult:
         if out.exists():
@@ -147,12 +147,6 @@ def warp_real(ctx: StageContext) -> StageResult:
 
     if not caps:
         return nothing()
-    for cap in caps:  # at most warp_max_frames frames of each, evenly spread
-        if len(cap) > lc.warp_max_frames:
-            keep = np.linspace(0, len(cap) - 1, lc.warp_max_frames).round().astype(int)
-            cap.images, cap.frame_names = cap.images[keep], [cap.frame_names[i] for i in keep]
-            cap.K = None if cap.K is None else cap.K[keep]
-            cap.depth = None if cap.depth is None else cap.depth[keep]
     parent = ctx.inputs["recon"]
     rc = recipe(ctx.cfg, parent)
     torch.set_num_threads(rc.train.threads)  # the depth, hence the pairs, the same in a resumed process as in an uninterrupted one

@@ -129,13 +129,9 @@ def render_view(image_full: np.ndarray, K_full: np.ndarray, scene, K: np.ndarray
     z_hi = cast(scene, Ks, T_ba, width * s, height * s)
     hit = z_hi > 0
     # hit points in camera a: unproject in b, map b -> a
-    Xb = geometry.unproject_depth(torch.from_numpy(z_hi), torch.from_numpy(Ks)).numpy().reshape(-1, 3)
-    T_ab = np.linalg.inv(T_ba)
-    Xa = Xb @ T_ab[:3, :3].T + T_ab[:3, 3]
-    uv = Xa @ K_full.T
-    uv = uv[:, :2] / np.maximum(uv[:, 2:], 1e-6)
-    mx = uv[:, 0].reshape(height * s, width * s).astype(np.float32)
-    my = uv[:, 1].reshape(height * s, width * s).astype(np.float32)
+    Xb = geometry.unproject_depth(torch.from_numpy(z_hi).double(), torch.from_numpy(Ks))
+    uv, _ = geometry.project(geometry.transform_points(geometry.inv_pose(T_ba), Xb), K_full, eps=1e-6)
+    mx, my = uv[..., 0].float().numpy(), uv[..., 1].float().numpy()
     col = cv2.remap(image_full, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
     col *= hit[..., None]
     cover = cv2.resize(hit.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
@@ -233,7 +229,9 @@ def build_warp_pairs(captures: Sequence[str | Capture], out: str | Path, *, reco
         for ci, cap in enumerate(caps):
             Hn, Wn = cap.hw
             if cap.K is None:
-                K = geometry.intrinsics_from_fov(60.0, Wn, Hn).numpy().astype(np.float64)
+                from vibe3r.loop.pool import DEFAULT_FOV_DEG
+
+                K = geometry.intrinsics_from_fov(DEFAULT_FOV_DEG, Wn, Hn).numpy().astype(np.float64)
                 Ks = np.repeat(K[None], len(cap), 0)
             else:
                 Ks = cap.K.astype(np.float64).copy()
