@@ -57,6 +57,7 @@ def tiny_config(tmp_path: Path) -> Path:
                  "pairs_per_video": 8, "train_steps": 12, "warmup_steps": 1, "lr": 0.002, "heldout_videos": 1,
                  "heldout_pairs_per_video": 6, "real_pairs_per_list": 2 if REAL.is_dir() else 0, "eval_size": 32,
                  "val_pairs": 2 if REAL.is_dir() else 0,
+                 "real_capture_pairs": 2 if REAL.is_dir() else 0,
                  "real_pairs": [str(REAL / "eval-pairs" / "tum-fr3-long-office-sequence.txt")],
                  "stages": None if REAL.is_dir() else ["generate", "train_recon", "evaluate", "promote"]},
         # the preference stages on 7 frames of 7-Scenes' preference side; without the shared data they are left out
@@ -175,6 +176,23 @@ def test_the_rounds_real_captures_join_its_training_pairs(uninterrupted):
     m = status(run)["rounds"][0]["metrics"]
     assert m["warp_real/pairs"] == m["warp_real/frames"] == 7  # 7 frames of the capture, one render each
     assert m["train_recon/new_pairs"] == m["generate/pairs"] + m["warp_real/pairs"]
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason="shared real data not present")
+def test_the_reported_real_pairs_include_a_draw_from_the_held_out_capture(uninterrupted):
+    """loop.real_captures adds pairs of never-trained frames (GT poses, gaps 3-15) to the fixed real lists."""
+    _, run = uninterrupted
+    m = status(run)["rounds"][0]["metrics"]
+    (held,) = run.glob("heldout-*")
+    roots = json.loads((held / "real_roots.json").read_text())
+    drawn = [n for n in roots if n.startswith("real-7scenes-redkitchen-125-250-")]
+    assert len(drawn) == 1 and f"evaluate/real_{Path(drawn[0]).stem.removeprefix('real-')}_auc10" in m
+    lines = (held / drawn[0]).read_text().split("\n")[:-1]
+    frames = [int(n.split("-")[1].split(".")[0]) for ln in lines for n in ln.split()[:2]]
+    assert len(lines) == 2 and min(frames) >= 500  # 7-Scenes 500-996: never in the training half 0-496
+    for ln in lines:
+        gap = abs(int(ln.split()[1].split("-")[1].split(".")[0]) - int(ln.split()[0].split("-")[1].split(".")[0]))
+        assert 12 <= gap <= 60
 
 
 # --------------------------------------------------------------------------------------------

@@ -317,7 +317,7 @@ def _heldout_key(cfg: Config) -> dict[str, Any]:
             "prompts": json.loads(cfg.prompts.model_dump_json()), "dataset": json.loads(cfg.dataset.model_dump_json()),
             "image_size": lc.image_size, "max_frames": lc.max_frames, "videos": lc.heldout_videos, "pairs": lc.heldout_pairs_per_video,
             "seed": cfg.seed, "loop_seed": lc.seed, "real": lc.real_pairs, "real_n": lc.real_pairs_per_list,
-            "val": lc.val_capture, "val_n": lc.val_pairs}
+            "val": lc.val_capture, "val_n": lc.val_pairs, "real_captures": lc.real_captures, "real_capture_n": lc.real_capture_pairs}
 
 
 def _short_hash(obj: Any) -> str:
@@ -330,32 +330,42 @@ def _superglue_line(name0: str, name1: str, K0: np.ndarray, K1: np.ndarray, c2w0
     return f"{name0} {name1} 0 0 " + " ".join(f"{x:.10g}" for x in nums)
 
 
-def _write_val_list(cfg: Config, path: Path) -> dict[str, str]:
-    """The promotion pairs: ``loop.val_pairs`` pairs of ``loop.val_capture`` (frame gaps 3-15) as a
-    SuperGlue list with the capture's native K and GT relative poses; returns {list name: image root}
-    (empty without a validation capture)."""
-    lc = cfg.loop
-    if not lc.val_capture or lc.val_pairs <= 0:
-        return {}
+def capture_pair_list(spec: str, n_pairs: int, seed: int, path: Path, what: str) -> dict[str, str]:
+    """``n_pairs`` pairs of a real capture with ground truth (frame gaps 3-15 of its frames, seeded) as a
+    SuperGlue list with the capture's native K and GT relative poses; returns {list name: image root}.
+    ``what`` names the config key in errors."""
     from vibe3r.captures import load_capture
     from vibe3r.preference.sampling import choose_pairs
 
-    where, at, rng = lc.val_capture.partition("@")
+    where, at, rng = spec.partition("@")
     cap = load_capture(str(resolve_path(where)) + at + rng)
     if cap.cam2world is None or cap.K is None:
-        raise InputError(f"loop.val_capture {lc.val_capture} has no ground-truth poses or intrinsics")
+        raise InputError(f"{what} {spec} has no ground-truth poses or intrinsics")
     root = Path(cap.meta["path"])
     files = []
     for name in cap.frame_names:
         hits = sorted(root.glob(f"{name}.color.*")) or sorted(q for q in root.glob(f"{name}.*") if q.suffix.lower() in (".png", ".jpg", ".jpeg"))
         if not hits:
-            raise InputError(f"loop.val_capture: no image file for frame {name} in {root}")
+            raise InputError(f"{what}: no image file for frame {name} in {root}")
         files.append(hits[0].name)
     lines = []
-    for i, j in choose_pairs(len(cap), lc.val_pairs, 3, 15, stage_seed(lc.seed, 0, "val-pairs")):
+    for i, j in choose_pairs(len(cap), n_pairs, 3, 15, seed):
         lines.append(_superglue_line(files[i], files[j], cap.K[i], cap.K[j], cap.cam2world[i], cap.cam2world[j]))
     path.write_text("\n".join(lines) + "\n")
     return {path.name: str(root.resolve())}
+
+
+def capture_pairs_seed(cfg: Config) -> int:
+    """Seed of the pair draws of ``loop.val_capture`` and ``loop.real_captures``."""
+    return stage_seed(cfg.loop.seed, 0, "val-pairs")
+
+
+def _write_val_list(cfg: Config, path: Path) -> dict[str, str]:
+    """The promotion pairs: ``loop.val_pairs`` pairs of ``loop.val_capture`` (empty without one)."""
+    lc = cfg.loop
+    if not lc.val_capture or lc.val_pairs <= 0:
+        return {}
+    return capture_pair_list(lc.val_capture, lc.val_pairs, capture_pairs_seed(cfg), path, "loop.val_capture")
 
 
 def ensure_heldout(cfg: Config, run_dir: Path) -> Path:
@@ -394,6 +404,10 @@ def ensure_heldout(cfg: Config, run_dir: Path) -> Path:
         name = f"real-{src.stem}.txt"
         (work / name).write_text("\n".join(raw[i] for i in keep) + "\n")
         roots[name] = str(specs[0].root.resolve())
+    for spec in lc.real_captures if lc.real_capture_pairs > 0 else []:
+        stem = Path(spec.partition("@")[0]).name + (f"-{spec.partition('@')[2].replace(':', '-')}" if "@" in spec else "")
+        roots.update(capture_pair_list(spec, lc.real_capture_pairs, capture_pairs_seed(cfg), work / f"real-{stem}-{lc.real_capture_pairs}.txt",
+                                       "loop.real_captures"))
     (work / "real_roots.json").write_text(json.dumps(roots, indent=1))
     (work / "val_roots.json").write_text(json.dumps(_write_val_list(cfg, work / "val.txt"), indent=1))
     if final.exists():
