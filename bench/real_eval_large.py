@@ -87,6 +87,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=500, help="pairs of the large 7-Scenes list")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--no-synthetic", action="store_true", help="skip the held-out synthetic pairs")
+    ap.add_argument("--only", action="append", default=None, help="evaluate only these lists (7S-500, 7S-100, TUM-42, synthetic-320)")
     ap.add_argument("--cache", type=Path, default=ROOT / "bench" / "out" / "real_eval_large")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
@@ -98,6 +99,8 @@ def main() -> None:
     syn = ROOT / "data" / "synthetic-heldout-128" / "superglue" / "pairs.txt"
     if not a.no_synthetic and syn.is_file():
         lists["synthetic-320"] = (syn, syn.parent)
+    if a.only:
+        lists = {k: v for k, v in lists.items() if k in a.only}
     errs = {name: {ln: pair_errors(ck, lst, root, a.cache, a.size) for ln, (lst, root) in lists.items()} for name, ck in ckpts}
     ref = ckpts[0][0]
     groups: dict[str, list[str]] = defaultdict(list)
