@@ -65,6 +65,7 @@ def main() -> None:
     ap.add_argument("--views", type=int, default=4, help="warp modes: renders per real frame")
     ap.add_argument("--warp-capture", action="append", default=None,
                     help="warp modes: capture spec to re-render (repeatable; default 7-Scenes frames 0-496)")
+    ap.add_argument("--eval-size", type=int, default=128, help="longer image side of the evaluation (the fine-tune trains at --sim's size)")
     ap.add_argument("--steps", type=int, default=120)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--real-pairs", type=int, default=600)
@@ -110,7 +111,7 @@ def main() -> None:
              "synthetic": (Path(a.synthetic_list), Path(a.synthetic_list).parent)}
     for name, (lst, root) in lists.items():
         if lst.is_file():
-            ev = evaluate_pairs(lst, make_model_estimator(out, threads=1, ransac="usac_accurate"), 128, root=root, method_name=a.mode)
+            ev = evaluate_pairs(lst, make_model_estimator(out, threads=1, ransac="usac_accurate"), a.eval_size, root=root, method_name=a.mode)
             print(f"[{name}] {format_summary(ev)}", flush=True)
 
 
