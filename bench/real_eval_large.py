@@ -20,7 +20,6 @@ evaluates the new ones.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from collections import defaultdict
@@ -34,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from vibe3r.config import load_config  # noqa: E402
 from vibe3r.eval.pairs import evaluate_pairs  # noqa: E402
 from vibe3r.geometry import pose_auc  # noqa: E402
+from vibe3r.loop.stage import file_sha256  # noqa: E402
 from vibe3r.loop.stages import capture_pair_list, capture_pairs_seed  # noqa: E402
 from vibe3r.recon.pose import make_model_estimator  # noqa: E402
 
@@ -51,13 +51,9 @@ def large_7scenes_list(n_pairs: int) -> tuple[Path, Path]:
     return path, REAL / "7scenes-redkitchen"
 
 
-def weights_hash(ckpt: Path) -> str:
-    return hashlib.sha256((Path(ckpt) / "model.safetensors").read_bytes()).hexdigest()[:16]
-
-
-def pair_errors(ckpt: Path, lst: Path, root: Path | None, cache: Path, size: int) -> np.ndarray:
-    """max(rot, tdir) per pair (inf = failure), cached by (weights, list, size)."""
-    key = cache / f"{weights_hash(ckpt)}-{lst.stem}-{hashlib.sha256(lst.read_bytes()).hexdigest()[:8]}-{size}.json"
+def pair_errors(ckpt: Path, weights: str, lst: Path, root: Path | None, cache: Path, size: int) -> np.ndarray:
+    """max(rot, tdir) per pair (inf = failure), cached by (weights hash, list, size)."""
+    key = cache / f"{weights[:16]}-{lst.stem}-{file_sha256(lst)[:8]}-{size}.json"
     if key.is_file():
         return np.array(json.loads(key.read_text()), dtype=np.float64)
     ev = evaluate_pairs(lst, make_model_estimator(ckpt, threads=1, ransac="usac_accurate"), size, root=root)
@@ -101,7 +97,10 @@ def main() -> None:
         lists["synthetic-320"] = (syn, syn.parent)
     if a.only:
         lists = {k: v for k, v in lists.items() if k in a.only}
-    errs = {name: {ln: pair_errors(ck, lst, root, a.cache, a.size) for ln, (lst, root) in lists.items()} for name, ck in ckpts}
+    errs = {}
+    for name, ck in ckpts:
+        weights = file_sha256(ck / "model.safetensors")  # once per checkpoint, not per list
+        errs[name] = {ln: pair_errors(ck, weights, lst, root, a.cache, a.size) for ln, (lst, root) in lists.items()}
     ref = ckpts[0][0]
     groups: dict[str, list[str]] = defaultdict(list)
     for name, _ in ckpts:
