@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from vibe3r.config import load_config  # noqa: E402
-from vibe3r.eval.pairs import evaluate_pairs  # noqa: E402
+from vibe3r.eval.pairs import evaluate_pairs, make_sift_estimator  # noqa: E402
 from vibe3r.geometry import pose_auc  # noqa: E402
 from vibe3r.loop.stage import file_sha256  # noqa: E402
 from vibe3r.loop.stages import capture_pair_list, capture_pairs_seed  # noqa: E402
@@ -51,41 +51,80 @@ def large_7scenes_list(n_pairs: int) -> tuple[Path, Path]:
     return path, REAL / "7scenes-redkitchen"
 
 
-def pair_errors(ckpt: Path, weights: str, lst: Path, root: Path | None, cache: Path, size: int) -> np.ndarray:
-    """max(rot, tdir) per pair (inf = failure), cached by (weights hash, list, size)."""
-    key = cache / f"{weights[:16]}-{lst.stem}-{file_sha256(lst)[:8]}-{size}.json"
+def pair_errors(ckpt: Path | str, weights: str, lst: Path, root: Path | None, cache: Path, size: int) -> np.ndarray:
+    """(rotation, translation-direction) error per pair in degrees, shape (n, 2) (inf = failure), cached by
+    (weights hash, list, size). ``ckpt`` ``"sift"`` is OpenCV SIFT at ``size`` (the README reference)."""
+    key = cache / f"{weights[:16]}-{lst.stem}-{file_sha256(lst)[:8]}-{size}-rt.json"
     if key.is_file():
-        return np.array(json.loads(key.read_text()), dtype=np.float64)
-    ev = evaluate_pairs(lst, make_model_estimator(ckpt, threads=1, ransac="usac_accurate"), size, root=root)
-    err = [r.err for r in ev.results]
+        return np.array(json.loads(key.read_text()), dtype=np.float64).reshape(-1, 2)
+    est = make_sift_estimator(ransac="usac_accurate") if ckpt == "sift" else make_model_estimator(ckpt, threads=1, ransac="usac_accurate")
+    ev = evaluate_pairs(lst, est, size, root=root)
+    rt = np.array([[r.rot_err, r.tdir_err] for r in ev.results], dtype=np.float64)
     cache.mkdir(parents=True, exist_ok=True)
-    key.write_text(json.dumps([e if np.isfinite(e) else 1e9 for e in err]))
-    return np.array(err, dtype=np.float64)
+    key.write_text(json.dumps(np.where(np.isfinite(rt), rt, 1e9).tolist()))
+    return rt
 
 
-def auc10(err: np.ndarray) -> float:
-    return pose_auc(err, (10,))[0]
+def auc10(rt: np.ndarray) -> float:
+    """AUC@10 of max(rotation, translation direction), percent."""
+    return pose_auc(rt.max(1), (10,))[0]
 
 
-def paired_interval(ref: np.ndarray, members: list[np.ndarray], n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """90 % interval of mean-over-members AUC@10 minus the reference's, resampling pairs jointly."""
+def med_rot(rt: np.ndarray) -> float:
+    """Median rotation error, degrees (failures count as infinite)."""
+    return float(np.median(rt[:, 0]))
+
+
+METRICS = {"auc10": auc10, "med_rot": med_rot}
+LABELS = {"auc10": "AUC@10", "med_rot": "Median rotation error (deg)"}
+
+
+def paired_interval(ref: np.ndarray, members: list[np.ndarray], metric=auc10, n_boot: int = 2000,  # noqa: ANN001
+                    seed: int = 0) -> tuple[float, float]:
+    """90 % interval of mean-over-members ``metric`` minus the reference's, resampling pairs jointly."""
     rng = np.random.default_rng(seed)
     d = np.empty(n_boot)
     for b in range(n_boot):
         i = rng.integers(0, len(ref), len(ref))
-        d[b] = np.mean([auc10(m[i]) for m in members]) - auc10(ref[i])
+        d[b] = np.mean([metric(m[i]) for m in members]) - metric(ref[i])
     return float(np.quantile(d, 0.05)), float(np.quantile(d, 0.95))
+
+
+def gt_baselines(lst: Path) -> np.ndarray:
+    """|t| of each pair's GT T_0to1 (the list's last 16 fields; metres for the real lists)."""
+    rows = [line.split() for line in lst.read_text().splitlines() if line.strip()]
+    return np.array([np.linalg.norm(np.array(r[-16:], dtype=np.float64).reshape(4, 4)[:3, 3]) for r in rows])
+
+
+def print_by_baseline(ln: str, lst: Path, errs: dict[str, np.ndarray], edges=(0.0, 0.1, 0.15, 0.25, 0.4, np.inf)) -> None:  # noqa: ANN001
+    """Median rotation / translation-direction error per baseline bin: a short baseline makes the direction
+    of translation ill-conditioned for any method, which caps AUC@10 of max(rot, tdir) on such pairs."""
+    b = gt_baselines(lst)
+    bins = [(lo, hi) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+    print(f"\n{ln}: median rotation / translation-direction error (deg) per GT baseline (m)")
+    print(f"{'model':<18}" + "".join(f"{f'{lo:.2f}-{hi:.2f} (n={int(((b >= lo) & (b < hi)).sum())})':>22}" for lo, hi in bins))
+    for name, rt in errs.items():
+        cells = []
+        for lo, hi in bins:
+            m = (b >= lo) & (b < hi)
+            cells.append(f"{np.median(rt[m, 0]):6.2f} / {np.median(rt[m, 1]):6.2f}" if m.any() else "-")
+        print(f"{name:<18}" + "".join(f"{c:>22}" for c in cells))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ckpt", action="append", required=True, help="NAME=CHECKPOINT_DIR (first = reference); NAME group/member averages a group")
+    ap.add_argument("--ckpt", action="append", required=True,
+                    help="NAME=CHECKPOINT_DIR (first = reference); NAME group/member averages a group; DIR 'sift' = OpenCV SIFT at --size")
+    ap.add_argument("--metric", action="append", choices=sorted(METRICS), default=None,
+                    help="auc10: AUC@10 of max(rot, tdir) (percent); med_rot: median rotation error (degrees); default both")
     ap.add_argument("--pairs", type=int, default=500, help="pairs of the large 7-Scenes list")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--no-synthetic", action="store_true", help="skip the held-out synthetic pairs")
     ap.add_argument("--only", action="append", default=None, help="evaluate only these lists (7S-500, 7S-100, TUM-42, synthetic-320)")
     ap.add_argument("--cache", type=Path, default=ROOT / "bench" / "out" / "real_eval_large")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--by-baseline", action="store_true",
+                    help="also print median rotation / translation-direction error per GT baseline bin of each list")
     a = ap.parse_args()
     torch.set_num_threads(1)
     ckpts = [(s.split("=", 1)[0], Path(s.split("=", 1)[1])) for s in a.ckpt]
@@ -99,30 +138,35 @@ def main() -> None:
         lists = {k: v for k, v in lists.items() if k in a.only}
     errs = {}
     for name, ck in ckpts:
-        weights = file_sha256(ck / "model.safetensors")  # once per checkpoint, not per list
-        errs[name] = {ln: pair_errors(ck, weights, lst, root, a.cache, a.size) for ln, (lst, root) in lists.items()}
+        weights = "sift-usac-8000-r0.8" if str(ck) == "sift" else file_sha256(ck / "model.safetensors")  # once per checkpoint
+        errs[name] = {ln: pair_errors("sift" if str(ck) == "sift" else ck, weights, lst, root, a.cache, a.size)
+                      for ln, (lst, root) in lists.items()}
     ref = ckpts[0][0]
     groups: dict[str, list[str]] = defaultdict(list)
     for name, _ in ckpts:
         groups[name.split("/")[0]].append(name)
-    out: dict[str, dict] = {}
-    print(f"AUC@10 at {a.size} px (USAC); [90 % paired-bootstrap interval of the difference to {ref}]")
-    print(f"{'model':<18}" + "".join(f"{ln:>30}" for ln in lists))
+    out: dict[str, dict] = defaultdict(dict)
     rows = [(n, [n]) for n, _ in ckpts] + [(f"{g} (mean of {len(m)})", m) for g, m in groups.items() if len(m) > 1]
-    for label, members in rows:
-        cells, rec = [], {}
-        for ln in lists:
-            vals = [auc10(errs[m][ln]) for m in members]
-            v = float(np.mean(vals))
-            if members == [ref]:
-                cells.append(f"{v:6.2f}{'':>24}")
-                rec[ln] = {"auc10": v}
-            else:
-                lo, hi = paired_interval(errs[ref][ln], [errs[m][ln] for m in members])
-                cells.append(f"{v:6.2f} {v - auc10(errs[ref][ln]):+6.2f} [{lo:+6.2f},{hi:+6.2f}]")
-                rec[ln] = {"auc10": v, "delta": v - auc10(errs[ref][ln]), "interval90": [lo, hi]}
-        print(f"{label:<18}" + "".join(f"{c:>30}" for c in cells), flush=True)
-        out[label] = rec
+    for mname in a.metric or ["auc10", "med_rot"]:
+        metric = METRICS[mname]
+        print(f"\n{LABELS[mname]} at {a.size} px (USAC); [90 % paired-bootstrap interval of the difference to {ref}]")
+        print(f"{'model':<18}" + "".join(f"{ln:>30}" for ln in lists))
+        for label, members in rows:
+            cells = []
+            for ln in lists:
+                v = float(np.mean([metric(errs[m][ln]) for m in members]))
+                rec = out[label].setdefault(ln, {})
+                rec[mname] = v
+                if members == [ref]:
+                    cells.append(f"{v:6.2f}{'':>24}")
+                    continue
+                lo, hi = paired_interval(errs[ref][ln], [errs[m][ln] for m in members], metric)
+                cells.append(f"{v:6.2f} {v - metric(errs[ref][ln]):+6.2f} [{lo:+6.2f},{hi:+6.2f}]")
+                rec[f"{mname}_delta"], rec[f"{mname}_interval90"] = v - metric(errs[ref][ln]), [lo, hi]
+            print(f"{label:<18}" + "".join(f"{c:>30}" for c in cells), flush=True)
+    if a.by_baseline:
+        for ln, (lst, _) in lists.items():
+            print_by_baseline(ln, lst, {n: errs[n][ln] for n, _ in ckpts})
     if a.json:
         a.json.write_text(json.dumps(out, indent=1))
 
