@@ -135,7 +135,10 @@ def train_variant(method: str, recs: list, pairs_for_grpo: list, reward_fn, a: a
     """Train one preference variant; returns its merged checkpoint folder."""
     tag = {"dpo": f"dpo-{a.reduction}-b{a.beta}" + ("-matches" if a.draws == "matches" else ""), "anchor": "anchor-only", "grpo": f"grpo-n{a.group}" + ("-matches" if a.draws == "matches" else "")
            + (f"-dw{a.draw_weight:g}" if a.draw_weight else ""),
-           "exact": ("exact-" if a.exact_teacher == "classical" else f"exact-{a.exact_teacher}-") + f"{a.divergence}-b{a.exact_beta:g}-p{a.exact_pairs}-aw{a.anchor_weight:g}-st{a.steps}-lr{a.lr:g}"}[method] + (f"-s{a.train_seed}" if a.train_seed != a.seed else "") + a.tag
+           "exact": ("exact-" if a.exact_teacher == "classical" else f"exact-{a.exact_teacher}-") + f"{a.divergence}-b{a.exact_beta:g}-p{a.exact_pairs}-aw{a.anchor_weight:g}-st{a.steps}-lr{a.lr:g}"
+           + (f"-q{a.draws_per_pair}" if a.draws_per_pair else ""),
+           "exact-anchor": f"exact-anchor-only-p{a.exact_pairs}-aw{a.anchor_weight:g}-st{a.steps}-lr{a.lr:g}"}[method] \
+        + (f"-{a.size}px" if a.size != 128 else "") + (f"-s{a.train_seed}" if a.train_seed != a.seed else "") + a.tag
     out = a.out / tag
     anchor = None
     if a.anchor_data.is_dir():
@@ -148,11 +151,12 @@ def train_variant(method: str, recs: list, pairs_for_grpo: list, reward_fn, a: a
                         anchor_weight=a.anchor_weight if anchor else 0.0, threads=a.threads, seed=a.train_seed, ckpt_every=20,
                         preference_weight=0.0 if method == "anchor" else 1.0)
         last = DPOTrainer(ReconModel.from_pretrained(a.ckpt), a.temperature, cfg, out).train(recs, anchor_batches=anchor, resume=out.is_dir())
-    elif method == "exact":
+    elif method in ("exact", "exact-anchor"):  # exact-anchor: its control, the same run with the exact loss weighted 0
         from vibe3r.preference.exact import ExactConfig, ExactTrainer
 
         cfg = ExactConfig(beta=a.exact_beta, divergence=a.divergence, temperature=a.temperature, lr=a.lr, steps=a.steps,
-                          batch_size=4, anchor_weight=a.anchor_weight if anchor else 0.0, threads=a.threads, seed=a.train_seed)
+                          batch_size=4, anchor_weight=a.anchor_weight if anchor else 0.0, threads=a.threads, seed=a.train_seed,
+                          draws_per_pair=a.draws_per_pair or None, preference_weight=0.0 if method == "exact-anchor" else 1.0)
         last = ExactTrainer(ReconModel.from_pretrained(a.ckpt), cfg, out).train(exact_items(a), anchor_batches=anchor, resume=out.is_dir())
     else:
         from vibe3r.preference.grpo import GRPOConfig, GRPOTrainer
@@ -185,7 +189,8 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=48)
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--temperature", type=float, default=0.07)
-    ap.add_argument("--methods", default="dpo", help="comma list of dpo, grpo, anchor (the control: the anchor loss alone)")
+    ap.add_argument("--methods", default="dpo", help="comma list of dpo, grpo, anchor (the control: the anchor loss alone), "
+                    "exact, exact-anchor (its control)")
     ap.add_argument("--anchor-weight", type=float, default=0.1)
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--beta", type=float, default=0.1)
@@ -201,6 +206,9 @@ def main() -> None:
                     "gt (ground truth: an upper bound of the method, for the record only)")
     ap.add_argument("--sfm-poses", default="", help="exact --exact-teacher sfm: JSON {frame ordinal: cam2world} of the capture's SfM")
     ap.add_argument("--divergence", default="reverse", help="exact: reverse (the RL objective) | forward (distillation)")
+    ap.add_argument("--draws-per-pair", type=int, default=0, help="exact: forward and backward draws sampled per pair and step "
+                    "(0: all; 1024 makes 256 px affordable)")
+    ap.add_argument("--no-eval", action="store_true", help="train only (evaluate with bench/real_eval_large.py)")
     ap.add_argument("--tag", default="", help="suffix of the variant's folder")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--per-pair", type=int, default=2)
@@ -224,7 +232,7 @@ def main() -> None:
             print(json.dumps(store.summary(), indent=1))
             recs = records(store, a)
             pair_ij = sorted({(p.i, p.j) for p in store.preferences(round=1)})
-    table = [row("SFT (weights/recon-base)", evaluate(a.ckpt, "SFT", a, a.out / "eval-sft.json"))]
+    table = [] if a.no_eval else [row("SFT (weights/recon-base)", evaluate(a.ckpt, "SFT", a, a.out / "eval-sft.json"))]
     reward_fn, grpo_pairs_, draw_fn = None, [], None
     if "grpo" in methods:
         spec = str(REAL / "7scenes-redkitchen") + "@0:125"
@@ -238,6 +246,8 @@ def main() -> None:
     for method in methods:
         merged = train_variant(method, recs, grpo_pairs_, reward_fn, a, draw_fn)
         tag = merged.parent.name
+        if a.no_eval:
+            continue
         table.append(row(f"SFT+{tag}", evaluate(merged, tag, a, a.out / f"eval-{tag}.json")))
     print("\n| model | 7-Scenes AUC@5/10/20, med rot | TUM | synthetic |\n|---|---|---|---|")
     print("\n".join(table))

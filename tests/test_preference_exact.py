@@ -15,7 +15,14 @@ from test_preference_grpo import BASE
 
 from vibe3r.config import ReconModelConfig
 from vibe3r.errors import InputError
-from vibe3r.preference.exact import ExactConfig, ExactItem, ExactTrainer, exact_loss, expected_reward
+from vibe3r.preference.exact import (
+    ExactConfig,
+    ExactItem,
+    ExactTrainer,
+    exact_loss,
+    expected_reward,
+    sampled_exact_loss,
+)
 from vibe3r.preference.lora import LoRAConfig, LoraReconModel
 from vibe3r.preference.rewards import epipolar_match_rewards
 from vibe3r.recon.model import ReconModel, build_model
@@ -138,3 +145,53 @@ def test_no_items_is_a_clear_error():
     trainer = ExactTrainer(build_model(ReconModelConfig(**TINY_MODEL), seed=0), ExactConfig(steps=1), progress=False)
     with pytest.raises(InputError, match="no pairs"):
         trainer.train([])
+
+
+def test_sampled_draws_are_the_exact_loss_split_into_parts():
+    """With every draw sampled the sampled loss is the exact loss; over a partition of the draws into equal
+    parts, the mean of the parts' losses is the exact loss again (so a random part is an unbiased estimate)."""
+    g = torch.Generator().manual_seed(1)
+    n, D, beta, tau = 12, 5, 0.8, 0.3
+    d1, d2, r1, r2 = (torch.randn(n, D, generator=g) for _ in range(4))
+    R = -torch.rand(n, n, generator=g) * 4
+    full, dfull = exact_loss(match_logits(d1, d2, tau), match_logits(r1, r2, tau), R, beta)
+    perm = torch.randperm(n, generator=g)
+    every, d = sampled_exact_loss((d1, d2), (r1, r2), (R[perm], R.T[perm]), (perm, perm), beta, tau)
+    assert every.item() == pytest.approx(full.item(), abs=1e-5)
+    assert d["reward"] == pytest.approx(dfull["reward"], abs=1e-5)
+    assert d["reward_ref"] == pytest.approx(expected_reward(match_logits(r1, r2, tau), R), abs=1e-5)
+    parts = [sampled_exact_loss((d1, d2), (r1, r2), (R[i], R.T[j]), (i, j), beta, tau)[0].item()
+             for i, j in zip(perm.chunk(3), torch.randperm(n, generator=g).chunk(3))]
+    assert np.mean(parts) == pytest.approx(full.item(), abs=1e-5)
+    assert np.std(parts) > 1e-4  # the parts differ: it is an estimate, not the same number three times
+
+
+def test_training_on_sampled_draws_raises_the_expected_reward(posed, tmp_path):
+    base, items = posed
+    model = LoraReconModel(copy.deepcopy(base), LoRAConfig(r=4))
+    trainer = ExactTrainer(model, ExactConfig(steps=6, batch_size=2, lr=3e-3, beta=1.0, draws_per_pair=64), tmp_path,
+                           progress=False)
+    r0 = [_expected_reward(trainer, it) for it in items]
+    res = trainer.train(items)
+    r1 = [_expected_reward(trainer, it) for it in items]
+    assert res["step"] == 6 and res["kl"] > 0
+    assert all(b > a + 0.05 for a, b in zip(r0, r1)), (r0, r1)  # measured on every draw, trained on 64 of 256
+
+
+def test_the_control_run_trains_the_anchor_alone(tmp_path):
+    """preference_weight 0 is the matched control: the same anchor batches and steps, no exact loss — the
+    preference pairs are never touched."""
+
+    class Untouchable:
+        @property
+        def pair(self):  # noqa: ANN202
+            raise AssertionError("the control run touched a preference pair")
+
+    anchors = [box_pair_batch(B=1, H=32, W=32, seed=k) for k in range(4)]
+    model = build_model(ReconModelConfig(**TINY_MODEL), seed=0)
+    trainer = ExactTrainer(model, ExactConfig(steps=2, batch_size=2, lr=3e-3, anchor_weight=1.0, preference_weight=0.0,
+                                              save_merged=False), tmp_path, progress=False)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_lora_parameters()}
+    res = trainer.train([Untouchable()], anchor_batches=anchors)
+    assert res["exact_loss"] == 0.0 and res["anchor_loss"] > 0
+    assert any(not torch.equal(p, before[n]) for n, p in trainer.model.named_lora_parameters())

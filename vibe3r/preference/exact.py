@@ -19,7 +19,10 @@ and the backward draws (columns) of the pair — GRPO's expectation computed in 
 variance from drawing 8 samples out of 3072^3072 (``divergence: forward`` gives the mass-covering
 ``KL(π* ‖ π)`` instead: distillation of the tilted reference). β is in the reward's units (pixels):
 a match ``β`` pixels further from the epipolar line loses a factor e of probability against the
-reference. As in DPO/GRPO the policy trains LoRA adapters, the reference is the base with adapters
+reference. The loss is a mean over draws, so ``draws_per_pair`` samples that many forward and backward draws
+per pair and step, each still against every candidate: an unbiased estimate of the same loss that never
+forms the (N1, N2) table — at 256x192 a pair has 12288 draws of 12288 candidates, 16x the 128-px work.
+As in DPO/GRPO the policy trains LoRA adapters, the reference is the base with adapters
 disabled, and an optional supervised anchor on simulator pairs is added.
 
 Logged per step (TensorBoard ``exact/…``, ``log.jsonl``): loss, the expected per-match reward under
@@ -68,9 +71,14 @@ class ExactConfig(AdapterTrainConfig):
                                                       "forward: KL(π* ‖ π), distillation of the tilted reference")
     temperature: float = Field(0.07, gt=0, description="policy temperature of the match distribution (the model's InfoNCE one)")
     trunc_px: float = Field(4.0, gt=0, description="Sampson distances are truncated here (pixels at the policy's resolution)")
+    draws_per_pair: int | None = Field(None, ge=1, description="forward and backward draws (cells) sampled per pair and step, "
+                                       "each against every candidate; None: all of them. The loss is a mean over draws, so a "
+                                       "sample of them is an unbiased estimate of it — what makes large inputs affordable "
+                                       "(at 256x192 a pair has 12288 draws of 12288 candidates each)")
     steps: int = Field(100, ge=1, description="optimiser steps")
     batch_size: int = Field(4, ge=1, description="pairs per step")
     ckpt_every: int = Field(20, ge=1, description="steps between checkpoints (and at the end)")
+    preference_weight: float = Field(1.0, ge=0, description="weight of the exact loss; 0 trains the anchor alone (the control run)")
 
 
 @dataclass
@@ -82,23 +90,55 @@ class ExactItem:
     T21: np.ndarray
 
 
+def draw_losses(logits: torch.Tensor, ref_logits: torch.Tensor, rewards: torch.Tensor, beta: float,
+                divergence: str = "reverse") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per draw (one row = one draw over its candidates): the KL to the tilted reference and the expected
+    reward under the policy. logits, ref_logits, rewards (M, N)."""
+    lp = torch.log_softmax(logits, -1)
+    with torch.no_grad():
+        lt = torch.log_softmax(ref_logits + rewards / beta, -1)
+    p = lp.exp()
+    kl = (p * (lp - lt)).sum(-1) if divergence == "reverse" else (lt.exp() * (lt - lp)).sum(-1)
+    return kl, (p.detach() * rewards).sum(-1)
+
+
 def exact_loss(logits: torch.Tensor, ref_logits: torch.Tensor, rewards: torch.Tensor, beta: float,
                divergence: str = "reverse") -> tuple[torch.Tensor, dict[str, float]]:
     """KL between the policy and the tilted reference ``π* ∝ π_ref · exp(r/β)``, per draw (the mean over
     the rows — forward draws — and the columns — backward draws). logits, ref_logits, rewards (N1, N2)."""
-    losses, exp_r = [], []
-    for lg, rf, r in ((logits, ref_logits, rewards), (logits.T, ref_logits.T, rewards.T)):  # rows, then columns
-        lp = torch.log_softmax(lg, -1)
+    parts = [draw_losses(lg, rf, r, beta, divergence) for lg, rf, r in ((logits, ref_logits, rewards),
+                                                                        (logits.T, ref_logits.T, rewards.T))]
+    loss = torch.cat([kl for kl, _ in parts]).mean()
+    return loss, {"exact_loss": float(loss.detach()), "reward": float(torch.cat([r for _, r in parts]).mean())}
+
+
+def sampled_exact_loss(desc: tuple[torch.Tensor, torch.Tensor], ref_desc: tuple[torch.Tensor, torch.Tensor],
+                       rewards: tuple[torch.Tensor, torch.Tensor], draws: tuple[torch.Tensor, torch.Tensor], beta: float,
+                       temperature: float, divergence: str = "reverse") -> tuple[torch.Tensor, dict[str, float]]:
+    """``exact_loss`` on a sample of the draws: forward draws ``draws[0]`` (view-1 cells, each over every
+    view-2 cell) and backward draws ``draws[1]`` (view-2 cells over every view-1 cell), equally many.
+    ``desc``/``ref_desc``: the policy's and the reference's descriptors (h·w, D) of both views;
+    ``rewards``: (len(draws[0]), N2) and (len(draws[1]), N1). With every cell drawn it equals ``exact_loss``;
+    the full (N1, N2) table is never formed. Also returns the expected reward under the reference and
+    the mean KL(π ‖ π_ref) of the sampled draws."""
+    d1, d2 = desc
+    r1, r2 = ref_desc
+    kls, exp_r, exp_r_ref, kl_ref = [], [], [], []
+    for (q, other), (rq, rother), rw, idx in (((d1, d2), (r1, r2), rewards[0], draws[0]),
+                                              ((d2, d1), (r2, r1), rewards[1], draws[1])):
+        lg = match_logits(q[idx], other, temperature)
         with torch.no_grad():
-            lt = torch.log_softmax(rf + r / beta, -1)
-        p = lp.exp()
-        if divergence == "reverse":
-            losses.append((p * (lp - lt)).sum(-1))
-        else:
-            losses.append((lt.exp() * (lt - lp)).sum(-1))
-        exp_r.append((p.detach() * r).sum(-1))
-    loss = torch.cat(losses).mean()
-    return loss, {"exact_loss": float(loss.detach()), "reward": float(torch.cat(exp_r).mean())}
+            rf = match_logits(rq[idx], rother, temperature)
+            lq = torch.log_softmax(rf, -1)
+            lp = torch.log_softmax(lg.detach(), -1)
+            kl_ref.append((lp.exp() * (lp - lq)).sum(-1))
+            exp_r_ref.append((lq.exp() * rw).sum(-1))
+        kl, er = draw_losses(lg, rf, rw, beta, divergence)
+        kls.append(kl)
+        exp_r.append(er)
+    loss = torch.cat(kls).mean()
+    return loss, {"exact_loss": float(loss.detach()), "reward": float(torch.cat(exp_r).mean()),
+                  "reward_ref": float(torch.cat(exp_r_ref).mean()), "kl": float(torch.cat(kl_ref).mean())}
 
 
 def expected_reward(logits: torch.Tensor, rewards: torch.Tensor) -> float:
@@ -125,8 +165,8 @@ class ExactTrainer:
         self._ref_reward: dict[int, float] = {}  # item index -> expected reward under the reference
 
     @torch.no_grad()
-    def reference_logits(self, k: int, pair: PairInput) -> torch.Tensor:
-        """The reference's match logits of item ``k`` (adapters disabled; descriptors cached)."""
+    def reference_desc(self, k: int, pair: PairInput) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reference's descriptor maps (h, w, D) of item ``k`` (adapters disabled; cached)."""
         if k not in self._ref:
             was = self.model.training
             self.model.eval()
@@ -134,7 +174,28 @@ class ExactTrainer:
                 out = self.model(pair.img1, pair.img2)
             self.model.train(was)
             self._ref[k] = (out["desc1"][0], out["desc2"][0])
-        return match_logits(*self._ref[k], self.cfg.temperature)
+        return self._ref[k]
+
+    def reference_logits(self, k: int, pair: PairInput) -> torch.Tensor:
+        """The reference's match logits of item ``k``."""
+        return match_logits(*self.reference_desc(k, pair), self.cfg.temperature)
+
+    def sampled_pair_loss(self, k: int, item: ExactItem, out: dict[str, torch.Tensor], step: int
+                          ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss of one pair on ``draws_per_pair`` forward and backward draws, drawn from (seed, step, item)."""
+        cfg = self.cfg
+        h, w = out["desc1"].shape[1:3]
+        n = h * w
+        g = torch.Generator().manual_seed((cfg.seed * 1_000_003 + step) * 10_007 + k)
+        draws = (torch.randperm(n, generator=g)[:cfg.draws_per_pair], torch.randperm(n, generator=g)[:cfg.draws_per_pair])
+        hw_img = tuple(item.pair.hw)
+        r_fwd = epipolar_match_rewards(item.T21, item.pair.K1, item.pair.K2, (h, w), hw_img, cfg.trunc_px, rows=draws[0].numpy())
+        r_bwd = epipolar_match_rewards(item.T21, item.pair.K1, item.pair.K2, (h, w), hw_img, cfg.trunc_px, cols=draws[1].numpy()).T
+        D = out["desc1"].shape[-1]
+        ref = tuple(d.reshape(-1, D) for d in self.reference_desc(k, item.pair))
+        return sampled_exact_loss((out["desc1"][0].reshape(-1, D), out["desc2"][0].reshape(-1, D)), ref,
+                                  (torch.from_numpy(r_fwd), torch.from_numpy(np.ascontiguousarray(r_bwd))), draws,
+                                  cfg.beta, cfg.temperature, cfg.divergence)
 
     def rewards(self, item: ExactItem, out: dict[str, torch.Tensor]) -> torch.Tensor:
         h, w = out["desc1"].shape[1:3]
@@ -166,18 +227,23 @@ class ExactTrainer:
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(cfg.seed * 1_000_003 + step)  # LoRA dropout
                     self.opt.zero_grad(set_to_none=True)
-                    idx = epoch_batch(cfg.seed, step, cfg.batch_size, len(items))
+                    idx = epoch_batch(cfg.seed, step, cfg.batch_size, len(items)) if cfg.preference_weight > 0 else []
                     for k in idx:  # one backward per pair: memory of one pair at a time
                         item = items[k]
-                        ref = self.reference_logits(k, item.pair)
                         out = self.model(item.pair.img1, item.pair.img2)
+                        if cfg.draws_per_pair is not None and cfg.draws_per_pair < out["desc1"].shape[1] * out["desc1"].shape[2]:
+                            loss, d = self.sampled_pair_loss(k, item, out, step)
+                            (cfg.preference_weight * loss / len(idx)).backward()
+                            parts.append(d)
+                            continue
+                        ref = self.reference_logits(k, item.pair)
                         logits = match_logits(out["desc1"][0], out["desc2"][0], cfg.temperature)
                         rewards = self.rewards(item, out)
                         loss, d = exact_loss(logits, ref, rewards, cfg.beta, cfg.divergence)
                         if k not in self._ref_reward:
                             self._ref_reward[k] = expected_reward(ref, rewards)
                         d["reward_ref"] = self._ref_reward[k]
-                        (loss / len(idx)).backward()
+                        (cfg.preference_weight * loss / len(idx)).backward()
                         d["kl"] = float(match_kl(logits.detach(), ref, "mean"))
                         parts.append(d)
                     if anchor is not None:
@@ -187,8 +253,9 @@ class ExactTrainer:
                 gnorm = torch.nn.utils.clip_grad_norm_(self.model.lora_parameters(),
                                                        cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
                 self.opt.step()
-                metrics = {k: float(np.mean([p[k] for p in parts])) for k in parts[0]}
-                metrics |= {"loss": metrics["exact_loss"] + (cfg.anchor_weight * float(la.detach()) if anchor is not None else 0.0),
+                metrics = ({k: float(np.mean([p[k] for p in parts])) for k in parts[0]} if parts else
+                           {"exact_loss": 0.0, "reward": float("nan"), "reward_ref": float("nan"), "kl": float("nan")})
+                metrics |= {"loss": cfg.preference_weight * metrics["exact_loss"] + (cfg.anchor_weight * float(la.detach()) if anchor is not None else 0.0),
                             "lr": lr, "grad_norm": float(gnorm)}
                 if anchor is not None:
                     metrics |= {"anchor_loss": float(la.detach()), **{f"anchor_{k}": v for k, v in ad.items() if k != "loss"}}

@@ -219,13 +219,17 @@ def match_rewards(ctx: PairContext, cfg: RewardConfig) -> np.ndarray | None:
 
 
 def epipolar_match_rewards(T21: np.ndarray, K1: np.ndarray, K2: np.ndarray, grid_hw: tuple[int, int],
-                           image_hw: tuple[int, int], trunc_px: float) -> np.ndarray:
+                           image_hw: tuple[int, int], trunc_px: float, rows: np.ndarray | None = None,
+                           cols: np.ndarray | None = None) -> np.ndarray:
     """Reward (N1, N2) of matching view-1 cell i with view-2 cell j: minus the Sampson distance of the
-    cell centres (pixels of the image, truncated at ``trunc_px``) under pose ``T21``."""
+    cell centres (pixels of the image, truncated at ``trunc_px``) under pose ``T21``. ``rows`` / ``cols``
+    (cell indices) restrict the table to those view-1 / view-2 cells."""
     h, w = grid_hw
     cells = np.arange(h * w)
     centres = cells_to_px(np.stack([cells % w, cells // w], -1), grid_hw, image_hw)
-    return -np.minimum(sampson_table_px(T21, centres, centres, K1, K2), trunc_px).astype(np.float32)
+    c1 = centres if rows is None else centres[np.asarray(rows)]
+    c2 = centres if cols is None else centres[np.asarray(cols)]
+    return -np.minimum(sampson_table_px(T21, c1, c2, K1, K2), trunc_px).astype(np.float32)
 
 
 def draw_rewards(ctx: PairContext, samples: list, cfg: RewardConfig) -> np.ndarray | None:
