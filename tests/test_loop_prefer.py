@@ -63,11 +63,13 @@ def test_sample_then_prefer_hands_a_trained_checkpoint_on(tmp_path, capture):
         assert run_stage(sample, 0, args, resolve)["skipped"] and run_stage(prefer, 1, args, resolve)["skipped"]
 
 
-def test_exact_method_trains_on_the_rounds_pairs(tmp_path, capture):
-    """``preference.method: exact``: the round's sampled pairs with their classical poses, no preferences needed."""
+@pytest.mark.parametrize("draws", [0, 64])
+def test_exact_method_trains_on_the_rounds_pairs(tmp_path, capture, draws):
+    """``preference.method: exact``: the round's sampled pairs with their classical poses, no preferences needed;
+    ``exact_draws`` trains on a sample of each pair's draws."""
     cfg = load_config(None, [f"preference.captures=['{capture}']", "preference.focal=null", "preference.size=64",
                              "preference.pairs=2", "preference.n=2", "preference.min_gap=1", "preference.max_gap=3",
-                             "preference.steps=2", "preference.method=exact"])
+                             "preference.steps=2", "preference.method=exact", f"preference.exact_draws={draws}"])
     sample, prefer = PREFERENCE_STAGES
     outputs: dict[str, Path] = {"store": tmp_path / "rounds" / "0001" / "sample_real" / "preferences.sqlite"}
 

@@ -367,6 +367,8 @@ class PreferenceConfig(Section):
                                "under the classical pose); 0 = sample-level credit only")
     exact_beta: float = Field(1.0, gt=0, description="exact: KL weight in pixels of Sampson distance (a match this much further "
                               "from the classical epipolar line loses a factor e of probability against the reference)")
+    exact_draws: int = Field(0, ge=0, description="exact: forward and backward draws sampled per pair and step, each over every "
+                             "candidate (0: all, the exact objective; about 1024 makes 256 px affordable at an unbiased estimate)")
 
 
 # --------------------------------------------------------------------------------------------

@@ -146,6 +146,7 @@ def prefer_recon(ctx: StageContext) -> StageResult:
             from vibe3r.preference.sampling import exact_items
 
             cfg = ExactConfig(beta=pc.exact_beta, temperature=pc.temperature, lr=pc.lr, steps=pc.steps, seed=ctx.seed,
+                              draws_per_pair=pc.exact_draws or None,
                               anchor_weight=pc.anchor_weight if anchor else 0.0, ckpt_every=max(1, pc.steps // 4))
             items = exact_items(samplers, pair_rows)
             if not items:

@@ -145,6 +145,8 @@ def train_cmd(
     draw_weight: Annotated[float, typer.Option("--draw-weight", min=0, help="grpo: weight of per-draw advantages (each drawn match's "
                                                "epipolar distance under the classical pose); 0 = sample-level credit only")] = 0.0,
     exact_beta: Annotated[float, typer.Option("--exact-beta", help="exact: KL weight in pixels of Sampson distance")] = 1.0,
+    exact_draws: Annotated[int, typer.Option("--exact-draws", min=0, help="exact: forward and backward draws sampled per pair and "
+                                             "step (0: all; about 1024 makes 256 px affordable)")] = 0,
     size: Annotated[int, typer.Option("--size", help="longer image side the model sees")] = 128,
     temperature: Annotated[float, typer.Option("--temperature", help="policy temperature the samples were drawn at")] = 0.07,
     anchor_data: Annotated[Path | None, typer.Option("--anchor-data", help="simulator pair dataset for the supervised anchor")] = None,
@@ -216,7 +218,7 @@ def train_cmd(
                 items = exact_items(samplers, rows)
                 if not items:
                     raise InputError(f"none of the {len(rows)} sampled pairs of round {round_} has a classical pose to reward matches with")
-                cfg = ExactConfig(steps=steps, lr=lr, beta=exact_beta, temperature=temperature,
+                cfg = ExactConfig(steps=steps, lr=lr, beta=exact_beta, temperature=temperature, draws_per_pair=exact_draws or None,
                                   anchor_weight=0.1 if anchor is not None else 0.0, threads=threads)
                 last = ExactTrainer(model, cfg, out).train(items, anchor_batches=anchor, resume=resume)
                 typer.echo(json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in last.items()}))
