@@ -253,14 +253,14 @@ class ExactTrainer:
                 gnorm = torch.nn.utils.clip_grad_norm_(self.model.lora_parameters(),
                                                        cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
                 self.opt.step()
-                metrics = ({k: float(np.mean([p[k] for p in parts])) for k in parts[0]} if parts else
-                           {"exact_loss": 0.0, "reward": float("nan"), "reward_ref": float("nan"), "kl": float("nan")})
+                metrics = {k: float(np.mean([p[k] for p in parts])) for k in parts[0]} if parts else {"exact_loss": 0.0}
                 metrics |= {"loss": cfg.preference_weight * metrics["exact_loss"] + (cfg.anchor_weight * float(la.detach()) if anchor is not None else 0.0),
                             "lr": lr, "grad_norm": float(gnorm)}
                 if anchor is not None:
                     metrics |= {"anchor_loss": float(la.detach()), **{f"anchor_{k}": v for k, v in ad.items() if k != "loss"}}
                 end_step(self.out, self.model, self.opt, cfg, state, step, c0, metrics, anchor, log, last,
-                         f"reward {metrics['reward']:.3f} (ref {metrics['reward_ref']:.3f}) kl {metrics['kl']:.4f}")
+                         f"reward {metrics['reward']:.3f} (ref {metrics['reward_ref']:.3f}) kl {metrics['kl']:.4f}" if parts
+                         else f"anchor {metrics.get('anchor_loss', 0.0):.3f}")
         finally:
             log.close()
         return finish_run(self.out, self.model, cfg, state, metrics)
