@@ -127,7 +127,7 @@ def main() -> None:
                     help="also print median rotation / translation-direction error per GT baseline bin of each list")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    ckpts = [(s.split("=", 1)[0], Path(s.split("=", 1)[1])) for s in a.ckpt]
+    ckpts = [(name, d if d == "sift" else Path(d)) for name, d in (s.split("=", 1) for s in a.ckpt)]
     lists = {"7S-500": large_7scenes_list(a.pairs),
              "7S-100": (REAL / "eval-pairs" / "7scenes-redkitchen-second-half.txt", None),
              "TUM-42": (REAL / "eval-pairs" / "tum-fr3-long-office-sequence.txt", None)}
@@ -138,9 +138,8 @@ def main() -> None:
         lists = {k: v for k, v in lists.items() if k in a.only}
     errs = {}
     for name, ck in ckpts:
-        weights = "sift-usac-8000-r0.8" if str(ck) == "sift" else file_sha256(ck / "model.safetensors")  # once per checkpoint
-        errs[name] = {ln: pair_errors("sift" if str(ck) == "sift" else ck, weights, lst, root, a.cache, a.size)
-                      for ln, (lst, root) in lists.items()}
+        weights = "sift-usac-8000-r0.8" if ck == "sift" else file_sha256(ck / "model.safetensors")  # once per checkpoint
+        errs[name] = {ln: pair_errors(ck, weights, lst, root, a.cache, a.size) for ln, (lst, root) in lists.items()}
     ref = ckpts[0][0]
     groups: dict[str, list[str]] = defaultdict(list)
     for name, _ in ckpts:

@@ -91,15 +91,15 @@ class ExactItem:
 
 
 def draw_losses(logits: torch.Tensor, ref_logits: torch.Tensor, rewards: torch.Tensor, beta: float,
-                divergence: str = "reverse") -> tuple[torch.Tensor, torch.Tensor]:
-    """Per draw (one row = one draw over its candidates): the KL to the tilted reference and the expected
-    reward under the policy. logits, ref_logits, rewards (M, N)."""
+                divergence: str = "reverse") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per draw (one row = one draw over its candidates): the KL to the tilted reference, the expected
+    reward under the policy, and the policy's log-probabilities (detached). logits, ref_logits, rewards (M, N)."""
     lp = torch.log_softmax(logits, -1)
     with torch.no_grad():
         lt = torch.log_softmax(ref_logits + rewards / beta, -1)
     p = lp.exp()
     kl = (p * (lp - lt)).sum(-1) if divergence == "reverse" else (lt.exp() * (lt - lp)).sum(-1)
-    return kl, (p.detach() * rewards).sum(-1)
+    return kl, (p.detach() * rewards).sum(-1), lp.detach()
 
 
 def exact_loss(logits: torch.Tensor, ref_logits: torch.Tensor, rewards: torch.Tensor, beta: float,
@@ -108,8 +108,8 @@ def exact_loss(logits: torch.Tensor, ref_logits: torch.Tensor, rewards: torch.Te
     the rows — forward draws — and the columns — backward draws). logits, ref_logits, rewards (N1, N2)."""
     parts = [draw_losses(lg, rf, r, beta, divergence) for lg, rf, r in ((logits, ref_logits, rewards),
                                                                         (logits.T, ref_logits.T, rewards.T))]
-    loss = torch.cat([kl for kl, _ in parts]).mean()
-    return loss, {"exact_loss": float(loss.detach()), "reward": float(torch.cat([r for _, r in parts]).mean())}
+    loss = torch.cat([kl for kl, _, _ in parts]).mean()
+    return loss, {"exact_loss": float(loss.detach()), "reward": float(torch.cat([r for _, r, _ in parts]).mean())}
 
 
 def sampled_exact_loss(desc: tuple[torch.Tensor, torch.Tensor], ref_desc: tuple[torch.Tensor, torch.Tensor],
@@ -126,16 +126,15 @@ def sampled_exact_loss(desc: tuple[torch.Tensor, torch.Tensor], ref_desc: tuple[
     kls, exp_r, exp_r_ref, kl_ref = [], [], [], []
     for (q, other), (rq, rother), rw, idx in (((d1, d2), (r1, r2), rewards[0], draws[0]),
                                               ((d2, d1), (r2, r1), rewards[1], draws[1])):
-        lg = match_logits(q[idx], other, temperature)
         with torch.no_grad():
             rf = match_logits(rq[idx], rother, temperature)
-            lq = torch.log_softmax(rf, -1)
-            lp = torch.log_softmax(lg.detach(), -1)
-            kl_ref.append((lp.exp() * (lp - lq)).sum(-1))
-            exp_r_ref.append((lq.exp() * rw).sum(-1))
-        kl, er = draw_losses(lg, rf, rw, beta, divergence)
+        kl, er, lp = draw_losses(match_logits(q[idx], other, temperature), rf, rw, beta, divergence)
         kls.append(kl)
         exp_r.append(er)
+        with torch.no_grad():
+            lq = torch.log_softmax(rf, -1)
+            kl_ref.append((lp.exp() * (lp - lq)).sum(-1))
+            exp_r_ref.append((lq.exp() * rw).sum(-1))
     loss = torch.cat(kls).mean()
     return loss, {"exact_loss": float(loss.detach()), "reward": float(torch.cat(exp_r).mean()),
                   "reward_ref": float(torch.cat(exp_r_ref).mean()), "kl": float(torch.cat(kl_ref).mean())}
