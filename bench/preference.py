@@ -100,7 +100,8 @@ def exact_items(a: argparse.Namespace) -> list:
     spec = str(REAL / "7scenes-redkitchen") + "@0:125"
     small = load_capture(spec, size=a.size)
     colour_focal(small)
-    cache = a.out / f"exact-pairs-{a.exact_pairs}-s{a.seed}.json"
+    gap = tuple(a.exact_gap)
+    cache = a.out / f"exact-pairs-{a.exact_pairs}-s{a.seed}{'' if gap == (3, 15) else f'-gap{gap[0]}-{gap[1]}'}.json"
     if cache.is_file():
         rows = json.loads(cache.read_text())
     else:
@@ -109,7 +110,7 @@ def exact_items(a: argparse.Namespace) -> list:
         sampler = CaptureSampler(MatchPolicy(ReconModel.from_pretrained(a.ckpt), temperature=a.temperature), small, full)
         rows = []
         t0 = time.time()
-        for k, (i, j) in enumerate(choose_pairs(len(small.images), a.exact_pairs, 3, 15, a.seed + 11)):
+        for k, (i, j) in enumerate(choose_pairs(len(small.images), a.exact_pairs, gap[0], gap[1], a.seed + 11)):
             c = sampler.classical(i, j)
             rows.append({"i": i, "j": j, "inliers": int(c.inliers.sum()), "T21": None if c.T21 is None else c.T21.tolist()})
             print(f"classical pose {k + 1}/{a.exact_pairs} ({i},{j}) inliers {rows[-1]['inliers']} {time.time() - t0:.0f}s", flush=True)
@@ -136,7 +137,7 @@ def train_variant(method: str, recs: list, pairs_for_grpo: list, reward_fn, a: a
     tag = {"dpo": f"dpo-{a.reduction}-b{a.beta}" + ("-matches" if a.draws == "matches" else ""), "anchor": "anchor-only", "grpo": f"grpo-n{a.group}" + ("-matches" if a.draws == "matches" else "")
            + (f"-dw{a.draw_weight:g}" if a.draw_weight else ""),
            "exact": ("exact-" if a.exact_teacher == "classical" else f"exact-{a.exact_teacher}-") + f"{a.divergence}-b{a.exact_beta:g}-p{a.exact_pairs}-aw{a.anchor_weight:g}-st{a.steps}-lr{a.lr:g}"
-           + (f"-q{a.draws_per_pair}" if a.draws_per_pair else ""),
+           + (f"-q{a.draws_per_pair}" if a.draws_per_pair else "") + ("" if a.exact_gap == [3, 15] else f"-gap{a.exact_gap[0]}-{a.exact_gap[1]}"),
            "exact-anchor": f"exact-anchor-only-p{a.exact_pairs}-aw{a.anchor_weight:g}-st{a.steps}-lr{a.lr:g}"}[method] \
         + (f"-{a.size}px" if a.size != 128 else "") + (f"-s{a.train_seed}" if a.train_seed != a.seed else "") + a.tag
     out = a.out / tag
@@ -200,6 +201,9 @@ def main() -> None:
     ap.add_argument("--group", type=int, default=6)
     ap.add_argument("--grpo-pairs", type=int, default=0, help="GRPO on this many fresh pairs of frames 0-496 (0: the preference pairs)")
     ap.add_argument("--exact-pairs", type=int, default=120, help="exact: pairs of frames 0-496 (with a classical pose) to train on")
+    ap.add_argument("--exact-gap", type=int, nargs=2, default=[3, 15], metavar=("MIN", "MAX"),
+                    help="exact: frame distance of the pairs in the 4-frame-strided capture (3 15 = 12-60 frames apart; "
+                         "15 25 = 60-100 frames, TUM-like motion)")
     ap.add_argument("--exact-min-inliers", type=int, default=50, help="exact: pairs whose classical pose has fewer inliers are dropped")
     ap.add_argument("--exact-beta", type=float, default=1.0, help="exact: KL weight β in pixels of Sampson distance")
     ap.add_argument("--exact-teacher", default="classical", help="exact: the pose the rewards use: classical (two-view RootSIFT) | "

@@ -41,13 +41,15 @@ ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "data" / "real"
 
 
-def large_7scenes_list(n_pairs: int) -> tuple[Path, Path]:
-    """``n_pairs`` pairs of 7-Scenes frames 500–996, 3–15 frames of the 4-frame-strided capture apart
-    (= 12–60 original frames, the fixed list's rule), seeded; written once under bench/pairs/."""
-    path = ROOT / "bench" / "pairs" / f"7scenes-redkitchen-second-half-{n_pairs}.txt"
+def large_7scenes_list(n_pairs: int, gaps: tuple[int, int] = (3, 15)) -> tuple[Path, Path]:
+    """``n_pairs`` pairs of 7-Scenes frames 500–996, ``gaps`` frames of the 4-frame-strided capture apart
+    (3–15 = 12–60 original frames, the fixed list's rule; 15–25 = 60–100 frames, median rotation 17 deg and
+    baseline 0.5 m, close to the TUM list's 12 deg and 0.6 m), seeded; written once under bench/pairs/."""
+    tag = "" if gaps == (3, 15) else f"-gap{gaps[0]}-{gaps[1]}"
+    path = ROOT / "bench" / "pairs" / f"7scenes-redkitchen-second-half-{n_pairs}{tag}.txt"
     if not path.is_file():  # the list the loop draws for loop.real_captures (same capture, count and seed)
         path.parent.mkdir(parents=True, exist_ok=True)
-        capture_pair_list(f"{REAL / '7scenes-redkitchen'}@125:250", n_pairs, capture_pairs_seed(load_config(None)), path, "--pairs")
+        capture_pair_list(f"{REAL / '7scenes-redkitchen'}@125:250", n_pairs, capture_pairs_seed(load_config(None)), path, "--pairs", gaps)
     return path, REAL / "7scenes-redkitchen"
 
 
@@ -120,7 +122,9 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=500, help="pairs of the large 7-Scenes list")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--no-synthetic", action="store_true", help="skip the held-out synthetic pairs")
-    ap.add_argument("--only", action="append", default=None, help="evaluate only these lists (7S-500, 7S-100, TUM-42, synthetic-320)")
+    ap.add_argument("--wide-pairs", type=int, default=300, help="pairs of the wide 7-Scenes list (60-100 frames apart)")
+    ap.add_argument("--only", action="append", default=None,
+                    help="evaluate only these lists (7S-500, 7S-100, TUM-42, synthetic-320, 7S-wide-300); default all but 7S-wide")
     ap.add_argument("--cache", type=Path, default=ROOT / "bench" / "out" / "real_eval_large")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--by-baseline", action="store_true",
@@ -131,6 +135,9 @@ def main() -> None:
     lists = {"7S-500": large_7scenes_list(a.pairs),
              "7S-100": (REAL / "eval-pairs" / "7scenes-redkitchen-second-half.txt", None),
              "TUM-42": (REAL / "eval-pairs" / "tum-fr3-long-office-sequence.txt", None)}
+    wide = f"7S-wide-{a.wide_pairs}"
+    if a.only and wide in a.only:
+        lists[wide] = large_7scenes_list(a.wide_pairs, (15, 25))
     syn = ROOT / "data" / "synthetic-heldout-128" / "superglue" / "pairs.txt"
     if not a.no_synthetic and syn.is_file():
         lists["synthetic-320"] = (syn, syn.parent)

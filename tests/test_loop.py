@@ -387,3 +387,22 @@ def test_replay_mix_draws_about_the_requested_share_of_older_pairs(tmp_path):
     assert mix_dataset(Path(new), [Path(o) for o in old], 0.5, seed=0, out=tmp_path / "mix2")["shards"] == idx["shards"]
     assert mix_dataset(Path(new), [], 0.5, seed=0, out=tmp_path / "mix3")["replay_pairs"] == 0
     assert np.isclose(mix_dataset(Path(new), [Path(o) for o in old], 0.0, 0, tmp_path / "mix4")["n_pairs"], n_new)
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason="shared real data not present")
+def test_a_capture_pair_list_keeps_its_frame_gaps_and_ground_truth(tmp_path):
+    from vibe3r.captures import load_capture
+    from vibe3r.loop.stages import capture_pair_list
+
+    spec = str(REAL / "7scenes-redkitchen") + "@0:40"
+    cap = load_capture(spec)
+    path = tmp_path / "wide.txt"
+    (name, root), = capture_pair_list(spec, 12, 3, path, "--pairs", gaps=(10, 14)).items()
+    rows = [line.split() for line in path.read_text().splitlines()]
+    assert name == "wide.txt" and Path(root) == (REAL / "7scenes-redkitchen").resolve() and len(rows) == 12
+    index = {n: k for k, n in enumerate(cap.frame_names)}
+    for r in rows:
+        i, j = (index[f.split(".")[0]] for f in r[:2])
+        assert 10 <= j - i <= 14
+        T = np.array(r[-16:], dtype=np.float64).reshape(4, 4)
+        np.testing.assert_allclose(T, np.linalg.inv(cap.cam2world[j]) @ cap.cam2world[i], atol=1e-5)

@@ -330,10 +330,11 @@ def _superglue_line(name0: str, name1: str, K0: np.ndarray, K1: np.ndarray, c2w0
     return f"{name0} {name1} 0 0 " + " ".join(f"{x:.10g}" for x in nums)
 
 
-def capture_pair_list(spec: str, n_pairs: int, seed: int, path: Path, what: str) -> dict[str, str]:
-    """``n_pairs`` pairs of a real capture with ground truth (frame gaps 3-15 of its frames, seeded) as a
-    SuperGlue list with the capture's native K and GT relative poses; returns {list name: image root}.
-    ``what`` names the config key in errors."""
+def capture_pair_list(spec: str, n_pairs: int, seed: int, path: Path, what: str,
+                      gaps: tuple[int, int] = (3, 15)) -> dict[str, str]:
+    """``n_pairs`` pairs of a real capture with ground truth (``gaps`` = min/max distance in its frames,
+    seeded) as a SuperGlue list with the capture's native K and GT relative poses; returns {list name:
+    image root}. ``what`` names the config key in errors."""
     from vibe3r.captures import load_capture
     from vibe3r.preference.sampling import choose_pairs
 
@@ -349,7 +350,7 @@ def capture_pair_list(spec: str, n_pairs: int, seed: int, path: Path, what: str)
             raise InputError(f"{what}: no image file for frame {name} in {root}")
         files.append(hits[0].name)
     lines = []
-    for i, j in choose_pairs(len(cap), n_pairs, 3, 15, seed):
+    for i, j in choose_pairs(len(cap), n_pairs, gaps[0], gaps[1], seed):
         lines.append(_superglue_line(files[i], files[j], cap.K[i], cap.K[j], cap.cam2world[i], cap.cam2world[j]))
     path.write_text("\n".join(lines) + "\n")
     return {path.name: str(root.resolve())}
