@@ -125,6 +125,8 @@ def main() -> None:
     ap.add_argument("--wide-pairs", type=int, default=300, help="pairs of the wide 7-Scenes list (60-100 frames apart)")
     ap.add_argument("--only", action="append", default=None,
                     help="evaluate only these lists (7S-500, 7S-100, TUM-42, synthetic-320, 7S-wide-300); default all but 7S-wide")
+    ap.add_argument("--list", action="append", default=[], metavar="NAME=FILE[@ROOT]",
+                    help="also evaluate this SuperGlue list (e.g. bench/sfm_pseudo_gt.py's SfM pseudo-GT list; ROOT = its images)")
     ap.add_argument("--cache", type=Path, default=ROOT / "bench" / "out" / "real_eval_large")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--by-baseline", action="store_true",
@@ -143,6 +145,10 @@ def main() -> None:
         lists["synthetic-320"] = (syn, syn.parent)
     if a.only:
         lists = {k: v for k, v in lists.items() if k in a.only}
+    for spec in a.list:
+        name, _, where = spec.partition("=")
+        file, _, root = where.partition("@")
+        lists[name] = (Path(file), Path(root) if root else None)
     errs = {}
     for name, ck in ckpts:
         weights = "sift-usac-8000-r0.8" if ck == "sift" else file_sha256(ck / "model.safetensors")  # once per checkpoint
