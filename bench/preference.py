@@ -92,6 +92,11 @@ def evaluate(ckpt: Path, label: str, a: argparse.Namespace, cache: Path) -> dict
     return res
 
 
+def gap_suffix(a: argparse.Namespace) -> str:
+    """``-gapMIN-MAX`` in file names when ``--exact-gap`` is not the default 3 15 (so older runs keep their names)."""
+    return "" if a.exact_gap == [3, 15] else f"-gap{a.exact_gap[0]}-{a.exact_gap[1]}"
+
+
 def exact_items(a: argparse.Namespace) -> list:
     """``--exact-pairs`` pairs of frames 0-496 with their classical full-resolution pose (cached in
     ``exact-pairs.json``: the SIFT of 100+ full-resolution pairs takes minutes)."""
@@ -100,8 +105,8 @@ def exact_items(a: argparse.Namespace) -> list:
     spec = str(REAL / "7scenes-redkitchen") + "@0:125"
     small = load_capture(spec, size=a.size)
     colour_focal(small)
-    gap = tuple(a.exact_gap)
-    cache = a.out / f"exact-pairs-{a.exact_pairs}-s{a.seed}{'' if gap == (3, 15) else f'-gap{gap[0]}-{gap[1]}'}.json"
+    gap = a.exact_gap
+    cache = a.out / f"exact-pairs-{a.exact_pairs}-s{a.seed}{gap_suffix(a)}.json"
     if cache.is_file():
         rows = json.loads(cache.read_text())
     else:
@@ -137,7 +142,7 @@ def train_variant(method: str, recs: list, pairs_for_grpo: list, reward_fn, a: a
     tag = {"dpo": f"dpo-{a.reduction}-b{a.beta}" + ("-matches" if a.draws == "matches" else ""), "anchor": "anchor-only", "grpo": f"grpo-n{a.group}" + ("-matches" if a.draws == "matches" else "")
            + (f"-dw{a.draw_weight:g}" if a.draw_weight else ""),
            "exact": ("exact-" if a.exact_teacher == "classical" else f"exact-{a.exact_teacher}-") + f"{a.divergence}-b{a.exact_beta:g}-p{a.exact_pairs}-aw{a.anchor_weight:g}-st{a.steps}-lr{a.lr:g}"
-           + (f"-q{a.draws_per_pair}" if a.draws_per_pair else "") + ("" if a.exact_gap == [3, 15] else f"-gap{a.exact_gap[0]}-{a.exact_gap[1]}"),
+           + (f"-q{a.draws_per_pair}" if a.draws_per_pair else "") + gap_suffix(a),
            "exact-anchor": f"exact-anchor-only-p{a.exact_pairs}-aw{a.anchor_weight:g}-st{a.steps}-lr{a.lr:g}"}[method] \
         + (f"-{a.size}px" if a.size != 128 else "") + (f"-s{a.train_seed}" if a.train_seed != a.seed else "") + a.tag
     out = a.out / tag
