@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -53,14 +54,20 @@ def large_7scenes_list(n_pairs: int, gaps: tuple[int, int] = (3, 15)) -> tuple[P
     return path, REAL / "7scenes-redkitchen"
 
 
-def pair_errors(ckpt: Path | str, weights: str, lst: Path, root: Path | None, cache: Path, size: int) -> np.ndarray:
+def pair_errors(ckpt: Path | str, weights: str, lst: Path, root: Path | None, cache: Path, size: int,
+                coarse: int = 1) -> np.ndarray:
     """(rotation, translation-direction) error per pair in degrees, shape (n, 2) (inf = failure), cached by
-    (weights hash, list, size). ``ckpt`` ``"sift"`` is OpenCV SIFT at ``size`` (the README reference)."""
-    key = cache / f"{weights[:16]}-{lst.stem}-{file_sha256(lst)[:8]}-{size}-rt.json"
+    (weights hash, list, size, coarse factor). ``ckpt`` ``"sift"`` is OpenCV SIFT at ``size`` (the README
+    reference); ``coarse`` > 1 matches the model's descriptors coarse-to-fine (``match_descriptors``)."""
+    tag = f"-c{coarse}" if coarse > 1 and ckpt != "sift" else ""
+    key = cache / f"{weights[:16]}-{lst.stem}-{file_sha256(lst)[:8]}-{size}{tag}-rt.json"
     if key.is_file():
         return np.array(json.loads(key.read_text()), dtype=np.float64).reshape(-1, 2)
-    est = make_sift_estimator(ransac="usac_accurate") if ckpt == "sift" else make_model_estimator(ckpt, threads=1, ransac="usac_accurate")
+    est = (make_sift_estimator(ransac="usac_accurate") if ckpt == "sift"
+           else make_model_estimator(ckpt, threads=1, ransac="usac_accurate", coarse_factor=coarse))
+    t0 = time.perf_counter()
     ev = evaluate_pairs(lst, est, size, root=root)
+    print(f"  {ckpt} on {lst.name} at {size} px{tag}: {(time.perf_counter() - t0) / max(len(ev.results), 1):.2f} s/pair", flush=True)
     rt = np.array([[r.rot_err, r.tdir_err] for r in ev.results], dtype=np.float64)
     cache.mkdir(parents=True, exist_ok=True)
     key.write_text(json.dumps(np.where(np.isfinite(rt), rt, 1e9).tolist()))
@@ -116,11 +123,14 @@ def print_by_baseline(ln: str, lst: Path, errs: dict[str, np.ndarray], edges=(0.
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ckpt", action="append", required=True,
-                    help="NAME=CHECKPOINT_DIR (first = reference); NAME group/member averages a group; DIR 'sift' = OpenCV SIFT at --size")
+                    help="NAME=CHECKPOINT_DIR[,coarse=F] (first = reference); NAME group/member averages a group; DIR 'sift' = "
+                         "OpenCV SIFT at --size; coarse=F overrides --coarse for this checkpoint")
     ap.add_argument("--metric", action="append", choices=sorted(METRICS), default=None,
                     help="auc10: AUC@10 of max(rot, tdir) (percent); med_rot: median rotation error (degrees); default both")
     ap.add_argument("--pairs", type=int, default=500, help="pairs of the large 7-Scenes list")
     ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--coarse", type=int, default=1,
+                    help="coarse-to-fine factor of the model's descriptor matching (1 = dense mutual NN over every cell)")
     ap.add_argument("--no-synthetic", action="store_true", help="skip the held-out synthetic pairs")
     ap.add_argument("--wide-pairs", type=int, default=300, help="pairs of the wide 7-Scenes list (60-100 frames apart)")
     ap.add_argument("--only", action="append", default=None,
@@ -133,7 +143,12 @@ def main() -> None:
                     help="also print median rotation / translation-direction error per GT baseline bin of each list")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    ckpts = [(name, d if d == "sift" else Path(d)) for name, d in (s.split("=", 1) for s in a.ckpt)]
+    ckpts, coarse = [], {}
+    for spec in a.ckpt:
+        name, _, d = spec.partition("=")
+        d, _, opt = d.partition(",coarse=")
+        ckpts.append((name, d if d == "sift" else Path(d)))
+        coarse[name] = int(opt) if opt else a.coarse
     lists = {"7S-500": large_7scenes_list(a.pairs),
              "7S-100": (REAL / "eval-pairs" / "7scenes-redkitchen-second-half.txt", None),
              "TUM-42": (REAL / "eval-pairs" / "tum-fr3-long-office-sequence.txt", None)}
@@ -152,7 +167,7 @@ def main() -> None:
     errs = {}
     for name, ck in ckpts:
         weights = "sift-usac-8000-r0.8" if ck == "sift" else file_sha256(ck / "model.safetensors")  # once per checkpoint
-        errs[name] = {ln: pair_errors(ck, weights, lst, root, a.cache, a.size) for ln, (lst, root) in lists.items()}
+        errs[name] = {ln: pair_errors(ck, weights, lst, root, a.cache, a.size, coarse[name]) for ln, (lst, root) in lists.items()}
     ref = ckpts[0][0]
     groups: dict[str, list[str]] = defaultdict(list)
     for name, _ in ckpts:

@@ -118,6 +118,11 @@ def accuracy(args: argparse.Namespace) -> None:
     for name, path in models.items():
         model = VideoGenerator.from_pretrained(path)
         results[name] = evaluate_generator(model, prompts, judges, steps=args.steps, seed=args.seed)
+        for w in args.guidance:  # camera guidance against the same prompt held still
+            results[f"{name}@g{w:g}"] = evaluate_generator(model, prompts, judges, steps=args.steps, seed=args.seed, guidance=w)
+            if with_depth:
+                results[f"{name}+render@g{w:g}"] = evaluate_generator(model, with_depth, judges, steps=args.steps, seed=args.seed,
+                                                                      guidance=w)
         if with_depth:  # Gen3C mode: the first frame's geometry rendered into every commanded camera is given too
             results[f"{name}+render"] = evaluate_generator(model, with_depth, judges, steps=args.steps, seed=args.seed)
         if with_est:
@@ -163,6 +168,8 @@ def main() -> None:
     a.add_argument("--render", action="store_true", help="also evaluate with the render conditioning (first frame's GT depth)")
     a.add_argument("--recon-depth", default=None, help="reconstruction checkpoint: also evaluate with the first frame's depth "
                    "estimated by it (`vibe3r video generate --recon`), the render conditioning without ground truth")
+    a.add_argument("--guidance", type=float, action="append", default=[],
+                   help="also evaluate every model with this camera guidance scale (repeatable; 1 = none)")
     a.add_argument("--json", default=None)
     args = ap.parse_args()
     {"speed": speed, "accuracy": accuracy}[args.cmd](args)

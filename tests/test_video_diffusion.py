@@ -15,8 +15,10 @@ from vibe3r.video_gen.diffusion import (
     VideoGenerator,
     camera_rays_map,
     resize_depth,
+    conditioning,
     resize_frames,
     splat_first_frame,
+    still_conditioning,
     to_model_images,
 )
 from vibe3r.video_gen.gen_train import Clip, ClipSource, find_videos, make_batch, mirror, train_generator
@@ -111,6 +113,26 @@ def test_batches_are_a_function_of_seed_and_step(videos):  # noqa: ANN001
     a, b, c = (make_batch(src, cfg.generator.train, 0, s) for s in (5, 5, 6))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and not torch.equal(a[0], c[0])
     assert a[0].shape == (2, 4, 3, 24, 32) and a[1].shape == (2, 4, 13, 24, 32)
+
+
+def test_camera_guidance_extrapolates_away_from_the_camera_held_still(videos):  # noqa: ANN001
+    clip = _clip(videos, size=(32, 24))
+    f0, K, c2w = to_model_images(clip.frames[0]), torch.from_numpy(clip.K), torch.from_numpy(clip.c2w)
+    d0 = torch.from_numpy(clip.depth0)
+    for depth in (None, d0):  # the negative is exactly the prompt whose every camera is the first one
+        still = conditioning(f0, K, c2w[:1].expand_as(c2w), depth)
+        assert torch.allclose(still_conditioning(conditioning(f0, K, c2w, depth)), still, atol=1e-6)
+    torch.manual_seed(0)
+    model = VideoGenerator(tiny_cfg().generator.model).eval()
+    cond = conditioning(f0, K, c2w)[None]
+    x_t = torch.randn(1, 4, 3, 24, 32)
+    with torch.no_grad():
+        cam, still = model.predict_x0(x_t, 50, cond), model.predict_x0(x_t, 50, still_conditioning(cond))
+        assert torch.allclose(model.predict_x0(x_t, 50, cond, guidance=3.0), still + 3.0 * (cam - still), atol=1e-5)
+        x1, _ = model.sample(cond, steps=3, generator=torch.Generator().manual_seed(1))
+        x1g, _ = model.sample(cond, steps=3, generator=torch.Generator().manual_seed(1), guidance=1.0)
+        x3, _ = model.sample(cond, steps=3, generator=torch.Generator().manual_seed(1), guidance=3.0)
+    assert torch.equal(x1, x1g) and not torch.allclose(x1, x3)
 
 
 def test_generated_video_round_trips_its_commanded_cameras(tmp_path):  # noqa: ANN001

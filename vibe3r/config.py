@@ -427,6 +427,8 @@ class GeneratorSampleConfig(Section):
 
     steps: int = Field(25, ge=1, description="DDIM steps")
     eta: float = Field(0.0, ge=0, le=1, description="DDIM eta (0 = deterministic given the initial noise)")
+    guidance: float = Field(1.0, ge=0, description="camera guidance scale w: pred_still + w (pred_cam - pred_still), the "
+                            "prompt with the camera held still as the negative (1 = none; > 1 doubles the sampling cost)")
 
 
 class GeneratorPreferConfig(Section):
@@ -441,6 +443,9 @@ class GeneratorPreferConfig(Section):
     pool_reference: bool = Field(False, description="DPO: two more candidates join each prompt's n samples before the judge ranks "
                                  "them: the renderer's frames for the commanded cameras (where the prompt has them) and the "
                                  "frozen clip (frame 0 repeated); best vs worst as usual")
+    guidance_pool: list[float] = Field([1.0], min_length=1, description="DPO: camera guidance scales the n candidates of a "
+                                       "prompt are sampled at, in turn (e.g. [1, 2, 3, 4]); the judge ranks them and DPO teaches "
+                                       "the unguided model its choice (the spread between scales is what the judge can rank)")
     steps: int = Field(60, ge=1, description="DPO optimiser steps / GRPO prompt groups")
     sample_steps: int = Field(10, ge=1, description="DDIM steps of the sampled videos")
     eta: float = Field(1.0, ge=0, le=1, description="DDIM eta of GRPO rollouts (stochastic steps are the policy)")

@@ -116,6 +116,13 @@ def conditioning(frame0: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, depth
     return torch.cat([frame0[None].expand(n, 3, H, W), rays, render, mask], dim=1)
 
 
+def still_conditioning(cond: torch.Tensor) -> torch.Tensor:
+    """The same prompt with the camera held still: every frame's conditioning (F, 13, H, W) or (B, F, 13, H, W)
+    replaced by frame 0's (its Plücker rays, and its render, which is the first frame itself). The negative
+    condition of camera guidance (``VideoGenerator.predict_x0``)."""
+    return cond.narrow(-4, 0, 1).expand_as(cond)
+
+
 # --------------------------------------------------------------------------------------------
 # model
 # --------------------------------------------------------------------------------------------
@@ -184,10 +191,21 @@ class VideoGenerator(nn.Module):
 
     # ---- sampling ------------------------------------------------------------------------
 
-    def predict_x0(self, x_t: torch.Tensor, t: int, cond: torch.Tensor) -> torch.Tensor:
-        """The model's clean-clip estimate at step t, whatever it predicts (x0, epsilon or v)."""
+    def predict_x0(self, x_t: torch.Tensor, t: int, cond: torch.Tensor, guidance: float = 1.0) -> torch.Tensor:
+        """The model's clean-clip estimate at step t, whatever it predicts (x0, epsilon or v).
+
+        ``guidance`` w ≠ 1 is camera guidance: the prediction for the same prompt with the camera held still
+        (``still_conditioning``) is moved w times its distance towards the prediction for the commanded
+        cameras, pred_still + w (pred_cam − pred_still) — classifier-free guidance with "do not move" as the
+        negative condition, which every training clip with little motion already taught the model.
+        """
         a = self.sampler.alphas_cumprod[t].to(x_t.dtype)
-        pred = self(x_t, torch.full((x_t.shape[0],), t, dtype=torch.long), cond)
+        tt = torch.full((x_t.shape[0],), t, dtype=torch.long)
+        if guidance == 1.0:
+            pred = self(x_t, tt, cond)
+        else:
+            pred_cam, pred_still = self(torch.cat([x_t, x_t]), tt.repeat(2), torch.cat([cond, still_conditioning(cond)])).chunk(2)
+            pred = pred_still + guidance * (pred_cam - pred_still)
         if self.config.prediction_type == "sample":
             return pred
         if self.config.prediction_type == "epsilon":
@@ -195,16 +213,17 @@ class VideoGenerator(nn.Module):
         return a.sqrt() * x_t - (1 - a).sqrt() * pred  # v
 
     def ddim_step(self, x_t: torch.Tensor, t: int, t_prev: int, cond: torch.Tensor, eta: float,
-                  noise: torch.Tensor | None = None, prev: torch.Tensor | None = None) -> StepResult:
+                  noise: torch.Tensor | None = None, prev: torch.Tensor | None = None, guidance: float = 1.0) -> StepResult:
         """One DDIM step (Song et al. 2021, eq. 12) t -> t_prev (t_prev < 0: the final x0).
 
         With ``prev`` given, no draw: the step's log-density of that ``prev`` under this model (GRPO's
-        likelihood ratio). ``noise`` is the standard normal draw of a stochastic step.
+        likelihood ratio). ``noise`` is the standard normal draw of a stochastic step; ``guidance`` is the
+        camera guidance of ``predict_x0``.
         """
         ac = self.sampler.alphas_cumprod
         a_t = ac[t].to(x_t.dtype)
         a_p = ac[t_prev].to(x_t.dtype) if t_prev >= 0 else torch.tensor(1.0, dtype=x_t.dtype)
-        x0 = self.predict_x0(x_t, t, cond).clamp(-1, 1)
+        x0 = self.predict_x0(x_t, t, cond, guidance).clamp(-1, 1)
         eps = (x_t - a_t.sqrt() * x0) / (1 - a_t).sqrt()  # the noise that clamped x0 implies
         var = (1 - a_p) / (1 - a_t) * (1 - a_t / a_p)
         std = float(eta * var.clamp_min(0).sqrt())
@@ -224,9 +243,11 @@ class VideoGenerator(nn.Module):
 
     @torch.no_grad()
     def sample(self, cond: torch.Tensor, steps: int = 25, eta: float = 0.0, generator: torch.Generator | None = None,
-               x_T: torch.Tensor | None = None, keep_trajectory: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+               x_T: torch.Tensor | None = None, keep_trajectory: bool = False, guidance: float = 1.0
+               ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Denoise from x_T (B, F, 3, H, W) (drawn from ``generator`` if None) -> x0 in [-1, 1], and the
-        latents x_T, ..., x_0 when ``keep_trajectory`` (the rollout GRPO re-scores)."""
+        latents x_T, ..., x_0 when ``keep_trajectory`` (the rollout GRPO re-scores). ``guidance`` > 1 is
+        camera guidance (``predict_x0``; twice the forward passes)."""
         B, n, _, H, W = cond.shape
         x = torch.randn(B, n, 3, H, W, generator=generator) if x_T is None else x_T
         ts = self.timesteps(steps)
@@ -234,16 +255,16 @@ class VideoGenerator(nn.Module):
         for k, t in enumerate(ts):
             t_prev = ts[k + 1] if k + 1 < len(ts) else -1
             noise = torch.randn(x.shape, generator=generator) if eta > 0 else None
-            x = self.ddim_step(x, t, t_prev, cond, eta, noise=noise).prev
+            x = self.ddim_step(x, t, t_prev, cond, eta, noise=noise, guidance=guidance).prev
             if keep_trajectory:
                 traj.append(x)
         return x.clamp(-1, 1), traj
 
     @torch.no_grad()
     def generate(self, first_frame: np.ndarray, K: np.ndarray, c2w: np.ndarray, depth0: np.ndarray | None = None,
-                 steps: int = 25, eta: float = 0.0, seed: int = 0) -> np.ndarray:
+                 steps: int = 25, eta: float = 0.0, seed: int = 0, guidance: float = 1.0) -> np.ndarray:
         """One video: first_frame uint8 (H, W, 3) at the model's size, K (F, 3, 3) or (3, 3), c2w (F, 4, 4)
-        -> uint8 (F, H, W, 3) whose frame 0 is ``first_frame``."""
+        -> uint8 (F, H, W, 3) whose frame 0 is ``first_frame``; ``guidance``: camera guidance (``predict_x0``)."""
         cfg = self.config
         if first_frame.shape != (cfg.height, cfg.width, 3):
             raise InputError(f"first frame is {first_frame.shape[1]}x{first_frame.shape[0]}; this generator makes "
@@ -254,7 +275,7 @@ class VideoGenerator(nn.Module):
         f0 = to_model_images(first_frame[None])[0]
         d0 = None if depth0 is None else torch.as_tensor(depth0, dtype=torch.float32)
         cond = conditioning(f0, torch.as_tensor(K), torch.as_tensor(c2w), d0)[None]
-        x, _ = self.sample(cond, steps=steps, eta=eta, generator=torch.Generator().manual_seed(seed))
+        x, _ = self.sample(cond, steps=steps, eta=eta, generator=torch.Generator().manual_seed(seed), guidance=guidance)
         out = to_uint8(x[0])
         out[0] = first_frame
         return out

@@ -195,10 +195,11 @@ def clip_prompts(video_dirs: list[Path], frames: int, width: int, height: int, p
 
 
 def sample_videos(model: nn.Module, prompt: VideoPrompt, seeds: list[int], steps: int, eta: float = 0.0,
-                  shared_noise: int | None = None, keep_trajectory: bool = False) -> tuple[np.ndarray, list]:
+                  shared_noise: int | None = None, keep_trajectory: bool = False, guidance: float = 1.0
+                  ) -> tuple[np.ndarray, list]:
     """``len(seeds)`` videos of one prompt (batched). ``shared_noise``: every video starts from the same
-    x_T (GRPO's group), the seeds then drive the stochastic steps. Returns uint8 (n, F, H, W, 3) and the
-    per-video trajectories when asked."""
+    x_T (GRPO's group), the seeds then drive the stochastic steps; ``guidance``: camera guidance
+    (``VideoGenerator.predict_x0``). Returns uint8 (n, F, H, W, 3) and the per-video trajectories when asked."""
     from vibe3r.video_gen.diffusion import to_uint8
 
     gen = model.base_model if isinstance(model, LoraVideoGenerator) else model
@@ -211,7 +212,7 @@ def sample_videos(model: nn.Module, prompt: VideoPrompt, seeds: list[int], steps
         x_T = torch.cat([torch.randn((1, *shape[1:]), generator=torch.Generator().manual_seed(s)) for s in seeds])
     g = torch.Generator().manual_seed(int(np.random.default_rng(seeds).integers(2**62)))
     x, traj = gen.sample(cond[None].expand(n, *cond.shape), steps=steps, eta=eta, generator=g, x_T=x_T,
-                         keep_trajectory=keep_trajectory)
+                         keep_trajectory=keep_trajectory, guidance=guidance)
     vids = to_uint8(x)
     vids[:, 0] = prompt.first_frame
     return vids, traj
@@ -243,13 +244,18 @@ class PreferencePair:
 
 def collect_pairs(model: VideoGenerator, judge: Any, prompts: list[VideoPrompt], cfg: VideoPreferConfig,
                   store: Any = None, round: int = 0, model_version: str = "", progress: Any = None) -> list[PreferencePair]:
-    """n videos per prompt from ``model`` (with ``pool_reference``: plus the renderer's frames and the frozen clip),
-    judged; best vs worst when the reward margin ≥ ``min_margin``."""
+    """n videos per prompt from ``model`` at the camera guidance scales of ``guidance_pool`` in turn (with
+    ``pool_reference``: plus the renderer's frames and the frozen clip), judged; best vs worst when the reward
+    margin ≥ ``min_margin``."""
     pairs = []
+    scales = [cfg.guidance_pool[i % len(cfg.guidance_pool)] for i in range(cfg.n)]
     for k, p in enumerate(prompts):
         seeds = [cfg.seed * 1_000_003 + k * 101 + i for i in range(cfg.n)]
-        vids, _ = sample_videos(model, p, seeds, cfg.sample_steps)
-        sources = ["sample"] * len(seeds)
+        vids = np.empty((cfg.n, len(p.c2w), *p.first_frame.shape), np.uint8)
+        for w in sorted(set(scales)):  # one batch per guidance scale
+            idx = [i for i, s in enumerate(scales) if s == w]
+            vids[idx] = sample_videos(model, p, [seeds[i] for i in idx], cfg.sample_steps, guidance=w)[0]
+        sources = ["sample" if w == 1.0 else f"sample@g{w:g}" for w in scales]
         if cfg.pool_reference:  # off-policy candidates: the renderer's answer, and not moving at all
             extra = ([p.reference] if p.reference is not None else []) + [np.repeat(p.first_frame[None], len(p.c2w), 0)]
             sources += (["reference"] if p.reference is not None else []) + ["frozen"]
@@ -373,14 +379,14 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def evaluate_generator(model: nn.Module, prompts: list[VideoPrompt], judges: dict[str, Any], steps: int, seed: int = 0,
-                       trans_weight: float = 0.25) -> dict[str, Any]:
+                       trans_weight: float = 0.25, guidance: float = 1.0) -> dict[str, Any]:
     """Camera error by each judge, PSNR to the rendered frames (frames 1..F-1) and pixel statistics, on
-    deterministic DDIM samples (the same seeds for every model compared)."""
+    deterministic DDIM samples (the same seeds for every model compared; ``guidance``: camera guidance)."""
     per: dict[str, list] = {name: [] for name in judges}
     ps, stats = [], []
     t0 = time.perf_counter()
     for k, p in enumerate(prompts):
-        vid = sample_videos(model, p, [seed * 7919 + k], steps)[0][0]
+        vid = sample_videos(model, p, [seed * 7919 + k], steps, guidance=guidance)[0][0]
         for name, j in judges.items():
             per[name].append(judge_rewards(j, p, vid[None], trans_weight)[0])
         if p.reference is not None:
