@@ -160,6 +160,29 @@ def test_pooled_reference_candidates_are_judged_and_recorded(videos, tmp_path): 
         assert by_source["reference"][2] > by_source["frozen"][2]  # reward: minus the rotation error
 
 
+def test_guidance_pool_samples_each_scale_and_records_it(videos, tmp_path):  # noqa: F811
+    """Candidates are drawn at the pool's camera guidance scales in turn; a candidate at scale 1 is the plain
+    sample of its seed, and the store says which scale made each one."""
+    from vibe3r.config import GeneratorPreferConfig
+    from vibe3r.video_gen.prefer import collect_pairs, judge_rewards, sample_videos
+
+    torch.manual_seed(0)
+    gen = VideoGenerator(tiny_cfg().generator.model)
+    mc = gen.config
+    prompts = clip_prompts(sorted(videos.iterdir()), mc.frames, mc.width, mc.height, per_video=1, stride=2)[:1]
+    cfg = GeneratorPreferConfig(n=4, sample_steps=2, min_margin=0.0, guidance_pool=[1.0, 3.0], trans_weight=0.5)
+    with PreferenceStore(tmp_path / "p.sqlite") as st:
+        pairs = collect_pairs(gen, FlowJudge(), prompts, cfg, st, round=1, model_version="v")
+        rows = st.db.execute("SELECT seed, reward, meta FROM video_samples ORDER BY id").fetchall()
+    assert [json.loads(r[2])["source"] for r in rows] == ["sample", "sample@g3", "sample", "sample@g3"]
+    judge = FlowJudge()
+    for seed, reward, meta in rows:  # each recorded reward is the judge's on the video its seed and scale redraw
+        w = 3.0 if json.loads(meta)["source"].endswith("@g3") else 1.0
+        vid = sample_videos(gen, prompts[0], [seed], cfg.sample_steps, guidance=w)[0]
+        assert judge_rewards(judge, prompts[0], vid, cfg.trans_weight)[0]["reward"] == pytest.approx(reward)
+    assert len(pairs) == 1 and pairs[0].margin > 0
+
+
 def test_store_records_judged_videos_and_pairs(tmp_path):
     with PreferenceStore(tmp_path / "p.sqlite") as st:
         a = st.add_video_sample("v0@0", 1, "abc", 2, {"rot_err": 1.0, "reward": -1.0})

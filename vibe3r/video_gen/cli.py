@@ -115,6 +115,8 @@ def generate_cmd(
     steps: Annotated[int | None, typer.Option("--steps", help="DDIM steps (default generator.sample.steps)")] = None,
     eta: Annotated[float | None, typer.Option("--eta", help="DDIM eta (default generator.sample.eta)")] = None,
     seed: Annotated[int, typer.Option("--seed", help="noise seed")] = 0,
+    guidance: Annotated[float | None, typer.Option("--guidance", min=0.0, help="camera guidance scale (default "
+                                                   "generator.sample.guidance; 1 = none)")] = None,
     fov: Annotated[float, typer.Option("--fov", help="horizontal field of view of the commanded camera, degrees")] = 60.0,
     recon: Annotated[Path | None, typer.Option("--recon", help="reconstruction checkpoint: estimate the first frame's depth and "
                                                "condition on its render along the commanded cameras (much better camera control)")] = None,
@@ -144,7 +146,8 @@ def generate_cmd(
         depth_meta = {"source": "recon", "recon": str(recon), "median_depth_m": median_depth}
     sc = cfg.generator.sample
     path = generate_video(model, img, prompt, out, steps=steps or sc.steps, eta=sc.eta if eta is None else eta,
-                          seed=seed, fov_deg=fov, ckpt=ckpt, depth0=depth0, depth_meta=depth_meta)
+                          seed=seed, fov_deg=fov, ckpt=ckpt, depth0=depth0, depth_meta=depth_meta,
+                          guidance=sc.guidance if guidance is None else guidance)
     Console().print(f"generated video written to [bold]{path}[/bold]")
 
 
