@@ -117,14 +117,12 @@ def accuracy(args: argparse.Namespace) -> None:
             with_est.append(dataclasses.replace(p, depth0=first_frame_depth(recon, img, mc.width, mc.height, 2.0)))
     for name, path in models.items():
         model = VideoGenerator.from_pretrained(path)
-        results[name] = evaluate_generator(model, prompts, judges, steps=args.steps, seed=args.seed)
-        for w in args.guidance:  # camera guidance against the same prompt held still
-            results[f"{name}@g{w:g}"] = evaluate_generator(model, prompts, judges, steps=args.steps, seed=args.seed, guidance=w)
-            if with_depth:
-                results[f"{name}+render@g{w:g}"] = evaluate_generator(model, with_depth, judges, steps=args.steps, seed=args.seed,
-                                                                      guidance=w)
-        if with_depth:  # Gen3C mode: the first frame's geometry rendered into every commanded camera is given too
-            results[f"{name}+render"] = evaluate_generator(model, with_depth, judges, steps=args.steps, seed=args.seed)
+        for w in [1.0, *args.guidance]:  # w != 1: camera guidance against the same prompt held still
+            sfx = "" if w == 1.0 else f"@g{w:g}"
+            results[name + sfx] = evaluate_generator(model, prompts, judges, steps=args.steps, seed=args.seed, guidance=w)
+            if with_depth:  # Gen3C mode: the first frame's geometry rendered into every commanded camera is given too
+                results[f"{name}+render{sfx}"] = evaluate_generator(model, with_depth, judges, steps=args.steps, seed=args.seed,
+                                                                    guidance=w)
         if with_est:
             results[f"{name}+est"] = evaluate_generator(model, with_est, judges, steps=args.steps, seed=args.seed)
         for k in range(min(3, len(prompts))):
