@@ -27,6 +27,18 @@ def test_mutual_nn_recovers_a_permutation_and_drops_one_sided_matches():
     assert ia.tolist() == [0] and ib.tolist() == [0]
 
 
+def test_bf16_search_keeps_most_fp32_matches_and_reports_fp32_similarities():
+    g = torch.Generator().manual_seed(0)
+    a = F.normalize(torch.randn(2000, 24, generator=g), dim=-1)
+    b = F.normalize(a[torch.randperm(2000, generator=g)] + 0.3 * torch.randn(2000, 24, generator=g), dim=-1)
+    ia, ib, s = mutual_nn(a, b, chunk=256)
+    ja, jb, t = mutual_nn(a, b, chunk=256, dtype=torch.bfloat16)
+    assert t.dtype == torch.float32
+    assert torch.allclose(t, (a[ja] * b[jb]).sum(-1), atol=1e-6)  # recomputed exactly, not bf16-rounded
+    same = set(zip(ia.tolist(), ib.tolist())) & set(zip(ja.tolist(), jb.tolist()))
+    assert len(same) > 0.97 * len(ia) and len(ja) > 0.97 * len(ia)
+
+
 def test_cell_centres_follow_the_pixel_centre_convention():
     c = cell_centres(2, 3, 4, 6)  # stride 2: cell (0,0) covers pixels 0..1 -> centre 0.5
     assert c[0].tolist() == [0.5, 0.5] and c[-1].tolist() == [4.5, 2.5]
@@ -43,10 +55,11 @@ def pair():
     return batch, desc
 
 
-@pytest.mark.parametrize("coarse", [1, 2])
-def test_matches_agree_with_ground_truth_correspondences(pair, coarse):
+@pytest.mark.parametrize("coarse,precision", [(1, "fp32"), (2, "fp32"), (1, "bf16"), (2, "bf16")])
+def test_matches_agree_with_ground_truth_correspondences(pair, coarse, precision):
     batch, desc = pair
-    kp1, kp2, _ = match_descriptors(desc(batch["pts11"][0]), desc(batch["pts21"][0]), (48, 64), coarse_factor=coarse)
+    kp1, kp2, _ = match_descriptors(desc(batch["pts11"][0]), desc(batch["pts21"][0]), (48, 64), coarse_factor=coarse,
+                                    precision=precision)
     p, q = gt_correspondences(batch, 0)
     gt = {tuple(x): y for x, y in zip(p.long().tolist(), q.tolist())}
     hits = [torch.tensor(gt[tuple(a)]) for a in kp1.long().tolist() if tuple(a) in gt]
@@ -94,6 +107,8 @@ def test_every_solver_recovers_the_ground_truth_pose(pair, solver):
 def test_unknown_solver_is_rejected(pair):
     with pytest.raises(InputError, match="unknown pose solver"):
         ModelPoseEstimator(_GTModel(*pair), solver="eight-point")
+    with pytest.raises(InputError, match="unknown matching precision 'fp8'"):
+        ModelPoseEstimator(_GTModel(*pair), precision="fp8")
 
 
 def test_subpixel_refinement_reduces_match_error_of_half_resolution_descriptors(pair):

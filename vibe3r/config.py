@@ -307,6 +307,12 @@ class LoopConfig(Section):
     real_capture_pairs: int = Field(500, ge=0, description="pairs drawn from each of real_captures (500: a paired AUC@10 difference "
                                     "is resolved to about ±2 instead of ±4.5 on the fixed 100 pairs); 0 = none")
     eval_size: int = Field(128, ge=16, description="longer image side for the pair-pose evaluation")
+    eval_precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="similarity precision of the evaluation's descriptor matching (bf16: 1.6-1.9x faster at 256 px, "
+        "where dense matching is most of the cost, with the same AUC within noise; bench/learning_curves.md)")
+    capture_gaps: tuple[int, int] = Field((3, 15), description="(min, max) distance in capture frames of the pairs drawn from "
+                                          "val_capture and real_captures (3-15: the fixed 7-Scenes list's motion; 15-25 on "
+                                          "7-Scenes' every-4th-frame captures: TUM-like wide pairs, further from the GT's noise floor)")
     eval_ransac: Literal["ransac", "usac_accurate", "magsac"] = Field(
         "usac_accurate", description="essential-matrix estimator of the pair-pose evaluation (usac_accurate: the preference "
         "policy's and the benches'; ransac: the SuperGlue protocol)")
@@ -330,6 +336,13 @@ class LoopConfig(Section):
                                              "(relative paths: cwd, then the project folder); None = no generator stage")
     generator_prompts: int = Field(12, ge=1, description="prompts (first frame + clip cameras of this round's videos) the generator is judged on")
     generator_eval_prompts: int = Field(16, ge=1, description="held-out prompts measuring the generator's camera error, candidate vs parent")
+
+    @model_validator(mode="after")
+    def _gaps(self) -> LoopConfig:
+        lo, hi = self.capture_gaps
+        if not 1 <= lo <= hi:
+            raise ValueError(f"capture_gaps: need 1 <= min <= max, got {lo}, {hi}")
+        return self
 
 
 class PreferenceConfig(Section):

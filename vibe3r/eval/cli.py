@@ -36,6 +36,8 @@ def pairs_cmd(
     pose: Annotated[str, typer.Option("--pose", help="model pose solver: essential | pnp | pnp_matches | procrustes")] = "essential",
     ransac_px: Annotated[float, typer.Option("--ransac-px", help="model: essential-matrix RANSAC threshold in pixels")] = 1.0,
     coarse: Annotated[int, typer.Option("--coarse", help="model: coarse-to-fine matching factor (1 = plain mutual NN)")] = 1,
+    precision: Annotated[str, typer.Option("--precision", help="model: similarity precision of descriptor matching: fp32 | bf16 "
+                                           "(bf16: 1.6-1.9x faster at 256 px, same accuracy within noise)")] = "fp32",
     ransac: Annotated[str, typer.Option("--ransac", help="essential-matrix estimator for sift and model: ransac (SuperGlue protocol) | usac_accurate | magsac")] = "ransac",
     subpixel: Annotated[bool, typer.Option("--subpixel/--no-subpixel", help="model: parabolic sub-cell refinement of matches")] = True,
     threads: Annotated[int, typer.Option("--threads", help="torch CPU threads for the model")] = 1,
@@ -47,7 +49,8 @@ def pairs_cmd(
 
     from vibe3r.eval import pairs as P
 
-    estimator = make_estimator(method, ckpt=ckpt, pose=pose, threads=threads, ransac_px=ransac_px, coarse=coarse, subpixel=subpixel, ransac=ransac)
+    estimator = make_estimator(method, ckpt=ckpt, pose=pose, threads=threads, ransac_px=ransac_px, coarse=coarse, subpixel=subpixel, ransac=ransac,
+                               precision=precision)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeRemainingColumn(), transient=True) as bar:
         task = bar.add_task(f"{method} {size}px", total=None)
@@ -105,7 +108,8 @@ def sequence_cmd(
 
 
 def make_estimator(method: str, ckpt: Path | None = None, pose: str = "essential", threads: int = 1,
-                   ransac_px: float = 1.0, coarse: int = 1, subpixel: bool = True, ransac: str = "ransac"):  # noqa: ANN201
+                   ransac_px: float = 1.0, coarse: int = 1, subpixel: bool = True, ransac: str = "ransac",
+                   precision: str = "fp32"):  # noqa: ANN201
     """Build the pose estimator for ``--method`` (see ``vibe3r.eval.pairs``)."""
     from vibe3r.eval import pairs as P
 
@@ -118,5 +122,6 @@ def make_estimator(method: str, ckpt: Path | None = None, pose: str = "essential
             raise InputError("--method model needs --ckpt")
         from vibe3r.recon.pose import make_model_estimator
 
-        return make_model_estimator(ckpt, solver=pose, threads=threads, ransac_px=ransac_px, coarse_factor=coarse, subpixel=subpixel, ransac=ransac)
+        return make_model_estimator(ckpt, solver=pose, threads=threads, ransac_px=ransac_px, coarse_factor=coarse, subpixel=subpixel, ransac=ransac,
+                                    precision=precision)
     raise InputError(f"unknown method {method!r}; valid: {', '.join(P.METHODS)}")

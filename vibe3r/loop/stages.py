@@ -317,7 +317,8 @@ def _heldout_key(cfg: Config) -> dict[str, Any]:
             "prompts": json.loads(cfg.prompts.model_dump_json()), "dataset": json.loads(cfg.dataset.model_dump_json()),
             "image_size": lc.image_size, "max_frames": lc.max_frames, "videos": lc.heldout_videos, "pairs": lc.heldout_pairs_per_video,
             "seed": cfg.seed, "loop_seed": lc.seed, "real": lc.real_pairs, "real_n": lc.real_pairs_per_list,
-            "val": lc.val_capture, "val_n": lc.val_pairs, "real_captures": lc.real_captures, "real_capture_n": lc.real_capture_pairs}
+            "val": lc.val_capture, "val_n": lc.val_pairs, "real_captures": lc.real_captures, "real_capture_n": lc.real_capture_pairs,
+            **({"capture_gaps": list(lc.capture_gaps)} if tuple(lc.capture_gaps) != (3, 15) else {})}  # default: earlier runs' key
 
 
 def _short_hash(obj: Any) -> str:
@@ -366,7 +367,7 @@ def _write_val_list(cfg: Config, path: Path) -> dict[str, str]:
     lc = cfg.loop
     if not lc.val_capture or lc.val_pairs <= 0:
         return {}
-    return capture_pair_list(lc.val_capture, lc.val_pairs, capture_pairs_seed(cfg), path, "loop.val_capture")
+    return capture_pair_list(lc.val_capture, lc.val_pairs, capture_pairs_seed(cfg), path, "loop.val_capture", gaps=lc.capture_gaps)
 
 
 def ensure_heldout(cfg: Config, run_dir: Path) -> Path:
@@ -408,7 +409,7 @@ def ensure_heldout(cfg: Config, run_dir: Path) -> Path:
     for spec in lc.real_captures if lc.real_capture_pairs > 0 else []:
         stem = Path(spec.partition("@")[0]).name + (f"-{spec.partition('@')[2].replace(':', '-')}" if "@" in spec else "")
         roots.update(capture_pair_list(spec, lc.real_capture_pairs, capture_pairs_seed(cfg), work / f"real-{stem}-{lc.real_capture_pairs}.txt",
-                                       "loop.real_captures"))
+                                       "loop.real_captures", gaps=lc.capture_gaps))
     (work / "real_roots.json").write_text(json.dumps(roots, indent=1))
     (work / "val_roots.json").write_text(json.dumps(_write_val_list(cfg, work / "val.txt"), indent=1))
     if final.exists():
@@ -422,7 +423,7 @@ def _finite(x: float) -> float | None:
 
 
 def evaluate_checkpoint(ckpt: Path, heldout: Path, loss_cfg: Any, size: int, progress=None,  # noqa: ANN001
-                        ransac: str = "usac_accurate") -> dict[str, float | None]:
+                        ransac: str = "usac_accurate", precision: str = "fp32") -> dict[str, float | None]:
     """Metrics of a checkpoint on the held-out set: pose AUC / median errors on synthetic and real pairs
     (mutual NN on the dense descriptors + essential RANSAC, ``vibe3r eval pairs --method model``), and the
     training objective, match accuracy and depth AbsRel (median-scaled) on the synthetic pairs."""
@@ -448,7 +449,7 @@ def evaluate_checkpoint(ckpt: Path, heldout: Path, loss_cfg: Any, size: int, pro
         if progress:
             progress(k, len(lists) + 1, key)
         cv2.setRNGSeed(0)  # OpenCV's RANSAC draws from a process-wide generator
-        ev = evaluate_pairs(path, ModelPoseEstimator(model, "essential", ransac=ransac), size, root=root, method_name="model")
+        ev = evaluate_pairs(path, ModelPoseEstimator(model, "essential", ransac=ransac, precision=precision), size, root=root, method_name="model")
         errors[key] = [_finite(r.err) for r in ev.results]  # None = failed (infinite error)
         s = ev.summary
         for m in ("auc5", "auc10", "auc20", "median_rot", "median_tdir", "fail_pct"):
@@ -511,13 +512,15 @@ def evaluate(ctx: StageContext) -> StageResult:
                 raise InputError("evaluate: no checkpoint to evaluate (a fresh base model needs train_recon first)")
             res[role] = {}
             continue
-        key = _short_hash([file_sha256(ckpt / "model.safetensors"), heldout.name, loss_cfg.model_dump(), lc.eval_size, lc.eval_ransac])
+        key = [file_sha256(ckpt / "model.safetensors"), heldout.name, loss_cfg.model_dump(), lc.eval_size, lc.eval_ransac]
+        key = _short_hash(key if lc.eval_precision == "fp32" else [*key, lc.eval_precision])  # fp32 keeps older caches valid
         hit = cache / f"{key}.json"
         if hit.is_file():
             res[role] = json.loads(hit.read_text())
         else:
             prog = lambda d, t, i, r=role: ctx.progress(d, t, f"{r}: {i}")  # noqa: E731
-            res[role] = evaluate_checkpoint(ckpt, heldout, loss_cfg, lc.eval_size, progress=prog, ransac=lc.eval_ransac)
+            res[role] = evaluate_checkpoint(ckpt, heldout, loss_cfg, lc.eval_size, progress=prog, ransac=lc.eval_ransac,
+                                             precision=lc.eval_precision)
             write_json_atomic(hit, res[role])
     write_json_atomic(ctx.out("eval"), {**res, "heldout": heldout.name})
     scalars = {role: {k: v for k, v in r.items() if k != PAIR_ERRORS} for role, r in res.items()}

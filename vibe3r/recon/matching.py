@@ -5,7 +5,9 @@ on pixel ((x + 0.5) s − 0.5, (y + 0.5) s − 0.5) of the full image (pixel cen
 
 Mutual nearest neighbours (MASt3R's ``fast_reciprocal_NNs`` without its iterations): i ↔ j is kept
 when j = argmax_k ⟨a_i, b_k⟩ and i = argmax_k ⟨a_k, b_j⟩. The similarity matrix is never held
-in full: rows of a (then of b) are processed in chunks.
+in full: rows of a (then of b) are processed in chunks. With ``dtype=torch.bfloat16`` the
+nearest neighbours are found on bf16 similarities (1.6-1.9x faster at 256 px on this CPU, where the
+search is memory-bound) and the kept pairs' similarities are recomputed in fp32.
 """
 
 from __future__ import annotations
@@ -32,21 +34,37 @@ def _row_max(a: torch.Tensor, b: torch.Tensor, chunk: int) -> tuple[torch.Tensor
     return torch.cat(vals), torch.cat(idx)
 
 
+SIM_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def sim_dtype(name: str) -> torch.dtype:
+    """The similarity dtype called ``name`` ("fp32" or "bf16")."""
+    if name not in SIM_DTYPES:
+        raise ValueError(f"unknown matching precision {name!r}; valid: {', '.join(SIM_DTYPES)}")
+    return SIM_DTYPES[name]
+
+
 @torch.no_grad()
-def mutual_nn(a: torch.Tensor, b: torch.Tensor, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def mutual_nn(a: torch.Tensor, b: torch.Tensor, chunk: int = 1024, dtype: torch.dtype = torch.float32
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mutual nearest neighbours between descriptor sets a (N, D) and b (M, D).
 
+    ``dtype`` is the precision of the neighbour search (bf16: near-ties may pick the other
+    neighbour); the returned similarities are always fp32.
     Returns ``(ia (K,), ib (K,), sim (K,))``: indices of mutual pairs and their cosine similarity.
     """
     N, M = len(a), len(b)
     if N == 0 or M == 0:
         e = torch.zeros(0, dtype=torch.long)
         return e, e, torch.zeros(0)
-    best_ab, nn_ab = _row_max(a, b, chunk)
-    _, nn_ba = _row_max(b, a, chunk)
+    la, lb = a.to(dtype), b.to(dtype)
+    best_ab, nn_ab = _row_max(la, lb, chunk)
+    _, nn_ba = _row_max(lb, la, chunk)
     ia = torch.arange(N)
     keep = nn_ba[nn_ab] == ia
-    return ia[keep], nn_ab[keep], best_ab[keep]
+    ia, ib = ia[keep], nn_ab[keep]
+    sims = best_ab[keep] if dtype == torch.float32 else (a[ia].float() * b[ib].float()).sum(-1)
+    return ia, ib, sims
 
 
 def subpixel_refine(desc1: torch.Tensor, desc2: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor) -> torch.Tensor:
@@ -75,7 +93,8 @@ def subpixel_refine(desc1: torch.Tensor, desc2: torch.Tensor, c1: torch.Tensor, 
 
 @torch.no_grad()
 def match_descriptors(desc1: torch.Tensor, desc2: torch.Tensor, image_hw: tuple[int, int], min_sim: float = -1.0,
-                      coarse_factor: int = 1, window: int = 1, subpixel: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                      coarse_factor: int = 1, window: int = 1, subpixel: bool = False, precision: str = "fp32"
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Matches between two descriptor maps (h, w, D) -> pixel coordinates kp1 (K, 2), kp2 (K, 2) in the
     full (H, W) image, and their similarities (K,).
 
@@ -85,15 +104,16 @@ def match_descriptors(desc1: torch.Tensor, desc2: torch.Tensor, image_hw: tuple[
     (h w / f²)² + h w (2 window + 1)² similarities instead of (h w)².
     ``subpixel`` moves each view-2 match to the parabolic peak of its 3x3 similarities
     (``subpixel_refine``): descriptors at stride s otherwise quantise matches to s pixels.
+    ``precision`` "bf16" runs the dense (or coarse) neighbour search on bf16 similarities (``mutual_nn``).
     """
     H, W = image_hw
     h, w, D = desc1.shape
     if coarse_factor <= 1:
-        i1, i2, sims = mutual_nn(desc1.reshape(-1, D).float(), desc2.reshape(-1, D).float())
+        i1, i2, sims = mutual_nn(desc1.reshape(-1, D).float(), desc2.reshape(-1, D).float(), dtype=sim_dtype(precision))
         k1 = torch.stack([i1 % w, i1 // w], -1)  # K,2 cells (x, y)
         k2 = torch.stack([i2 % w, i2 // w], -1)
     else:
-        k1, k2, sims = _coarse_to_fine(desc1, desc2, coarse_factor, window)
+        k1, k2, sims = _coarse_to_fine(desc1, desc2, coarse_factor, window, sim_dtype(precision))
     keep = sims >= min_sim
     k1, k2, sims = k1[keep], k2[keep], sims[keep]
     k2f = subpixel_refine(desc1, desc2, k1, k2) if subpixel and len(k1) else k2.float()
@@ -102,7 +122,8 @@ def match_descriptors(desc1: torch.Tensor, desc2: torch.Tensor, image_hw: tuple[
     return to_px(k1.float()), to_px(k2f), sims
 
 
-def _coarse_to_fine(desc1: torch.Tensor, desc2: torch.Tensor, f: int, window: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _coarse_to_fine(desc1: torch.Tensor, desc2: torch.Tensor, f: int, window: int, dtype: torch.dtype = torch.float32
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Coarse-to-fine mutual NN (see ``match_descriptors``) -> cells k1 (K,2), k2 (K,2) as (x, y), sims (K,).
 
     All coarse matches are refined in one batched product: for match k, A_k holds the f² fine
@@ -115,7 +136,7 @@ def _coarse_to_fine(desc1: torch.Tensor, desc2: torch.Tensor, f: int, window: in
     pool = lambda d: F.normalize(F.avg_pool2d(d.permute(2, 0, 1)[None].float(), f)[0].permute(1, 2, 0), dim=-1)  # noqa: E731
     c1, c2 = pool(desc1), pool(desc2)  # h/f,w/f,D
     wc = c1.shape[1]
-    ci1, ci2, _ = mutual_nn(c1.reshape(-1, D), c2.reshape(-1, D))
+    ci1, ci2, _ = mutual_nn(c1.reshape(-1, D), c2.reshape(-1, D), dtype=dtype)
     if len(ci1) == 0:
         e = torch.zeros(0, 2, dtype=torch.long)
         return e, e, torch.zeros(0)

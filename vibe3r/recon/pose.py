@@ -24,7 +24,7 @@ import roma
 import torch
 
 from vibe3r.errors import InputError
-from vibe3r.recon.matching import match_descriptors
+from vibe3r.recon.matching import SIM_DTYPES, match_descriptors
 
 SOLVERS = ("essential", "pnp", "pnp_matches", "procrustes")
 # Robust estimators for the essential matrix. ``ransac`` is the SuperGlue/LoFTR protocol (the README's
@@ -132,7 +132,7 @@ class ModelPoseEstimator:
 
     def __init__(self, model: torch.nn.Module, solver: str = "essential", ransac_px: float = 1.0,
                  coarse_factor: int = 1, n_points: int = 4000, pnp_px: float = 2.0, subpixel: bool = True,
-                 ransac: str = "ransac") -> None:
+                 ransac: str = "ransac", precision: str = "fp32") -> None:
         if solver not in SOLVERS:
             raise InputError(f"unknown pose solver {solver!r}; valid: {', '.join(SOLVERS)}")
         self.model = model.eval()
@@ -145,6 +145,9 @@ class ModelPoseEstimator:
         if ransac not in RANSAC_METHODS:
             raise InputError(f"unknown RANSAC method {ransac!r}; valid: {', '.join(RANSAC_METHODS)}")
         self.ransac = ransac
+        if precision not in SIM_DTYPES:
+            raise InputError(f"unknown matching precision {precision!r}; valid: {', '.join(SIM_DTYPES)}")
+        self.precision = precision
 
     @torch.no_grad()
     def __call__(self, img0: np.ndarray, img1: np.ndarray, K0: np.ndarray, K1: np.ndarray):  # noqa: ANN204
@@ -156,7 +159,7 @@ class ModelPoseEstimator:
         H, W = img0.shape[:2]
         if self.solver in ("essential", "pnp_matches"):
             kp0, kp1, _ = match_descriptors(out["desc1"][0], out["desc2"][0], (H, W), coarse_factor=self.coarse_factor,
-                                            subpixel=self.subpixel)
+                                            subpixel=self.subpixel, precision=self.precision)
             if self.solver == "essential":
                 res = estimate_pose_essential(kp0.numpy(), kp1.numpy(), K0, K1, self.ransac_px, method=self.ransac)
                 return None if res is None else (res[0], res[1], len(kp0))
