@@ -31,6 +31,8 @@ def test_overrides_parse_yaml_values_and_nest():
         ("render.width=abc", "bad config value for 'render.width'"),
         ("dataset.covis_min=0.99", "covis_min (0.99) > covis_max"),
         ("render", "not of the form"),
+        ("loop.capture_gaps=[20, 10]", "capture_gaps: need 1 <= min <= max, got 20, 10"),
+        ("loop.eval_precision=fp8", "bad config value for 'loop.eval_precision'"),
     ],
 )
 def test_bad_overrides_are_one_line_errors(override, expect):
@@ -43,6 +45,11 @@ def test_bad_overrides_are_one_line_errors(override, expect):
 def test_unknown_key_lists_valid_keys_of_its_section():
     with pytest.raises(ConfigError, match=r"valid keys here: .*noise_std"):
         load_config(None, ["render.degrade.noize=1"])
+
+
+def test_every_shipped_config_loads():
+    for path in sorted((default_config_path().parent).glob("*.yaml")):
+        load_config(path)  # raises ConfigError on an unknown or invalid key
 
 
 def test_resolved_config_round_trips(tmp_path):
