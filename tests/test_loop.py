@@ -195,6 +195,20 @@ def test_the_reported_real_pairs_include_a_draw_from_the_held_out_capture(uninte
         assert 12 <= gap <= 60
 
 
+def test_capture_gaps_set_the_motion_of_the_validation_pairs(tmp_path):
+    """loop.capture_gaps [15, 25] on 7-Scenes' every-4th-frame capture: every validation pair is 60-100 frames apart."""
+    from vibe3r.loop.stages import _write_val_list
+
+    cfg = load_config(None, ["loop.capture_gaps=[15, 25]", "loop.val_pairs=20",
+                             f"loop.val_capture={REAL / '7scenes-redkitchen'}@0:125"])
+    roots = _write_val_list(cfg, tmp_path / "val.txt")
+    assert list(roots) == ["val.txt"]
+    lines = (tmp_path / "val.txt").read_text().split("\n")[:-1]
+    frame = lambda name: int(name.split("-")[1].split(".")[0])  # noqa: E731
+    gaps = [abs(frame(ln.split()[1]) - frame(ln.split()[0])) for ln in lines]
+    assert len(lines) == 20 and min(gaps) >= 60 and max(gaps) <= 100
+
+
 # --------------------------------------------------------------------------------------------
 # The stage contract on toy stages (no rendering)
 # --------------------------------------------------------------------------------------------
