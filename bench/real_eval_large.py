@@ -35,6 +35,7 @@ from vibe3r.config import load_config  # noqa: E402
 from vibe3r.eval.pairs import evaluate_pairs, make_sift_estimator  # noqa: E402
 from vibe3r.geometry import pose_auc  # noqa: E402
 from vibe3r.loop.stage import file_sha256  # noqa: E402
+from vibe3r.recon.matching import SIM_DTYPES  # noqa: E402
 from vibe3r.loop.stages import capture_pair_list, capture_pairs_seed  # noqa: E402
 from vibe3r.recon.pose import make_model_estimator  # noqa: E402
 
@@ -132,7 +133,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--coarse", type=int, default=1,
                     help="coarse-to-fine factor of the model's descriptor matching (1 = dense mutual NN over every cell)")
-    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+    ap.add_argument("--precision", choices=tuple(SIM_DTYPES), default="fp32",
                     help="similarity precision of the model's descriptor matching (bf16: 1.6-1.9x faster at 256 px)")
     ap.add_argument("--no-synthetic", action="store_true", help="skip the held-out synthetic pairs")
     ap.add_argument("--wide-pairs", type=int, default=300, help="pairs of the wide 7-Scenes list (60-100 frames apart)")

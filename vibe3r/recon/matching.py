@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from vibe3r.errors import InputError
+
 
 def cell_centres(h: int, w: int, H: int, W: int) -> torch.Tensor:
     """Full-resolution pixel coordinates (h*w, 2) of the centres of an (h, w) grid covering (H, W)."""
@@ -40,7 +42,7 @@ SIM_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 def sim_dtype(name: str) -> torch.dtype:
     """The similarity dtype called ``name`` ("fp32" or "bf16")."""
     if name not in SIM_DTYPES:
-        raise ValueError(f"unknown matching precision {name!r}; valid: {', '.join(SIM_DTYPES)}")
+        raise InputError(f"unknown matching precision {name!r}; valid: {', '.join(SIM_DTYPES)}")
     return SIM_DTYPES[name]
 
 

@@ -24,7 +24,7 @@ import roma
 import torch
 
 from vibe3r.errors import InputError
-from vibe3r.recon.matching import SIM_DTYPES, match_descriptors
+from vibe3r.recon.matching import match_descriptors, sim_dtype
 
 SOLVERS = ("essential", "pnp", "pnp_matches", "procrustes")
 # Robust estimators for the essential matrix. ``ransac`` is the SuperGlue/LoFTR protocol (the README's
@@ -145,8 +145,7 @@ class ModelPoseEstimator:
         if ransac not in RANSAC_METHODS:
             raise InputError(f"unknown RANSAC method {ransac!r}; valid: {', '.join(RANSAC_METHODS)}")
         self.ransac = ransac
-        if precision not in SIM_DTYPES:
-            raise InputError(f"unknown matching precision {precision!r}; valid: {', '.join(SIM_DTYPES)}")
+        sim_dtype(precision)  # an unknown precision is refused here, not at the first pair
         self.precision = precision
 
     @torch.no_grad()
