@@ -1,5 +1,5 @@
-"""Structure from motion of a real capture (COLMAP through pycolmap: SIFT, sequential matching, incremental
-mapping with bundle adjustment, intrinsics fixed) — a second opinion on its ground-truth poses.
+"""Structure from motion of a real capture (``vibe3r.preference.sfm``: COLMAP through pycolmap, SIFT, sequential
+matching, incremental mapping with bundle adjustment, intrinsics fixed) — a second opinion on its ground-truth poses.
 
 Two uses:
 
@@ -12,7 +12,8 @@ Two uses:
   the shipped lists. Its translations have unit length (SfM has no metric scale), so the reports'
   "baseline ≥ 0.15 m" subset is every pair there.
 * ``--out-poses FILE``: ``{frame ordinal: cam2world}`` of the capture frames — the exact trainer's teacher
-  (``bench/preference.py --exact-teacher sfm``), no ground truth involved.
+  (``bench/preference.py --exact-teacher sfm``; the loop computes its own with ``preference.teacher: sfm``),
+  no ground truth involved.
 
     .venv/bin/pip install -e ".[bench]"
     .venv/bin/python bench/sfm_pseudo_gt.py --capture ../shared/data/real/7scenes-redkitchen@125:250 \\
@@ -27,60 +28,15 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from vibe3r.captures import load_capture  # noqa: E402
 from vibe3r.preference.sampling import set_focal  # noqa: E402
-
-
-def run_sfm(images: np.ndarray, K: np.ndarray, work: Path, overlap: int, threads: int) -> dict[int, np.ndarray]:
-    """cam2world (OpenCV axes, arbitrary scale and frame) of the registered frames of the largest model."""
-    import pycolmap
-
-    img_dir = work / "images"
-    img_dir.mkdir(parents=True, exist_ok=True)
-    for k, im in enumerate(images):
-        cv2.imwrite(str(img_dir / f"{k:05d}.png"), im[:, :, ::-1])
-    db = work / "database.db"
-    if db.exists():
-        db.unlink()
-    ro = pycolmap.ImageReaderOptions()
-    ro.camera_model = "PINHOLE"
-    ro.camera_params = f"{K[0, 0]},{K[1, 1]},{K[0, 2]},{K[1, 2]}"
-    eo = pycolmap.FeatureExtractionOptions()
-    eo.num_threads = threads
-    t0 = time.time()
-    pycolmap.extract_features(db, img_dir, camera_mode=pycolmap.CameraMode.SINGLE, reader_options=ro, extraction_options=eo,
-                              device=pycolmap.Device.cpu)
-    po = pycolmap.SequentialPairingOptions()
-    po.overlap = overlap
-    po.loop_detection = False
-    mo = pycolmap.FeatureMatchingOptions()
-    mo.num_threads = threads
-    pycolmap.match_sequential(db, matching_options=mo, pairing_options=po, device=pycolmap.Device.cpu)
-    op = pycolmap.IncrementalPipelineOptions()
-    op.num_threads = threads
-    op.ba_refine_focal_length = op.ba_refine_principal_point = op.ba_refine_extra_params = False
-    (work / "sparse").mkdir(exist_ok=True)
-    recs = pycolmap.incremental_mapping(db, img_dir, work / "sparse", options=op)
-    if not recs:
-        raise SystemExit("SfM registered no model")
-    rec = max(recs.values(), key=lambda r: r.num_reg_images())
-    print(f"SfM: {rec.num_reg_images()} of {len(images)} frames registered, {rec.num_points3D()} points, "
-          f"mean reprojection error {rec.compute_mean_reprojection_error():.2f} px, {time.time() - t0:.0f} s", flush=True)
-    c2w = {}
-    for im in rec.images.values():
-        pose = im.cam_from_world() if callable(im.cam_from_world) else im.cam_from_world
-        T = np.eye(4)
-        T[:3, :] = pose.matrix()
-        c2w[int(Path(im.name).stem)] = np.linalg.inv(T)
-    return c2w
+from vibe3r.preference.sfm import run_sfm  # noqa: E402
 
 
 def main() -> None:

@@ -20,13 +20,13 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from vibe3r import geometry
-from vibe3r.config import load_config
+from vibe3r.config import ConfigError, load_config
 from vibe3r.errors import Vibe3rError
 from vibe3r.loop.cli import app
 from vibe3r.loop.iterate import RunLock, RunLocked, iterate, select_stages, status
 from vibe3r.loop.registry import Registry
 from vibe3r.loop.stage import Stage, StageContext, StageResult, run_stage
-from vibe3r.loop.stages import STAGES, live_recon, mix_dataset, promote
+from vibe3r.loop.stages import STAGES, live_recon, mix_dataset, promote, recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -420,3 +420,12 @@ def test_a_capture_pair_list_keeps_its_frame_gaps_and_ground_truth(tmp_path):
         assert 10 <= j - i <= 14
         T = np.array(r[-16:], dtype=np.float64).reshape(4, 4)
         np.testing.assert_allclose(T, np.linalg.inv(cap.cam2world[j]) @ cap.cam2world[i], atol=1e-5)
+
+
+def test_lr_decay_shrinks_later_rounds_fine_tuning():
+    """``loop.lr_decay``: round r fine-tunes at lr * decay**(r-1); the default keeps every round alike."""
+    cfg = load_config(None, ["loop.lr=4e-4", "loop.lr_decay=0.5", "loop.base_checkpoint=null"])
+    assert [recipe(cfg, None, r).train.lr for r in (1, 2, 3)] == pytest.approx([4e-4, 2e-4, 1e-4])
+    assert recipe(load_config(None, ["loop.base_checkpoint=null"]), None, 3).train.lr == load_config(None).loop.lr
+    with pytest.raises(ConfigError, match="lr_decay"):
+        load_config(None, ["loop.lr_decay=1.5"])

@@ -290,6 +290,8 @@ class LoopConfig(Section):
     train_steps: int = Field(120, ge=1, description="fine-tuning steps per round (batch size from the recipe)")
     lr: float = Field(2e-4, gt=0, description="peak learning rate of the per-round fine-tuning (cosine to the recipe's min_lr)")
     warmup_steps: int = Field(10, ge=0, description="linear warm-up steps of the per-round fine-tuning")
+    lr_decay: float = Field(1.0, gt=0, le=1, description="round r fine-tunes at lr * lr_decay**(r-1): later rounds refine what "
+                            "earlier ones learned instead of re-fitting at full step size (1 = every round alike)")
     replay_fraction: float = Field(0.5, ge=0, lt=1, description="share of a round's training pairs replayed from older rounds' videos (whole videos, seeded)")
     warp_max_frames: int = Field(125, ge=0, description="warp_real stage: at most this many frames of each real capture (evenly spread) are "
                                  "re-rendered from new cameras through the live model's depth and join the round's training pairs "
@@ -380,6 +382,10 @@ class PreferenceConfig(Section):
                                "under the classical pose); 0 = sample-level credit only")
     exact_beta: float = Field(1.0, gt=0, description="exact: KL weight in pixels of Sampson distance (a match this much further "
                               "from the classical epipolar line loses a factor e of probability against the reference)")
+    teacher: Literal["classical", "sfm"] = Field(
+        "classical", description="exact: the pose a pair's matches are rewarded under: classical (two-view RootSIFT of the "
+        "full-resolution pair) | sfm (the capture's structure from motion, preference.sfm: every frame registered jointly, "
+        "run once per run and capture; needs pycolmap, the sfm extra). Neither reads ground truth")
     exact_draws: int = Field(0, ge=0, description="exact: forward and backward draws sampled per pair and step, each over every "
                              "candidate (0: all, the exact objective; about 1024 makes 256 px affordable at an unbiased estimate)")
 

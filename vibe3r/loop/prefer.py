@@ -114,6 +114,7 @@ def prefer_recon(ctx: StageContext) -> StageResult:
         anchor = PairStream(ctx.inputs["pairs"], batch_size=4, seed=ctx.seed)
     out = ctx.out("recon")
     trainer_dir = ctx.work / "trainer"
+    extra: dict[str, float] = {}
     with PreferenceStore(Path(ctx.inputs["store"])) as store:
         prefs = store.preferences(round=ctx.round)
         pair_rows = store.db.execute("SELECT c.spec, p.i, p.j FROM pairs p JOIN captures c ON c.id = p.capture_id ORDER BY p.id").fetchall()
@@ -148,9 +149,18 @@ def prefer_recon(ctx: StageContext) -> StageResult:
             cfg = ExactConfig(beta=pc.exact_beta, temperature=pc.temperature, lr=pc.lr, steps=pc.steps, seed=ctx.seed,
                               draws_per_pair=pc.exact_draws or None,
                               anchor_weight=pc.anchor_weight if anchor else 0.0, ckpt_every=max(1, pc.steps // 4))
-            items = exact_items(samplers, pair_rows)
+            poses = None
+            if pc.teacher == "sfm":  # once per run and capture (cached in the run folder): frames registered jointly
+                from vibe3r.preference.sfm import capture_poses
+
+                poses = {spec: capture_poses(fulls[spec], ctx.run_dir / "sfm", spec, log=lambda m: ctx.progress(0, 1, m))
+                         for spec in {r[0] for r in pair_rows}}
+            items = exact_items(samplers, pair_rows, poses=poses)
             if not items:
-                raise InputError(f"none of the round's {len(pair_rows)} real pairs has a classical pose to reward matches with")
+                raise InputError(f"none of the round's {len(pair_rows)} real pairs has a {pc.teacher} pose to reward matches with")
+            extra["exact_pairs"] = float(len(items))
+            if poses is not None:
+                extra["sfm_registered_frac"] = float(np.mean([len(poses[s]) / len(fulls[s].images) for s in poses]))
             last = ExactTrainer(model, cfg, trainer_dir, progress=False).train(items, anchor_batches=anchor, resume=trainer_dir.is_dir())
         else:
             pairs, reward_fn, draw_reward_fn = grpo_pairs(samplers, pair_rows)
@@ -171,7 +181,7 @@ def prefer_recon(ctx: StageContext) -> StageResult:
     (out / "preference.json").write_text(json.dumps({"method": pc.method, "parent": str(parent), "last": keep_last}, default=str))
     keep = ("loss", "dpo_loss", "margin", "accuracy", "kl", "reward_mean", "kl_k3", "chosen_reward", "rejected_reward", "reward", "reward_ref")
     metrics = {f"{pc.method}_{k}": float(v) for k, v in last.items() if k in keep and isinstance(v, (int, float))}
-    return StageResult({**metrics, f"{pc.method}_preferences": float(len(prefs))})
+    return StageResult({**metrics, **extra, f"{pc.method}_preferences": float(len(prefs))})
 
 
 PREFERENCE_STAGES = [

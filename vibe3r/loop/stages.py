@@ -164,16 +164,17 @@ def warp_real(ctx: StageContext) -> StageResult:
 # --------------------------------------------------------------------------------------------
 
 
-def recipe(cfg: Config, ckpt: Path | None) -> ReconConfig:
-    """The recon section a round trains with: the checkpoint's architecture, and its own training
+def recipe(cfg: Config, ckpt: Path | None, rnd: int = 1) -> ReconConfig:
+    """The recon section round ``rnd`` trains with: the checkpoint's architecture, and its own training
     recipe (``train_config.yaml``) when ``loop.recipe`` is ``checkpoint``; the loop's fine-tuning
-    schedule on top. Evaluation-in-training and the CPU-time budget are off (not replayable)."""
+    schedule on top (its peak lr decayed by ``loop.lr_decay`` per round after the first).
+    Evaluation-in-training and the CPU-time budget are off (not replayable)."""
     lc = cfg.loop
     rc = cfg.recon
     if ckpt is not None and lc.recipe == "checkpoint" and (ckpt / "train_config.yaml").is_file():
         rc = load_config(ckpt / "train_config.yaml").recon
     model = rc.model if ckpt is None else ReconModelConfig.model_validate_json((ckpt / "config.json").read_text())
-    train = rc.train.model_copy(update=dict(steps=lc.train_steps, lr=lc.lr, warmup_steps=lc.warmup_steps,
+    train = rc.train.model_copy(update=dict(steps=lc.train_steps, lr=lc.lr * lc.lr_decay ** (rnd - 1), warmup_steps=lc.warmup_steps,
                                             max_cpu_minutes=0.0, eval_every_min=0.0, eval_pairs=[]))
     return ReconConfig(model=model, loss=rc.loss, train=train)
 
@@ -264,7 +265,7 @@ def train_recon(ctx: StageContext) -> StageResult:
     from vibe3r.recon.train import STATE_NAME, train
 
     parent = ctx.inputs["recon"]
-    rc = recipe(ctx.cfg, parent)
+    rc = recipe(ctx.cfg, parent, ctx.round)
     rc.train.seed = ctx.seed
     cfg = ctx.cfg.model_copy(update={"recon": rc})
     tc = rc.train

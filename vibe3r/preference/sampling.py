@@ -151,15 +151,23 @@ def grpo_pairs(samplers: dict[str, CaptureSampler], rows: list[tuple[str, int, i
     return pairs, reward_fn, draw_reward_fn
 
 
-def exact_items(samplers: dict[str, CaptureSampler], rows: list[tuple[str, int, int]], min_inliers: int = 0) -> list:
+def exact_items(samplers: dict[str, CaptureSampler], rows: list[tuple[str, int, int]], min_inliers: int = 0,
+                poses: dict[str, dict[int, np.ndarray]] | None = None) -> list:
     """The exact trainer's inputs (``preference.exact.ExactItem``) for pairs ``(capture spec, i, j)``: the
-    pair as the policy sees it and its classical full-resolution pose; pairs without a classical pose
-    (or with fewer than ``min_inliers`` inliers) are left out."""
+    pair as the policy sees it and its teacher pose — the classical full-resolution two-view pose, or with
+    ``poses`` ({spec: {frame: cam2world}}, e.g. ``preference.sfm.capture_poses``) the relative pose of the
+    capture's structure from motion. Pairs without a teacher pose (no classical pose, fewer than
+    ``min_inliers`` inliers, a frame the SfM did not register) are left out."""
     from vibe3r.preference.exact import ExactItem
+    from vibe3r.preference.sfm import relative_pose
 
     items = []
     for spec, i, j in rows:
-        c = samplers[spec].classical(i, j)
-        if c.T21 is not None and int(c.inliers.sum()) >= min_inliers:
-            items.append(ExactItem(samplers[spec].pair_input(i, j), c.T21))
+        if poses is not None:
+            T21 = relative_pose(poses[spec], i, j)
+        else:
+            c = samplers[spec].classical(i, j)
+            T21 = c.T21 if c.T21 is not None and int(c.inliers.sum()) >= min_inliers else None
+        if T21 is not None:
+            items.append(ExactItem(samplers[spec].pair_input(i, j), T21))
     return items

@@ -1,0 +1,108 @@
+"""Structure from motion of a real capture: the exact trainer's ``sfm`` teacher.
+
+COLMAP through pycolmap — SIFT, sequential matching, incremental mapping with bundle adjustment, the
+capture's intrinsics held fixed — registers the frames of a whole capture jointly. No ground truth is
+read. Its relative poses are a far better teacher for the exact objective (``preference.exact``) than one
+two-view RootSIFT estimate per pair: every pose is constrained by all the frames that see the same
+points (on 7-Scenes wide pairs the two-view poses disagree with this SfM by 2-5°; ``bench/preference.md``).
+
+The loop runs it once per capture and keeps the result in the run folder (``capture_poses``), keyed by
+the capture spec, its frame count, focal lengths and the SfM settings, so resumed and later rounds reuse it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vibe3r.captures import Capture
+from vibe3r.errors import InputError
+
+
+def _pycolmap():  # noqa: ANN202
+    try:
+        import pycolmap
+    except ImportError as e:  # an optional dependency: only the sfm teacher and the pseudo-GT bench need it
+        raise InputError("preference.teacher sfm needs pycolmap: pip install 'vibe3r[sfm]'") from e
+    pycolmap.logging.minloglevel = 2  # COLMAP logs every frame at INFO; run_sfm prints one summary line
+    return pycolmap
+
+
+def run_sfm(images: np.ndarray, K: np.ndarray, work: Path, overlap: int = 15, threads: int = 1,
+            log=print) -> dict[int, np.ndarray]:  # noqa: ANN001
+    """cam2world (OpenCV axes, arbitrary scale and frame) of the registered frames of the largest model,
+    keyed by frame ordinal. ``images`` N,H,W,3 uint8 RGB in capture order; ``K`` their 3x3 intrinsics
+    (a pinhole camera, held fixed); ``overlap`` neighbours matched per frame."""
+    import cv2
+
+    pycolmap = _pycolmap()
+    img_dir = work / "images"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    for k, im in enumerate(images):
+        cv2.imwrite(str(img_dir / f"{k:05d}.png"), im[:, :, ::-1])
+    db = work / "database.db"
+    if db.exists():
+        db.unlink()
+    ro = pycolmap.ImageReaderOptions()
+    ro.camera_model = "PINHOLE"
+    ro.camera_params = f"{K[0, 0]},{K[1, 1]},{K[0, 2]},{K[1, 2]}"
+    eo = pycolmap.FeatureExtractionOptions()
+    eo.num_threads = threads
+    t0 = time.time()
+    pycolmap.extract_features(db, img_dir, camera_mode=pycolmap.CameraMode.SINGLE, reader_options=ro, extraction_options=eo,
+                              device=pycolmap.Device.cpu)
+    po = pycolmap.SequentialPairingOptions()
+    po.overlap = overlap
+    po.loop_detection = False
+    mo = pycolmap.FeatureMatchingOptions()
+    mo.num_threads = threads
+    pycolmap.match_sequential(db, matching_options=mo, pairing_options=po, device=pycolmap.Device.cpu)
+    op = pycolmap.IncrementalPipelineOptions()
+    op.num_threads = threads
+    op.ba_refine_focal_length = op.ba_refine_principal_point = op.ba_refine_extra_params = False
+    (work / "sparse").mkdir(exist_ok=True)
+    recs = pycolmap.incremental_mapping(db, img_dir, work / "sparse", options=op)
+    if not recs:
+        raise InputError(f"structure from motion registered no model from {len(images)} frames (too little texture or motion)")
+    rec = max(recs.values(), key=lambda r: r.num_reg_images())
+    log(f"SfM: {rec.num_reg_images()} of {len(images)} frames registered, {rec.num_points3D()} points, "
+        f"mean reprojection error {rec.compute_mean_reprojection_error():.2f} px, {time.time() - t0:.0f} s")
+    c2w = {}
+    for im in rec.images.values():
+        pose = im.cam_from_world() if callable(im.cam_from_world) else im.cam_from_world
+        T = np.eye(4)
+        T[:3, :] = pose.matrix()
+        c2w[int(Path(im.name).stem)] = np.linalg.inv(T)
+    return c2w
+
+
+def capture_poses(cap: Capture, cache_dir: Path, spec: str, overlap: int = 15, threads: int = 1,
+                  log=print) -> dict[int, np.ndarray]:  # noqa: ANN001
+    """``run_sfm`` of a loaded capture (its frames and first K), cached as JSON in ``cache_dir`` under a
+    key of the spec, frame count, resolution, intrinsics and settings; the file appears atomically."""
+    if cap.K is None:
+        raise InputError(f"{cap.name}: structure from motion needs the capture's intrinsics")
+    key = json.dumps({"spec": spec, "n": len(cap.images), "hw": cap.hw, "K": np.round(cap.K[0], 3).tolist(), "overlap": overlap})
+    path = cache_dir / f"sfm-{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
+    if path.is_file():
+        return {int(k): np.asarray(v) for k, v in json.loads(path.read_text())["cam2world"].items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        c2w = run_sfm(cap.images, cap.K[0], Path(tmp), overlap, threads, log)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp_path = path.with_suffix(".tmp")
+    tmp_path.write_text(json.dumps({"key": json.loads(key), "cam2world": {str(k): v.tolist() for k, v in sorted(c2w.items())}}))
+    os.replace(tmp_path, path)
+    return c2w
+
+
+def relative_pose(c2w: dict[int, np.ndarray], i: int, j: int) -> np.ndarray | None:
+    """T21 (camera i to camera j, 4x4) of a registered pair; None when either frame is unregistered."""
+    if i not in c2w or j not in c2w:
+        return None
+    return np.linalg.inv(c2w[j]) @ c2w[i]
