@@ -147,6 +147,8 @@ def train_cmd(
     exact_beta: Annotated[float, typer.Option("--exact-beta", help="exact: KL weight in pixels of Sampson distance")] = 1.0,
     exact_draws: Annotated[int, typer.Option("--exact-draws", min=0, help="exact: forward and backward draws sampled per pair and "
                                              "step (0: all; about 1024 makes 256 px affordable)")] = 0,
+    teacher: Annotated[str, typer.Option("--teacher", help="exact: the pose matches are rewarded under: classical (two-view "
+                                         "RootSIFT per pair) | sfm (the capture's structure from motion, cached in the run folder)")] = "classical",
     size: Annotated[int, typer.Option("--size", help="longer image side the model sees")] = 128,
     temperature: Annotated[float, typer.Option("--temperature", help="policy temperature the samples were drawn at")] = 0.07,
     anchor_data: Annotated[Path | None, typer.Option("--anchor-data", help="simulator pair dataset for the supervised anchor")] = None,
@@ -166,6 +168,8 @@ def train_cmd(
         raise InputError(f"unknown preference method {method!r}; valid: dpo, grpo, exact")
     if draws not in ("all", "matches"):
         raise InputError(f"unknown --draws {draws!r}; valid: all, matches")
+    if teacher not in ("classical", "sfm"):
+        raise InputError(f"unknown --teacher {teacher!r}; valid: classical, sfm")
     torch.set_num_threads(threads)
     model = ReconModel.from_pretrained(_ckpt(ckpt))
     anchor = None
@@ -206,18 +210,23 @@ def train_cmd(
                 raise InputError(f"no sampled pairs in round {round_}; run `vibe3r preference sample` first")
             from vibe3r.preference.sampling import grpo_pairs
 
-            samplers = {}
+            samplers, fulls = {}, {}
             for spec in {r[0] for r in rows}:
-                small, full = load_capture(spec, size=size), load_capture(spec)
-                _override_focal([small, full], focal)
-                samplers[spec] = CaptureSampler(MatchPolicy(model, temperature=temperature), small, full, cycle=False)
+                small, fulls[spec] = load_capture(spec, size=size), load_capture(spec)
+                _override_focal([small, fulls[spec]], focal)
+                samplers[spec] = CaptureSampler(MatchPolicy(model, temperature=temperature), small, fulls[spec], cycle=False)
             if method == "exact":
                 from vibe3r.preference.exact import ExactConfig, ExactTrainer
                 from vibe3r.preference.sampling import exact_items
 
-                items = exact_items(samplers, rows)
+                poses = None
+                if teacher == "sfm":
+                    from vibe3r.preference.sfm import capture_poses
+
+                    poses = {spec: capture_poses(fulls[spec], run / "sfm", spec, threads=threads, log=typer.echo) for spec in fulls}
+                items = exact_items(samplers, rows, poses=poses)
                 if not items:
-                    raise InputError(f"none of the {len(rows)} sampled pairs of round {round_} has a classical pose to reward matches with")
+                    raise InputError(f"none of the {len(rows)} sampled pairs of round {round_} has a {teacher} pose to reward matches with")
                 cfg = ExactConfig(steps=steps, lr=lr, beta=exact_beta, temperature=temperature, draws_per_pair=exact_draws or None,
                                   anchor_weight=0.1 if anchor is not None else 0.0, threads=threads)
                 last = ExactTrainer(model, cfg, out).train(items, anchor_batches=anchor, resume=resume)
