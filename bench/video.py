@@ -115,8 +115,15 @@ def accuracy(args: argparse.Namespace) -> None:
         for p in prompts:
             img = read_video(p.meta["video"])[0][p.meta["start"]]  # the rendered frame at its own size (128x96)
             with_est.append(dataclasses.replace(p, depth0=first_frame_depth(recon, img, mc.width, mc.height, 2.0)))
+    flats = {}
+    for m in args.plane_depth:  # prompt only: the first frame as a fronto-parallel plane m metres away (no model, no GT)
+        import dataclasses
+
+        flats[m] = [dataclasses.replace(p, depth0=np.full((mc.height, mc.width), m, np.float32)) for p in prompts]
     for name, path in models.items():
         model = VideoGenerator.from_pretrained(path)
+        for m, fp in flats.items():
+            results[f"{name}+plane{m:g}"] = evaluate_generator(model, fp, judges, steps=args.steps, seed=args.seed)
         for w in [1.0, *args.guidance]:  # w != 1: camera guidance against the same prompt held still
             sfx = "" if w == 1.0 else f"@g{w:g}"
             results[name + sfx] = evaluate_generator(model, prompts, judges, steps=args.steps, seed=args.seed, guidance=w)
@@ -166,6 +173,8 @@ def main() -> None:
     a.add_argument("--render", action="store_true", help="also evaluate with the render conditioning (first frame's GT depth)")
     a.add_argument("--recon-depth", default=None, help="reconstruction checkpoint: also evaluate with the first frame's depth "
                    "estimated by it (`vibe3r video generate --recon`), the render conditioning without ground truth")
+    a.add_argument("--plane-depth", type=float, action="append", default=[], help="also evaluate with the render of the first frame "
+                   "as a fronto-parallel plane this many metres away (repeatable; 1000: a rotation-only warp)")
     a.add_argument("--guidance", type=float, action="append", default=[],
                    help="also evaluate every model with this camera guidance scale (repeatable; 1 = none)")
     a.add_argument("--json", default=None)

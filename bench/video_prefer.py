@@ -10,7 +10,9 @@ shared by every DPO variant. Every variant is measured by both judges (recon = t
 flow = DIS optical flow + essential RANSAC, no learned part) and by PSNR to the renderer's frames for the
 same cameras. Variants: ``dpo``, ``dpo-nosft`` (no winner denoising term), ``grpo``; ``--set k=v`` edits
 ``generator.prefer`` for all of them (``--set generator.prefer.with_render=true``: train and evaluate in the
-render-conditioned mode, the first frame's ground-truth depth splatted into the commanded cameras).
+render-conditioned mode, the first frame's ground-truth depth splatted into the commanded cameras). Prompts
+without depth are conditioned like ``vibe3r video generate``'s: on a plane ``generator.sample.plane_depth``
+metres away (``--set generator.sample.plane_depth=null``: Plücker rays alone, the mode of the earlier tables).
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--variant", action="append", default=[])
     ap.add_argument("--prompts", type=int, default=32)
+    ap.add_argument("--train-data", action="append", default=[], help=f"simulator video folders the training prompts are cut "
+                    f"from (default {TRAIN}; scene seeds >= 1000)")
     ap.add_argument("--eval", type=int, default=40)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], help="generator.prefer.KEY=VALUE")
@@ -54,15 +58,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = load_config(None, [f"generator.prefer.prompts={args.prompts}", *args.set]).generator.prefer
+    full = load_config(None, [f"generator.prefer.prompts={args.prompts}", *args.set])
+    cfg, plane = full.generator.prefer, full.generator.sample.plane_depth
     base = VideoGenerator.from_pretrained(args.ckpt)
     mc = base.config
     judge = ReconJudge(args.judge)
     judges = {"recon": judge, "flow": FlowJudge()}
     heldout = sorted(p for p in HELDOUT.iterdir() if p.is_dir())
     eval_prompts = clip_prompts(heldout, mc.frames, mc.width, mc.height, per_video=max(1, -(-args.eval // len(heldout))),
-                                stride=cfg.stride, with_depth=cfg.with_render)[:args.eval]
-    train_prompts = prompts_from(TRAIN, cfg, mc.width, mc.height, mc.frames)
+                                stride=cfg.stride, with_depth=cfg.with_render, plane_depth=plane)[:args.eval]
+    train_prompts = prompts_from([Path(p) for p in args.train_data] or TRAIN, cfg, mc.width, mc.height, mc.frames, plane_depth=plane)
+    print(f"prompts conditioned on: {'their GT depth' if cfg.with_render else 'rays only' if plane is None else f'a plane {plane:g} m away'}",
+          flush=True)
     results = {}
     t0 = time.perf_counter()
     results["sft"] = evaluate_generator(base, eval_prompts, judges, steps=25)

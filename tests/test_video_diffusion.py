@@ -154,6 +154,11 @@ def test_generated_video_round_trips_its_commanded_cameras(tmp_path):  # noqa: A
     assert json.loads((out / "meta.json").read_text())["prompt"] == prompt
     again = generate_video(VideoGenerator.from_pretrained(tmp_path / "ckpt"), first, prompt, tmp_path / "vid2", steps=3, seed=4)
     assert np.array_equal(read_video(again)[0], frames)  # same checkpoint, seed and steps: the same video
+    # no depth known: the first frame as a plane 2 m away conditions the video; recorded, never written as depth
+    planed = generate_video(model, first, prompt, tmp_path / "vid3", steps=3, seed=4, plane_depth=2.0)
+    frames3, _, _, depth3, meta3 = read_video(planed)
+    assert meta3["first_frame_depth"] == {"source": "plane", "depth_m": 2.0} and (depth3 == 0).all()
+    assert "first_frame_depth" not in meta and not np.array_equal(frames3, frames)
 
 
 def test_bad_inputs_fail_clearly(tmp_path, videos):  # noqa: ANN001

@@ -222,3 +222,18 @@ def test_render_conditioned_prompts_carry_the_first_frames_geometry(videos):  # 
     assert plain[:, 9:].abs().max() == 0  # render + mask blank
     assert rendered[0, 12].mean() > 0.95 and rendered[-1, 12].mean() > 0.5  # the mask: the splat covers most of every frame
     assert torch.equal(plain[:, :9], rendered[:, :9])  # same first frame and rays
+
+
+def test_prompts_without_depth_can_be_conditioned_on_a_plane(videos):  # noqa: F811
+    """``generator.sample.plane_depth``: no depth known, the first frame as a plane that far is rendered into every
+    commanded camera — exactly the first frame in camera 0; the prompt's own depth (with_depth) wins."""
+    dirs = sorted(videos.iterdir())
+    plain = clip_prompts(dirs, 4, 32, 24, per_video=1, stride=2)[0]
+    plane = clip_prompts(dirs, 4, 32, 24, per_video=1, stride=2, plane_depth=2.0)[0]
+    rendered = clip_prompts(dirs, 4, 32, 24, per_video=1, stride=2, with_depth=True, plane_depth=2.0)[0]
+    assert plane.depth0.shape == (24, 32) and (plane.depth0 == 2.0).all()
+    assert np.array_equal(rendered.depth0, clip_prompts(dirs, 4, 32, 24, per_video=1, stride=2, with_depth=True)[0].depth0)
+    c = plane.cond()
+    assert torch.equal(c[:, :9], plain.cond()[:, :9])  # same first frame and rays
+    assert torch.allclose(c[0, 9:12], c[0, :3], atol=1e-6) and c[0, 12].min() == 1  # camera 0 sees the first frame itself
+    assert c[-1, 12].mean() > 0.5 and not torch.allclose(c[-1, 9:12], c[0, 9:12])  # later cameras: the plane, moved

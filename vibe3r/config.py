@@ -448,6 +448,11 @@ class GeneratorSampleConfig(Section):
     eta: float = Field(0.0, ge=0, le=1, description="DDIM eta (0 = deterministic given the initial noise)")
     guidance: float = Field(1.0, ge=0, description="camera guidance scale w: pred_still + w (pred_cam - pred_still), the "
                             "prompt with the camera held still as the negative (1 = none; > 1 doubles the sampling cost)")
+    plane_depth: float | None = Field(2.0, gt=0, description="a prompt without depth (no --recon, no ground truth) is conditioned "
+                                      "on the first frame rendered as a fronto-parallel plane this many metres away into every "
+                                      "commanded camera (the render channels; no model, no ground truth): camera error 5.5 -> 1.9 "
+                                      "deg (bench/video.md); 1000 = a rotation-only warp; null = Pluecker rays alone. Preference "
+                                      "training and the loop's generator stage sample and measure prompts the same way")
 
 
 class GeneratorPreferConfig(Section):

@@ -48,7 +48,8 @@ def _heldout_prompts(ctx: StageContext, mc):  # noqa: ANN001, ANN202
     dirs = find_videos(heldout / "pairs")
     n = ctx.cfg.loop.generator_eval_prompts
     prompts = clip_prompts(dirs, mc.frames, mc.width, mc.height, per_video=max(1, -(-n // len(dirs))),
-                           stride=ctx.cfg.generator.prefer.stride)
+                           stride=ctx.cfg.generator.prefer.stride, with_depth=ctx.cfg.generator.prefer.with_render,
+                           plane_depth=ctx.cfg.generator.sample.plane_depth)
     return prompts[:n]
 
 
@@ -69,7 +70,8 @@ def prefer_video(ctx: StageContext) -> StageResult:
     if train_dir.exists():  # a killed attempt: start the (seeded) stage over
         shutil.rmtree(train_dir)
     ctx.progress(0, None, f"generator {pcfg.method}: sampling + judging {pcfg.prompts} prompts")
-    summary = run_prefer(pcfg, parent, ctx.inputs["recon"], ctx.inputs["pairs"], train_dir, round=ctx.round, progress=False)
+    summary = run_prefer(pcfg, parent, ctx.inputs["recon"], ctx.inputs["pairs"], train_dir, round=ctx.round, progress=False,
+                         plane_depth=ctx.cfg.generator.sample.plane_depth)
     ctx.progress(0, None, "generator: held-out camera accuracy, candidate vs parent")
     cand_model = VideoGenerator.from_pretrained(train_dir / "model")
     par_model = VideoGenerator.from_pretrained(parent)

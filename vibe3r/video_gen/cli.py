@@ -119,7 +119,8 @@ def generate_cmd(
                                                    "generator.sample.guidance; 1 = none)")] = None,
     fov: Annotated[float, typer.Option("--fov", help="horizontal field of view of the commanded camera, degrees")] = 60.0,
     recon: Annotated[Path | None, typer.Option("--recon", help="reconstruction checkpoint: estimate the first frame's depth and "
-                                               "condition on its render along the commanded cameras (much better camera control)")] = None,
+                                               "condition on its render along the commanded cameras (without it: a plane "
+                                               "generator.sample.plane_depth metres away)")] = None,
     median_depth: Annotated[float, typer.Option("--median-depth", min=0.01, help="with --recon: metres the estimated depth's "
                                                 "median is scaled to (the prompt's translations are in metres)")] = 2.0,
     config: ConfigOpt = None,
@@ -147,7 +148,7 @@ def generate_cmd(
     sc = cfg.generator.sample
     path = generate_video(model, img, prompt, out, steps=steps or sc.steps, eta=sc.eta if eta is None else eta,
                           seed=seed, fov_deg=fov, ckpt=ckpt, depth0=depth0, depth_meta=depth_meta,
-                          guidance=sc.guidance if guidance is None else guidance)
+                          guidance=sc.guidance if guidance is None else guidance, plane_depth=sc.plane_depth)
     Console().print(f"generated video written to [bold]{path}[/bold]")
 
 
@@ -168,7 +169,7 @@ def prefer_cmd(
     from vibe3r.video_gen.prefer import run_prefer
 
     cfg = load_config(config, [*(set or []), *([f"generator.prefer.method={method}"] if method else [])])
-    s = run_prefer(cfg.generator.prefer, ckpt, judge, data, out, store_path=store, round=round)
+    s = run_prefer(cfg.generator.prefer, ckpt, judge, data, out, store_path=store, round=round, plane_depth=cfg.generator.sample.plane_depth)
     extra = f"{s['pairs']} pairs (mean margin {s['mean_margin']:.2f} deg)" if s["method"] == "dpo" else f"{s['groups']} groups"
     Console().print(f"{s['method']}: {s['prompts']} prompts, {extra}, {s['seconds']:.0f} s; generator in [bold]{out / 'model'}[/bold]")
 

@@ -111,20 +111,27 @@ def scale_to_median(depth: np.ndarray, median_depth_m: float, what: str) -> np.n
 
 def generate_video(model: VideoGenerator, first_frame: np.ndarray, prompt: str, out: str | Path, steps: int = 25,
                    eta: float = 0.0, seed: int = 0, fov_deg: float = 60.0, ckpt: str | Path | None = None,
-                   depth0: np.ndarray | None = None, depth_meta: dict | None = None, guidance: float = 1.0) -> Path:
+                   depth0: np.ndarray | None = None, depth_meta: dict | None = None, guidance: float = 1.0,
+                   plane_depth: float | None = None) -> Path:
     """Generate one video of ``prompt`` from ``first_frame`` (uint8 at the model's size) into ``out``.
     ``depth0`` (H, W): the first frame's depth, splatted into every commanded camera (the render
     conditioning; ``first_frame_depth`` estimates it), written as frame 0's depth; ``depth_meta`` says
-    where it came from."""
+    where it came from. Without it, ``plane_depth`` (metres) conditions on the first frame as a
+    fronto-parallel plane that far (not written as depth: it is a proxy, not a measurement)."""
+    from vibe3r.video_gen.prefer import plane_depth_map
+
     cfg = model.config
     cmd = commanded_cameras(prompt, cfg.frames, cfg.width, cfg.height, fov_deg, seed=seed)
-    frames = model.generate(first_frame, cmd.K, cmd.c2w, depth0=depth0, steps=steps, eta=eta, seed=seed, guidance=guidance)
+    cond_depth = depth0 if depth0 is not None or plane_depth is None else plane_depth_map(cfg.width, cfg.height, plane_depth)
+    frames = model.generate(first_frame, cmd.K, cmd.c2w, depth0=cond_depth, steps=steps, eta=eta, seed=seed, guidance=guidance)
     meta = {"generator": {"name": GENERATOR_NAME, "version": GENERATOR_VERSION,
                           "checkpoint": None if ckpt is None else str(ckpt),
                           "checkpoint_id": None if ckpt is None else checkpoint_id(ckpt)},
             "seed": int(seed), "steps": int(steps), "eta": float(eta), "fov_deg": float(fov_deg),
             "guidance": float(guidance)}
     depth = None
+    if depth0 is None and plane_depth is not None:
+        meta["first_frame_depth"] = {"source": "plane", "depth_m": float(plane_depth)}
     if depth0 is not None:
         meta["first_frame_depth"] = depth_meta or {"source": "given"}
         depth = np.zeros((cfg.frames, cfg.height, cfg.width), np.float32)

@@ -170,10 +170,17 @@ class VideoPrompt:
         return conditioning(to_model_images(self.first_frame), torch.from_numpy(self.K), torch.from_numpy(self.c2w), d0)
 
 
+def plane_depth_map(width: int, height: int, depth_m: float) -> np.ndarray:
+    """The first frame as a fronto-parallel plane ``depth_m`` metres away: the depth a prompt without any
+    geometry is conditioned on (``generator.sample.plane_depth``)."""
+    return np.full((height, width), depth_m, np.float32)
+
+
 def clip_prompts(video_dirs: list[Path], frames: int, width: int, height: int, per_video: int = 2, stride: int = 3,
-                 with_depth: bool = False, seed: int = 0) -> list[VideoPrompt]:
+                 with_depth: bool = False, seed: int = 0, plane_depth: float | None = None) -> list[VideoPrompt]:
     """Prompts cut from rendered videos: first frame + the GT cameras of a ``frames``-frame clip at ``stride``;
-    the rendered clip is kept as ``reference`` (the renderer's answer for the same cameras)."""
+    the rendered clip is kept as ``reference`` (the renderer's answer for the same cameras). ``with_depth``:
+    the first frame's rendered depth conditions them; otherwise ``plane_depth`` (metres) a plane, else nothing."""
     from vibe3r.video_gen.diffusion import resize_depth, resize_frames
     from vibe3r.video_gen.video_io import read_video
 
@@ -188,7 +195,9 @@ def clip_prompts(video_dirs: list[Path], frames: int, width: int, height: int, p
         for s in starts:
             idx = s + stride * np.arange(frames)
             f, Kr = resize_frames(fr[idx], K[idx], width, height)
-            out.append(VideoPrompt(f"{Path(d).name}@{s}", f[0], Kr, c2w[idx], resize_depth(depth[idx[0]], width, height) if with_depth else None,
+            d0 = resize_depth(depth[idx[0]], width, height) if with_depth else \
+                None if plane_depth is None else plane_depth_map(width, height, plane_depth)
+            out.append(VideoPrompt(f"{Path(d).name}@{s}", f[0], Kr, c2w[idx], d0,
                                    reference=f, meta={"video": str(d), "start": int(s), "stride": stride,
                                                       "prompt": meta.get("prompt", "")}))
     return out
@@ -411,14 +420,16 @@ def evaluate_generator(model: nn.Module, prompts: list[VideoPrompt], judges: dic
 # --------------------------------------------------------------------------------------------
 
 
-def prompts_from(data: str | Path | list, cfg: VideoPreferConfig, width: int, height: int, frames: int) -> list[VideoPrompt]:
-    """``cfg.prompts`` prompts spread evenly over the video folders under ``data`` (one clip per video first)."""
+def prompts_from(data: str | Path | list, cfg: VideoPreferConfig, width: int, height: int, frames: int,
+                 plane_depth: float | None = None) -> list[VideoPrompt]:
+    """``cfg.prompts`` prompts spread evenly over the video folders under ``data`` (one clip per video first);
+    ``plane_depth``: how prompts without depth are conditioned (``clip_prompts``)."""
     from vibe3r.video_gen.gen_train import find_videos
 
     dirs = find_videos(data)
     per_video = max(1, math.ceil(cfg.prompts / len(dirs)))
     out = clip_prompts(dirs, frames, width, height, per_video=per_video, stride=cfg.stride, with_depth=cfg.with_render,
-                       seed=cfg.seed)
+                       seed=cfg.seed, plane_depth=plane_depth)
     if not out:
         raise InputError(f"no video under {data} has {cfg.stride * (frames - 1) + 1} frames for a prompt clip")
     pick = np.linspace(0, len(out) - 1, min(cfg.prompts, len(out))).round().astype(int)
@@ -426,9 +437,11 @@ def prompts_from(data: str | Path | list, cfg: VideoPreferConfig, width: int, he
 
 
 def run_prefer(cfg: VideoPreferConfig, ckpt: str | Path, judge_ckpt: str | Path, data: str | Path | list, out: str | Path,
-               store_path: str | Path | None = None, round: int = 0, progress: bool = True) -> dict[str, Any]:
+               store_path: str | Path | None = None, round: int = 0, progress: bool = True,
+               plane_depth: float | None = None) -> dict[str, Any]:
     """Sample, judge, record and preference-train the generator; writes OUT/adapter, OUT/model (merged,
-    a ``VideoGenerator`` checkpoint), OUT/history.jsonl, OUT/tb and the store (default OUT/preferences.sqlite)."""
+    a ``VideoGenerator`` checkpoint), OUT/history.jsonl, OUT/tb and the store (default OUT/preferences.sqlite).
+    ``plane_depth``: prompts without depth are conditioned on a plane that far (``generator.sample.plane_depth``)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -451,7 +464,7 @@ def run_prefer(cfg: VideoPreferConfig, ckpt: str | Path, judge_ckpt: str | Path,
     base = VideoGenerator.from_pretrained(ckpt)
     version = checkpoint_id(ckpt)
     mc = base.config
-    prompts = prompts_from(data, cfg, mc.width, mc.height, mc.frames)
+    prompts = prompts_from(data, cfg, mc.width, mc.height, mc.frames, plane_depth=plane_depth)
     judge = ReconJudge(judge_ckpt)
     torch.manual_seed(cfg.seed)
     policy = LoraVideoGenerator(base, cfg.rank, cfg.alpha, cfg.seed)
