@@ -429,3 +429,17 @@ def test_lr_decay_shrinks_later_rounds_fine_tuning():
     assert recipe(load_config(None, ["loop.base_checkpoint=null"]), None, 3).train.lr == load_config(None).loop.lr
     with pytest.raises(ConfigError, match="lr_decay"):
         load_config(None, ["loop.lr_decay=1.5"])
+
+
+def test_a_round_resumes_under_code_that_added_a_config_key():
+    """A round started before a config key existed resumes (the key takes its default); a key the code no
+    longer knows, or a changed value, is another config."""
+    from vibe3r.loop.iterate import same_config
+    from vibe3r.loop.stage import config_hash
+
+    cfg = load_config(None)
+    old = json.loads(cfg.model_dump_json())
+    del old["generator"]["sample"]["plane_depth"]  # as recorded by a version without it
+    assert same_config(json.dumps(old), config_hash(cfg))
+    assert not same_config(json.dumps({**old, "loop": {**old["loop"], "gone": 1}}), config_hash(cfg))
+    assert not same_config(json.dumps({**old, "seed": 7}), config_hash(cfg))

@@ -84,3 +84,25 @@ def test_exact_method_trains_on_the_rounds_pairs(tmp_path, capture, draws):
     assert m["exact_reward"] > m["exact_reward_ref"] - 0.05 and m["exact_kl"] > 0
     merged, base = ReconModel.from_pretrained(tmp_path / "rounds" / "0001" / "prefer_recon" / "ckpt"), ReconModel.from_pretrained(BASE)
     assert any(not np.allclose(p.detach(), q.detach()) for p, q in zip(merged.parameters(), base.parameters()))
+
+
+def test_a_prefer_stage_killed_before_its_first_checkpoint_starts_over(tmp_path, capture):
+    """Killed after the trainer made its folder but before its first checkpoint: the next attempt trains from
+    the start instead of failing to resume a checkpoint that does not exist."""
+    cfg = load_config(None, [f"preference.captures=['{capture}']", "preference.focal=null", "preference.size=64",
+                             "preference.pairs=2", "preference.n=2", "preference.min_gap=1", "preference.max_gap=3",
+                             "preference.steps=2", "preference.method=exact", "preference.exact_draws=64"])
+    sample, prefer = PREFERENCE_STAGES
+    outputs: dict[str, Path] = {"store": tmp_path / "rounds" / "0001" / "sample_real" / "preferences.sqlite"}
+
+    def resolve(name):  # noqa: ANN001, ANN202
+        return {"recon": BASE, "pairs": None}.get(name, outputs.get(name))
+
+    with Registry(tmp_path) as reg:
+        args = {"cfg": cfg, "run_dir": tmp_path, "round": 1, "registry": reg, "seed": 0}
+        run_stage(sample, 0, args, resolve)
+        (tmp_path / "rounds" / "0001" / ".prefer_recon.tmp" / "trainer" / "tb").mkdir(parents=True)  # what the kill left
+        (tmp_path / "rounds" / "0001" / ".prefer_recon.tmp" / "trainer" / "log.jsonl").write_text("")
+        rec = run_stage(prefer, 1, args, resolve)
+    assert rec["metrics"]["exact_pairs"] == 2
+    assert (tmp_path / "rounds" / "0001" / "prefer_recon" / "ckpt" / "model.safetensors").is_file()

@@ -195,3 +195,11 @@ def test_the_control_run_trains_the_anchor_alone(tmp_path):
     res = trainer.train([Untouchable()], anchor_batches=anchors)
     assert res["exact_loss"] == 0.0 and res["anchor_loss"] > 0
     assert any(not torch.equal(p, before[n]) for n, p in trainer.model.named_lora_parameters())
+
+
+def test_sampled_draws_take_the_loops_31_bit_seeds(posed, tmp_path):
+    """The loop seeds each stage with a 31-bit number; the draws' generator seed must not overflow int64."""
+    base, items = posed
+    model = LoraReconModel(copy.deepcopy(base), LoRAConfig(r=4))
+    cfg = ExactConfig(steps=1, batch_size=2, lr=3e-3, beta=1.0, draws_per_pair=64, seed=2**31 - 2)
+    assert ExactTrainer(model, cfg, tmp_path, progress=False).train(items)["step"] == 1

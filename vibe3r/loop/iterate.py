@@ -145,6 +145,18 @@ def _summary(metrics: dict[str, float | None]) -> str:
     return ", ".join(f"{k} {metrics[k]:.4g}" for k in keys if metrics.get(k) is not None)
 
 
+def same_config(stored_json: str, chash: str) -> bool:
+    """Whether a round's recorded config is the one hashing to ``chash`` under the current code: a key added
+    to the code since the round started takes its default, so upgrading vibe3r does not strand a run
+    mid-round (a key that no longer exists makes it a different config)."""
+    from pydantic import ValidationError
+
+    try:
+        return config_hash(Config.model_validate(json.loads(stored_json))) == chash
+    except ValidationError:
+        return False
+
+
 def iterate(cfg: Config, run_dir: str | Path, rounds: int | None = None, on_event: ProgressFn | None = None) -> list[int]:
     """Run ``rounds`` (default ``loop.rounds``) rounds on ``run_dir``: an unfinished round is finished first
     (counting as one), then new rounds start. Returns the rounds worked on."""
@@ -158,7 +170,7 @@ def iterate(cfg: Config, run_dir: str | Path, rounds: int | None = None, on_even
         worked = []
         last = reg.last_round()
         if last is not None and last["state"] != "done":
-            if last["config_hash"] != chash:
+            if last["config_hash"] != chash and not same_config(last["config_json"], chash):
                 raise Vibe3rError(f"round {last['round']} of {run_dir} was started with another config (see "
                                   f"{run_dir}/rounds/{last['round']:04d}/config.yaml); finish it with that config")
             names = json.loads(last["stages_json"])

@@ -114,6 +114,11 @@ def prefer_recon(ctx: StageContext) -> StageResult:
         anchor = PairStream(ctx.inputs["pairs"], batch_size=4, seed=ctx.seed)
     out = ctx.out("recon")
     trainer_dir = ctx.work / "trainer"
+    from vibe3r.preference.trainer_common import STATE_NAME
+
+    resume = (trainer_dir / STATE_NAME).is_file()
+    if trainer_dir.exists() and not resume:  # killed before the trainer's first checkpoint: start it over
+        shutil.rmtree(trainer_dir)
     extra: dict[str, float] = {}
     with PreferenceStore(Path(ctx.inputs["store"])) as store:
         prefs = store.preferences(round=ctx.round)
@@ -133,7 +138,7 @@ def prefer_recon(ctx: StageContext) -> StageResult:
             recs.append((pair, p.chosen.as_pair_sample(), p.rejected.as_pair_sample()))
         cfg = DPOConfig(beta=pc.beta, reduction=pc.reduction, lr=pc.lr, steps=pc.steps, anchor_weight=pc.anchor_weight if anchor else 0.0,
                         seed=ctx.seed, ckpt_every=max(1, pc.steps // 4), draws=pc.draws)
-        last = DPOTrainer(model, pc.temperature, cfg, trainer_dir, progress=False).train(recs, anchor_batches=anchor, resume=trainer_dir.is_dir())
+        last = DPOTrainer(model, pc.temperature, cfg, trainer_dir, progress=False).train(recs, anchor_batches=anchor, resume=resume)
     else:
         from vibe3r.preference.grpo import GRPOConfig, GRPOTrainer
         from vibe3r.preference.sampling import CaptureSampler, grpo_pairs
@@ -161,13 +166,13 @@ def prefer_recon(ctx: StageContext) -> StageResult:
             extra["exact_pairs"] = float(len(items))
             if poses is not None:
                 extra["sfm_registered_frac"] = float(np.mean([len(poses[s]) / len(fulls[s].images) for s in poses]))
-            last = ExactTrainer(model, cfg, trainer_dir, progress=False).train(items, anchor_batches=anchor, resume=trainer_dir.is_dir())
+            last = ExactTrainer(model, cfg, trainer_dir, progress=False).train(items, anchor_batches=anchor, resume=resume)
         else:
             pairs, reward_fn, draw_reward_fn = grpo_pairs(samplers, pair_rows)
             cfg = GRPOConfig(n=pc.n, temperature=pc.temperature, lr=pc.lr, steps=pc.steps, anchor_weight=pc.anchor_weight if anchor else 0.0,
                              seed=ctx.seed, ckpt_every=max(1, pc.steps // 4), draws=pc.draws, draw_weight=pc.draw_weight)
             last = GRPOTrainer(model, cfg, trainer_dir, progress=False).train(pairs, reward_fn, anchor_batches=anchor,
-                                                                             resume=trainer_dir.is_dir(), draw_reward_fn=draw_reward_fn)
+                                                                             resume=resume, draw_reward_fn=draw_reward_fn)
     merged = trainer_dir / "merged"
     if not (merged / "model.safetensors").is_file():
         raise InputError(f"the {pc.method} trainer wrote no merged checkpoint in {merged}")

@@ -185,7 +185,7 @@ class ExactTrainer:
         cfg = self.cfg
         h, w = out["desc1"].shape[1:3]
         n = h * w
-        g = torch.Generator().manual_seed((cfg.seed * 1_000_003 + step) * 10_007 + k)
+        g = torch.Generator().manual_seed(((cfg.seed * 1_000_003 + step) * 10_007 + k) % 2**63)  # the loop's 31-bit seeds overflow int64
         draws = (torch.randperm(n, generator=g)[:cfg.draws_per_pair], torch.randperm(n, generator=g)[:cfg.draws_per_pair])
         hw_img = tuple(item.pair.hw)
         r_fwd = epipolar_match_rewards(item.T21, item.pair.K1, item.pair.K2, (h, w), hw_img, cfg.trunc_px, rows=draws[0].numpy())
