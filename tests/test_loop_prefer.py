@@ -31,6 +31,23 @@ def capture(tmp_path_factory):
     return cap
 
 
+def exact_round(run_dir: Path, cfg, between=None) -> dict:  # noqa: ANN001
+    """``sample_real`` then ``prefer_recon`` of round 1 on the base checkpoint; ``between(run_dir)`` runs in
+    between (e.g. leaves what a kill would). Returns prefer_recon's record."""
+    sample, prefer = PREFERENCE_STAGES
+    outputs: dict[str, Path] = {"store": run_dir / "rounds" / "0001" / "sample_real" / "preferences.sqlite"}
+
+    def resolve(name):  # noqa: ANN001, ANN202
+        return {"recon": BASE, "pairs": None}.get(name, outputs.get(name))
+
+    with Registry(run_dir) as reg:
+        args = {"cfg": cfg, "run_dir": run_dir, "round": 1, "registry": reg, "seed": 0}
+        run_stage(sample, 0, args, resolve)
+        if between is not None:
+            between(run_dir)
+        return run_stage(prefer, 1, args, resolve)
+
+
 def test_sample_then_prefer_hands_a_trained_checkpoint_on(tmp_path, capture):
     cfg = load_config(None, [f"preference.captures=['{capture}']", "preference.focal=null", "preference.size=64",
                              "preference.pairs=3", "preference.n=4", "preference.min_gap=1", "preference.max_gap=3",
@@ -70,16 +87,7 @@ def test_exact_method_trains_on_the_rounds_pairs(tmp_path, capture, draws):
     cfg = load_config(None, [f"preference.captures=['{capture}']", "preference.focal=null", "preference.size=64",
                              "preference.pairs=2", "preference.n=2", "preference.min_gap=1", "preference.max_gap=3",
                              "preference.steps=2", "preference.method=exact", f"preference.exact_draws={draws}"])
-    sample, prefer = PREFERENCE_STAGES
-    outputs: dict[str, Path] = {"store": tmp_path / "rounds" / "0001" / "sample_real" / "preferences.sqlite"}
-
-    def resolve(name):  # noqa: ANN001, ANN202
-        return {"recon": BASE, "pairs": None}.get(name, outputs.get(name))
-
-    with Registry(tmp_path) as reg:
-        args = {"cfg": cfg, "run_dir": tmp_path, "round": 1, "registry": reg, "seed": 0}
-        run_stage(sample, 0, args, resolve)
-        rec = run_stage(prefer, 1, args, resolve)
+    rec = exact_round(tmp_path, cfg)
     m = rec["metrics"]
     assert m["exact_reward"] > m["exact_reward_ref"] - 0.05 and m["exact_kl"] > 0
     merged, base = ReconModel.from_pretrained(tmp_path / "rounds" / "0001" / "prefer_recon" / "ckpt"), ReconModel.from_pretrained(BASE)
@@ -92,17 +100,10 @@ def test_a_prefer_stage_killed_before_its_first_checkpoint_starts_over(tmp_path,
     cfg = load_config(None, [f"preference.captures=['{capture}']", "preference.focal=null", "preference.size=64",
                              "preference.pairs=2", "preference.n=2", "preference.min_gap=1", "preference.max_gap=3",
                              "preference.steps=2", "preference.method=exact", "preference.exact_draws=64"])
-    sample, prefer = PREFERENCE_STAGES
-    outputs: dict[str, Path] = {"store": tmp_path / "rounds" / "0001" / "sample_real" / "preferences.sqlite"}
+    def killed(run_dir: Path) -> None:  # what the kill left: the trainer's folder, no checkpoint
+        (run_dir / "rounds" / "0001" / ".prefer_recon.tmp" / "trainer" / "tb").mkdir(parents=True)
+        (run_dir / "rounds" / "0001" / ".prefer_recon.tmp" / "trainer" / "log.jsonl").write_text("")
 
-    def resolve(name):  # noqa: ANN001, ANN202
-        return {"recon": BASE, "pairs": None}.get(name, outputs.get(name))
-
-    with Registry(tmp_path) as reg:
-        args = {"cfg": cfg, "run_dir": tmp_path, "round": 1, "registry": reg, "seed": 0}
-        run_stage(sample, 0, args, resolve)
-        (tmp_path / "rounds" / "0001" / ".prefer_recon.tmp" / "trainer" / "tb").mkdir(parents=True)  # what the kill left
-        (tmp_path / "rounds" / "0001" / ".prefer_recon.tmp" / "trainer" / "log.jsonl").write_text("")
-        rec = run_stage(prefer, 1, args, resolve)
+    rec = exact_round(tmp_path, cfg, killed)
     assert rec["metrics"]["exact_pairs"] == 2
     assert (tmp_path / "rounds" / "0001" / "prefer_recon" / "ckpt" / "model.safetensors").is_file()

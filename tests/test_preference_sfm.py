@@ -3,22 +3,17 @@ read — checked against the capture's GT, cached per run, and used by the loop'
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from _common import REAL, needs_real
+from test_loop_prefer import exact_round
 
 from vibe3r.captures import load_capture
 from vibe3r.config import load_config
 from vibe3r.geometry import rotation_error_deg, translation_direction_error_deg
-from vibe3r.loop.prefer import PREFERENCE_STAGES
-from vibe3r.loop.registry import Registry
-from vibe3r.loop.stage import run_stage
 from vibe3r.preference import sfm
 from vibe3r.preference.sampling import exact_items, set_focal
 
-BASE = Path(__file__).resolve().parents[1] / "weights" / "recon-base"
 SPEC = f"{REAL / '7scenes-redkitchen'}@0:48:3"  # 16 frames, 12 source frames apart
 
 
@@ -87,16 +82,7 @@ def test_the_loops_exact_stage_trains_against_the_captures_sfm(tmp_path):
     cfg = load_config(None, [f"preference.captures=['{SPEC}']", "preference.size=64", "preference.pairs=2", "preference.n=2",
                              "preference.min_gap=2", "preference.max_gap=4", "preference.steps=2", "preference.method=exact",
                              "preference.teacher=sfm", "preference.exact_draws=64"])
-    sample, prefer = PREFERENCE_STAGES
-    outputs: dict[str, Path] = {"store": tmp_path / "rounds" / "0001" / "sample_real" / "preferences.sqlite"}
-
-    def resolve(name):  # noqa: ANN001, ANN202
-        return {"recon": BASE, "pairs": None}.get(name, outputs.get(name))
-
-    with Registry(tmp_path) as reg:
-        args = {"cfg": cfg, "run_dir": tmp_path, "round": 1, "registry": reg, "seed": 0}
-        run_stage(sample, 0, args, resolve)
-        m = run_stage(prefer, 1, args, resolve)["metrics"]
+    m = exact_round(tmp_path, cfg)["metrics"]
     assert m["exact_pairs"] == 2 and m["sfm_registered_frac"] == 1.0
     assert m["exact_reward"] > m["exact_reward_ref"] - 0.05 and m["exact_kl"] > 0
     assert len(list((tmp_path / "sfm").glob("sfm-*.json"))) == 1
