@@ -100,6 +100,7 @@ def sample_real(ctx: StageContext) -> StageResult:
 
 def prefer_recon(ctx: StageContext) -> StageResult:
     from vibe3r.preference.store import PreferenceStore
+    from vibe3r.preference.trainer_common import STATE_NAME
     from vibe3r.recon.model import ReconModel
     from vibe3r.recon.policy import PairInput
 
@@ -114,8 +115,6 @@ def prefer_recon(ctx: StageContext) -> StageResult:
         anchor = PairStream(ctx.inputs["pairs"], batch_size=4, seed=ctx.seed)
     out = ctx.out("recon")
     trainer_dir = ctx.work / "trainer"
-    from vibe3r.preference.trainer_common import STATE_NAME
-
     resume = (trainer_dir / STATE_NAME).is_file()
     if trainer_dir.exists() and not resume:  # killed before the trainer's first checkpoint: start it over
         shutil.rmtree(trainer_dir)
@@ -158,7 +157,7 @@ def prefer_recon(ctx: StageContext) -> StageResult:
             if pc.teacher == "sfm":  # once per run and capture (cached in the run folder): frames registered jointly
                 from vibe3r.preference.sfm import capture_poses
 
-                poses = {spec: capture_poses(fulls[spec], ctx.run_dir / "sfm", spec, log=lambda m: ctx.progress(0, 1, m))
+                poses = {spec: capture_poses(fulls[spec], ctx.run_dir / "sfm", spec, log=lambda m: ctx.progress(0, None, m))
                          for spec in {r[0] for r in pair_rows}}
             items = exact_items(samplers, pair_rows, poses=poses)
             if not items:

@@ -70,6 +70,12 @@ def camera_rays_map(K: torch.Tensor, c2w: torch.Tensor, H: int, W: int) -> torch
     return plucker_rays(K.float(), relative_cameras(c2w.double()).float(), H, W)
 
 
+def plane_depth_map(width: int, height: int, depth_m: float) -> np.ndarray:
+    """The first frame as a fronto-parallel plane ``depth_m`` metres away: the depth a prompt without any
+    geometry is conditioned on (``generator.sample.plane_depth``)."""
+    return np.full((height, width), depth_m, np.float32)
+
+
 def splat_first_frame(frame0: torch.Tensor, depth0: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward-splat the first frame through its depth into every camera, nearest point wins.

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from vibe3r.errors import InputError
-from vibe3r.video_gen.diffusion import VideoGenerator
+from vibe3r.video_gen.diffusion import VideoGenerator, plane_depth_map
 
 GENERATOR_NAME = "vibe3r-videogen"
 GENERATOR_VERSION = "1.0"
@@ -118,8 +118,6 @@ def generate_video(model: VideoGenerator, first_frame: np.ndarray, prompt: str, 
     conditioning; ``first_frame_depth`` estimates it), written as frame 0's depth; ``depth_meta`` says
     where it came from. Without it, ``plane_depth`` (metres) conditions on the first frame as a
     fronto-parallel plane that far (not written as depth: it is a proxy, not a measurement)."""
-    from vibe3r.video_gen.prefer import plane_depth_map
-
     cfg = model.config
     cmd = commanded_cameras(prompt, cfg.frames, cfg.width, cfg.height, fov_deg, seed=seed)
     cond_depth = depth0 if depth0 is not None or plane_depth is None else plane_depth_map(cfg.width, cfg.height, plane_depth)

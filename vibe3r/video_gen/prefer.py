@@ -37,7 +37,7 @@ from safetensors.torch import load_file, save_file
 
 from vibe3r.config import GeneratorPreferConfig as VideoPreferConfig
 from vibe3r.errors import InputError
-from vibe3r.video_gen.diffusion import VideoGenerator, conditioning, to_model_images
+from vibe3r.video_gen.diffusion import VideoGenerator, conditioning, plane_depth_map, to_model_images
 
 ADAPTER_CONFIG_NAME = "lora_config.json"
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
@@ -168,12 +168,6 @@ class VideoPrompt:
     def cond(self) -> torch.Tensor:
         d0 = None if self.depth0 is None else torch.from_numpy(np.asarray(self.depth0, np.float32))
         return conditioning(to_model_images(self.first_frame), torch.from_numpy(self.K), torch.from_numpy(self.c2w), d0)
-
-
-def plane_depth_map(width: int, height: int, depth_m: float) -> np.ndarray:
-    """The first frame as a fronto-parallel plane ``depth_m`` metres away: the depth a prompt without any
-    geometry is conditioned on (``generator.sample.plane_depth``)."""
-    return np.full((height, width), depth_m, np.float32)
 
 
 def clip_prompts(video_dirs: list[Path], frames: int, width: int, height: int, per_video: int = 2, stride: int = 3,
