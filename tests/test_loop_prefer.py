@@ -88,6 +88,8 @@ def test_exact_method_trains_on_the_rounds_pairs(tmp_path, capture, draws):
                              "preference.pairs=2", "preference.n=2", "preference.min_gap=1", "preference.max_gap=3",
                              "preference.steps=2", "preference.method=exact", f"preference.exact_draws={draws}"])
     rec = exact_round(tmp_path, cfg)
+    with PreferenceStore(tmp_path / "rounds" / "0001" / "sample_real" / "preferences.sqlite") as st:
+        assert [s.is_mode for s in st.samples(round=1)] == [True, True]  # exact needs no samples: the modes are scored
     m = rec["metrics"]
     assert m["exact_reward"] > m["exact_reward_ref"] - 0.05 and m["exact_kl"] > 0
     merged, base = ReconModel.from_pretrained(tmp_path / "rounds" / "0001" / "prefer_recon" / "ckpt"), ReconModel.from_pretrained(BASE)

@@ -361,7 +361,7 @@ class PreferenceConfig(Section):
                                               "(7-Scenes documents its depth camera's 585; its colour camera fits 518, 532); None = the capture's K")
     size: int = Field(128, ge=16, description="longer image side the policy sees")
     pairs: int = Field(8, ge=1, description="pairs sampled per capture and round")
-    n: int = Field(6, ge=2, description="samples per pair (the mode is added)")
+    n: int = Field(6, ge=2, description="samples per pair (the mode is added; method exact draws only the mode: it sums over every match itself)")
     min_gap: int = Field(3, ge=1, description="smallest frame gap of a pair")
     max_gap: int = Field(15, ge=1, description="largest frame gap of a pair")
     temperature: float = Field(0.07, gt=0, description="policy temperature (the InfoNCE one)")

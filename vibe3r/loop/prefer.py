@@ -75,6 +75,9 @@ def sample_real(ctx: StageContext) -> StageResult:
     if store_path.exists():  # a killed attempt: start the store again (seeded: the same rows)
         store_path.unlink()
     smalls, fulls = load_captures(ctx, pc.size), load_captures(ctx, None)
+    # the exact objective sums over every candidate match of a pair itself: only the mode is drawn and scored
+    # (the store and the report keep its rewards), not pc.n samples (8-13 min per round at 256 px)
+    n_draws = 0 if pc.method == "exact" else pc.n
     total = len(smalls) * pc.pairs
     done = 0
     with PreferenceStore(store_path) as store:
@@ -83,7 +86,7 @@ def sample_real(ctx: StageContext) -> StageResult:
             cap_id = store.add_capture(spec, small.name, len(small.images))
             for k, (i, j) in enumerate(choose_pairs(len(small.images), pc.pairs, pc.min_gap, pc.max_gap, ctx.seed + c)):
                 ctx.progress(done, total, f"capture {c + 1}/{len(smalls)} pair {k + 1}")
-                sp = sampler.sample_pair(i, j, pc.n, seed=ctx.seed + 1000 * (c * pc.pairs + k))
+                sp = sampler.sample_pair(i, j, n_draws, seed=ctx.seed + 1000 * (c * pc.pairs + k))
                 store.add_samples(store.add_pair(cap_id, i, j), sp.samples, sp.rewards, version, ctx.round)
                 done += 1
         n_pref = store.prefer_by_reward(ctx.round, version, pc.min_margin, pc.per_pair)
