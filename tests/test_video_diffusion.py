@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from vibe3r.config import Config, GeneratorModelConfig, load_config
+from vibe3r.config import Config, ConfigError, GeneratorModelConfig, load_config
 from vibe3r.errors import InputError
 from vibe3r.video_gen.diffusion import (
     VideoGenerator,
@@ -113,6 +113,21 @@ def test_batches_are_a_function_of_seed_and_step(videos):  # noqa: ANN001
     a, b, c = (make_batch(src, cfg.generator.train, 0, s) for s in (5, 5, 6))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and not torch.equal(a[0], c[0])
     assert a[0].shape == (2, 4, 3, 24, 32) and a[1].shape == (2, 4, 13, 24, 32)
+
+
+def test_training_clips_can_be_conditioned_on_a_plane(videos):  # noqa: ANN001
+    """``generator.train.p_plane``: that share of clips sees the first frame rendered as a plane (the prompt-only
+    mode of ``generator.sample.plane_depth``) instead of its true depth; p_plane 0 leaves the batches as they were."""
+    src = ClipSource(find_videos(videos), tiny_cfg().generator.model)
+    none = make_batch(src, tiny_cfg("generator.train.p_render=0").generator.train, 0, 3)
+    plane = make_batch(src, tiny_cfg("generator.train.p_render=0", "generator.train.p_plane=1").generator.train, 0, 3)
+    true = make_batch(src, tiny_cfg("generator.train.p_render=1").generator.train, 0, 3)
+    assert torch.equal(none[0], plane[0]) and torch.equal(none[0], true[0])  # the same clips
+    assert none[1][:, :, 9:].abs().max() == 0  # no render
+    assert (plane[1][:, 0, 12] == 1).all() and torch.allclose(plane[1][:, 0, 9:12], plane[1][:, 0, :3], atol=1e-6)
+    assert not torch.equal(plane[1][:, 1:, 9:12], true[1][:, 1:, 9:12])  # a plane, not the true geometry
+    with pytest.raises(ConfigError, match="p_render \\+ p_plane"):
+        tiny_cfg("generator.train.p_render=0.8", "generator.train.p_plane=0.3")
 
 
 def test_camera_guidance_extrapolates_away_from_the_camera_held_still(videos):  # noqa: ANN001

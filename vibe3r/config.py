@@ -433,12 +433,25 @@ class GeneratorTrainConfig(Section):
     ema_decay: float = Field(0.999, ge=0, lt=1, description="EMA of the weights used for sampling (0 = off)")
     strides: list[int] = Field([1, 2, 3], description="frame strides a training clip is cut with (more camera motion per clip)")
     p_render: float = Field(0.5, ge=0, le=1, description="share of clips conditioned on a render of the first frame's geometry (else that input is blank)")
+    p_plane: float = Field(0.0, ge=0, le=1, description="share of clips conditioned instead on the first frame rendered as a "
+                           "plane (at plane_range metres), the prompt-only mode of generator.sample.plane_depth; "
+                           "p_render + p_plane <= 1, the rest get no render")
+    plane_range: tuple[float, float] = Field((1.0, 4.0), description="(min, max) metres a training clip's plane is drawn from (uniform)")
     flip: bool = Field(True, description="mirror clips left-right (cameras mirrored with them)")
     reverse: bool = Field(True, description="play clips backwards at random")
     grad_clip: float = Field(1.0, gt=0, description="gradient norm clip")
     log_every: int = Field(25, ge=1, description="TensorBoard scalars every N steps")
     save_every: int = Field(250, ge=1, description="checkpoint (resumable) every N steps")
     seed: int = Field(0, description="seed of the clip draws, noise and initialisation")
+
+
+    @model_validator(mode="after")
+    def _shares(self) -> GeneratorTrainConfig:
+        if self.p_render + self.p_plane > 1:
+            raise ValueError(f"p_render + p_plane must be at most 1, got {self.p_render} + {self.p_plane}")
+        if not 0 < self.plane_range[0] <= self.plane_range[1]:
+            raise ValueError(f"plane_range: need 0 < min <= max, got {self.plane_range}")
+        return self
 
 
 class GeneratorSampleConfig(Section):

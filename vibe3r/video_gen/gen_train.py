@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from vibe3r.config import Config, GeneratorModelConfig, GeneratorTrainConfig, save_config
 from vibe3r.errors import InputError
-from vibe3r.video_gen.diffusion import VideoGenerator, conditioning, resize_depth, resize_frames, to_model_images
+from vibe3r.video_gen.diffusion import VideoGenerator, conditioning, plane_depth_map, resize_depth, resize_frames, to_model_images
 
 RESUME_DIR = "train"
 STATE_NAME = "train_state.json"
@@ -102,22 +102,28 @@ def mirror(clip: Clip) -> Clip:
     return Clip(clip.frames[:, :, ::-1].copy(), K, M @ clip.c2w @ M, clip.depth0[:, ::-1].copy())
 
 
-def clip_tensors(clip: Clip, use_render: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """x0 (F, 3, H, W) in [-1, 1] and its conditioning (F, 13, H, W)."""
+def clip_tensors(clip: Clip, use_render: bool, plane_m: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """x0 (F, 3, H, W) in [-1, 1] and its conditioning (F, 13, H, W); ``plane_m``: the render is of the first
+    frame as a plane that far, not of its depth."""
     x0 = to_model_images(clip.frames)
-    cond = conditioning(x0[0], torch.from_numpy(clip.K), torch.from_numpy(clip.c2w), torch.from_numpy(clip.depth0),
-                        use_render=use_render)
+    H, W = clip.depth0.shape
+    depth0 = clip.depth0 if plane_m is None else plane_depth_map(W, H, plane_m)
+    cond = conditioning(x0[0], torch.from_numpy(clip.K), torch.from_numpy(clip.c2w), torch.from_numpy(depth0),
+                        use_render=use_render or plane_m is not None)
     return x0, cond
 
 
 def make_batch(src: ClipSource, tc: GeneratorTrainConfig, seed: int, step: int, batch_size: int | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """The batch of step ``step``: a pure function of (seed, step)."""
-    rng = np.random.default_rng([seed, step, 7])
+    rng, plane_rng = np.random.default_rng([seed, step, 7]), np.random.default_rng([seed, step, 13])
     xs, cs = [], []
     for _ in range(batch_size or tc.batch_size):
         clip = src.clip(rng, tc.strides, tc.flip, tc.reverse)
-        x0, cond = clip_tensors(clip, use_render=bool(rng.random() < tc.p_render))
+        u = rng.random()  # one draw decides: true-depth render | plane render | none
+        plane_m = float(plane_rng.uniform(*tc.plane_range))  # its own stream: p_plane never changes which clips are drawn
+        plane = plane_m if tc.p_render <= u < tc.p_render + tc.p_plane else None
+        x0, cond = clip_tensors(clip, use_render=bool(u < tc.p_render), plane_m=plane)
         xs.append(x0)
         cs.append(cond)
     return torch.stack(xs), torch.stack(cs)
