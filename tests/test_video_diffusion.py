@@ -14,8 +14,8 @@ from vibe3r.errors import InputError
 from vibe3r.video_gen.diffusion import (
     VideoGenerator,
     camera_rays_map,
-    resize_depth,
     conditioning,
+    resize_depth,
     resize_frames,
     splat_first_frame,
     still_conditioning,

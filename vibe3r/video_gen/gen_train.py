@@ -28,7 +28,14 @@ from safetensors.torch import load_file, save_file
 
 from vibe3r.config import Config, GeneratorModelConfig, GeneratorTrainConfig, save_config
 from vibe3r.errors import InputError
-from vibe3r.video_gen.diffusion import VideoGenerator, conditioning, plane_depth_map, resize_depth, resize_frames, to_model_images
+from vibe3r.video_gen.diffusion import (
+    VideoGenerator,
+    conditioning,
+    plane_depth_map,
+    resize_depth,
+    resize_frames,
+    to_model_images,
+)
 
 RESUME_DIR = "train"
 STATE_NAME = "train_state.json"
