@@ -35,8 +35,8 @@ from vibe3r.config import load_config  # noqa: E402
 from vibe3r.eval.pairs import evaluate_pairs, make_sift_estimator  # noqa: E402
 from vibe3r.geometry import pose_auc  # noqa: E402
 from vibe3r.loop.stage import file_sha256  # noqa: E402
-from vibe3r.recon.matching import SIM_DTYPES  # noqa: E402
 from vibe3r.loop.stages import capture_pair_list, capture_pairs_seed  # noqa: E402
+from vibe3r.recon.matching import SIM_DTYPES  # noqa: E402
 from vibe3r.recon.pose import make_model_estimator  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

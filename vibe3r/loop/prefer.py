@@ -158,10 +158,11 @@ def prefer_recon(ctx: StageContext) -> StageResult:
                               anchor_weight=pc.anchor_weight if anchor else 0.0, ckpt_every=max(1, pc.steps // 4))
             poses = None
             if pc.teacher == "sfm":  # once per run and capture (cached in the run folder): frames registered jointly
-                from vibe3r.preference.sfm import capture_poses
+                from vibe3r.preference.sfm import teacher_poses
 
-                poses = {spec: capture_poses(fulls[spec], ctx.run_dir / "sfm", spec, log=lambda m: ctx.progress(0, None, m))
-                         for spec in {r[0] for r in pair_rows}}
+                used = {r[0] for r in pair_rows}
+                poses = teacher_poses({s: c for s, c in fulls.items() if s in used}, ctx.run_dir / "sfm",
+                                      log=lambda m: ctx.progress(0, None, m))
             items = exact_items(samplers, pair_rows, poses=poses)
             if not items:
                 raise InputError(f"none of the round's {len(pair_rows)} real pairs has a {pc.teacher} pose to reward matches with")

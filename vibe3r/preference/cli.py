@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 
+from vibe3r.config import PreferenceConfig
 from vibe3r.errors import InputError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="rewards, preference store, DPO/GRPO")
@@ -168,8 +169,9 @@ def train_cmd(
         raise InputError(f"unknown preference method {method!r}; valid: dpo, grpo, exact")
     if draws not in ("all", "matches"):
         raise InputError(f"unknown --draws {draws!r}; valid: all, matches")
-    if teacher not in ("classical", "sfm"):
-        raise InputError(f"unknown --teacher {teacher!r}; valid: classical, sfm")
+    teachers = get_args(PreferenceConfig.model_fields["teacher"].annotation)
+    if teacher not in teachers:
+        raise InputError(f"unknown --teacher {teacher!r}; valid: {', '.join(teachers)}")
     torch.set_num_threads(threads)
     model = ReconModel.from_pretrained(_ckpt(ckpt))
     anchor = None
@@ -221,9 +223,9 @@ def train_cmd(
 
                 poses = None
                 if teacher == "sfm":
-                    from vibe3r.preference.sfm import capture_poses
+                    from vibe3r.preference.sfm import teacher_poses
 
-                    poses = {spec: capture_poses(fulls[spec], run / "sfm", spec, threads=threads, log=typer.echo) for spec in fulls}
+                    poses = teacher_poses(fulls, run / "sfm", threads=threads, log=typer.echo)
                 items = exact_items(samplers, rows, poses=poses)
                 if not items:
                     raise InputError(f"none of the {len(rows)} sampled pairs of round {round_} has a {teacher} pose to reward matches with")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vibe3r import geometry
 from vibe3r.captures import Capture
 from vibe3r.errors import InputError
 
@@ -101,8 +102,14 @@ def capture_poses(cap: Capture, cache_dir: Path, spec: str, overlap: int = 15, t
     return c2w
 
 
+def teacher_poses(captures: dict[str, Capture], cache_dir: Path, threads: int = 1,
+                  log=print) -> dict[str, dict[int, np.ndarray]]:  # noqa: ANN001
+    """``capture_poses`` of every capture (spec -> full-resolution capture): the exact trainer's ``sfm`` teacher."""
+    return {spec: capture_poses(cap, cache_dir, spec, threads=threads, log=log) for spec, cap in captures.items()}
+
+
 def relative_pose(c2w: dict[int, np.ndarray], i: int, j: int) -> np.ndarray | None:
     """T21 (camera i to camera j, 4x4) of a registered pair; None when either frame is unregistered."""
     if i not in c2w or j not in c2w:
         return None
-    return np.linalg.inv(c2w[j]) @ c2w[i]
+    return geometry.relative_pose(c2w[i], c2w[j]).numpy()
