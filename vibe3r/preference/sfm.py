@@ -17,6 +17,7 @@ import json
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,11 +36,9 @@ def _pycolmap():  # noqa: ANN202
     return pycolmap
 
 
-def run_sfm(images: np.ndarray, K: np.ndarray, work: Path, overlap: int = 15, threads: int = 1,
-            log=print) -> dict[int, np.ndarray]:  # noqa: ANN001
-    """cam2world (OpenCV axes, arbitrary scale and frame) of the registered frames of the largest model,
-    keyed by frame ordinal. ``images`` N,H,W,3 uint8 RGB in capture order; ``K`` their 3x3 intrinsics
-    (a pinhole camera, held fixed); ``overlap`` neighbours matched per frame."""
+def _reconstruct(images: np.ndarray, K: np.ndarray, work: Path, overlap: int = 15, threads: int = 1,
+                 log=print):  # noqa: ANN001, ANN202
+    """The largest pycolmap model of the frames (see ``run_sfm``); image names are the frame ordinals."""
     import cv2
 
     pycolmap = _pycolmap()
@@ -74,6 +73,10 @@ def run_sfm(images: np.ndarray, K: np.ndarray, work: Path, overlap: int = 15, th
     rec = max(recs.values(), key=lambda r: r.num_reg_images())
     log(f"SfM: {rec.num_reg_images()} of {len(images)} frames registered, {rec.num_points3D()} points, "
         f"mean reprojection error {rec.compute_mean_reprojection_error():.2f} px, {time.time() - t0:.0f} s")
+    return rec
+
+
+def _cam2world(rec) -> dict[int, np.ndarray]:  # noqa: ANN001
     c2w = {}
     for im in rec.images.values():
         pose = im.cam_from_world() if callable(im.cam_from_world) else im.cam_from_world
@@ -83,14 +86,80 @@ def run_sfm(images: np.ndarray, K: np.ndarray, work: Path, overlap: int = 15, th
     return c2w
 
 
+def run_sfm(images: np.ndarray, K: np.ndarray, work: Path, overlap: int = 15, threads: int = 1,
+            log=print) -> dict[int, np.ndarray]:  # noqa: ANN001
+    """cam2world (OpenCV axes, arbitrary scale and frame) of the registered frames of the largest model,
+    keyed by frame ordinal. ``images`` N,H,W,3 uint8 RGB in capture order; ``K`` their 3x3 intrinsics
+    (a pinhole camera, held fixed); ``overlap`` neighbours matched per frame."""
+    return _cam2world(_reconstruct(images, K, work, overlap, threads, log))
+
+
+@dataclass
+class SfmStructure:
+    """A capture's SfM: the registered frames' cam2world, the triangulated points (world, the SfM's
+    arbitrary scale) and, per frame, which points it observes."""
+
+    c2w: dict[int, np.ndarray]
+    xyz: np.ndarray  # P,3 float64
+    obs: dict[int, np.ndarray]  # frame ordinal -> indices into xyz
+
+    def common(self, i: int, j: int) -> np.ndarray:
+        """Indices of the points both frames observe."""
+        return np.intersect1d(self.obs.get(i, np.zeros(0, np.int64)), self.obs.get(j, np.zeros(0, np.int64)))
+
+
+def structure_of(rec, max_error: float = 2.0, min_track: int = 3) -> SfmStructure:  # noqa: ANN001
+    """The points of a pycolmap model whose mean reprojection error is under ``max_error`` px and which
+    at least ``min_track`` frames observe (short, inaccurate tracks are where triangulation goes wrong)."""
+    frame_of = {im_id: int(Path(im.name).stem) for im_id, im in rec.images.items()}
+    xyz, obs = [], {}
+    for p in rec.points3D.values():
+        els = p.track.elements
+        if p.error > max_error or len(els) < min_track:
+            continue
+        for e in els:
+            obs.setdefault(frame_of[e.image_id], []).append(len(xyz))
+        xyz.append(np.asarray(p.xyz, np.float64))
+    return SfmStructure(_cam2world(rec), np.asarray(xyz, np.float64).reshape(-1, 3),
+                        {f: np.unique(np.asarray(v, np.int64)) for f, v in obs.items()})
+
+
+def _cache_key(cap: Capture, spec: str, overlap: int) -> tuple[str, str]:
+    if cap.K is None:
+        raise InputError(f"{cap.name}: structure from motion needs the capture's intrinsics")
+    key = json.dumps({"spec": spec, "n": len(cap.images), "hw": cap.hw, "K": np.round(cap.K[0], 3).tolist(), "overlap": overlap})
+    return key, f"sfm-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def capture_structure(cap: Capture, cache_dir: Path, spec: str, overlap: int = 15, threads: int = 1,
+                      log=print) -> SfmStructure:  # noqa: ANN001
+    """``structure_of`` the SfM of a loaded capture, cached in ``cache_dir`` (an ``.npz`` beside
+    ``capture_poses``' JSON, under the same key); the file appears atomically."""
+    key, stem = _cache_key(cap, spec, overlap)
+    path = cache_dir / f"{stem}-points.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            frames, c2w, xyz, of, oi = z["frames"], z["c2w"], z["xyz"], z["obs_frame"], z["obs_point"]
+        return SfmStructure({int(f): T for f, T in zip(frames, c2w)}, xyz, {int(f): oi[of == f] for f in np.unique(of)})
+    with tempfile.TemporaryDirectory() as tmp:
+        st = structure_of(_reconstruct(cap.images, cap.K[0], Path(tmp), overlap, threads, log))
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    frames = sorted(st.c2w)
+    of = np.concatenate([np.full(len(v), f, np.int64) for f, v in st.obs.items()]) if st.obs else np.zeros(0, np.int64)
+    oi = np.concatenate(list(st.obs.values())) if st.obs else np.zeros(0, np.int64)
+    tmp_path = cache_dir / f".{stem}-points.tmp.npz"
+    np.savez(tmp_path, frames=np.asarray(frames, np.int64), c2w=np.stack([st.c2w[f] for f in frames]), xyz=st.xyz,
+             obs_frame=of, obs_point=oi, key=np.asarray(key))
+    os.replace(tmp_path, path)
+    return st
+
+
 def capture_poses(cap: Capture, cache_dir: Path, spec: str, overlap: int = 15, threads: int = 1,
                   log=print) -> dict[int, np.ndarray]:  # noqa: ANN001
     """``run_sfm`` of a loaded capture (its frames and first K), cached as JSON in ``cache_dir`` under a
     key of the spec, frame count, resolution, intrinsics and settings; the file appears atomically."""
-    if cap.K is None:
-        raise InputError(f"{cap.name}: structure from motion needs the capture's intrinsics")
-    key = json.dumps({"spec": spec, "n": len(cap.images), "hw": cap.hw, "K": np.round(cap.K[0], 3).tolist(), "overlap": overlap})
-    path = cache_dir / f"sfm-{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
+    key, stem = _cache_key(cap, spec, overlap)
+    path = cache_dir / f"{stem}.json"
     if path.is_file():
         return {int(k): np.asarray(v) for k, v in json.loads(path.read_text())["cam2world"].items()}
     with tempfile.TemporaryDirectory() as tmp:

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from vibe3r.config import Config, load_config
+from vibe3r.errors import InputError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="motion prompts, procedural world, rendering, datasets")
 
@@ -218,6 +219,29 @@ def warp_pairs_cmd(
     cfg = load_config(config, set)
     idx = build_warp_pairs(capture, out, recon=recon, size=(size, size * 3 // 4), cfg=cfg.warp, seed=seed, focal=focal)
     Console().print(f"{idx['n_pairs']} warp pairs of {idx['warp']['frames']} frames ({idx['warp']['depth']} depth) written to [bold]{out}[/bold]")
+
+
+@app.command("sfm-pairs")
+def sfm_pairs_cmd(
+    capture: Annotated[list[str], typer.Option("--capture", help="real capture with intrinsics: image folder or capture spec (PATH@A:B); repeatable")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="pair dataset folder (shards/, index.json)")],
+    cache: Annotated[Path, typer.Option("--cache", help="folder caching each capture's structure from motion")] = Path("runs/sfm"),
+    size: Annotated[int, typer.Option("--size", help="output width in pixels; height = 3/4 width")] = 128,
+    gap: Annotated[tuple[int, int], typer.Option("--gap", help="min and max frame gap of a pair")] = (1, 25),
+    min_common: Annotated[int, typer.Option("--min-common", min=1, help="points a pair must share")] = 50,
+    max_pairs: Annotated[int, typer.Option("--max-pairs", min=0, help="at most this many pairs per capture (0: all)")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="seed of the pair order and the cut")] = 0,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="COLMAP threads")] = 1,
+) -> None:
+    """Training pairs of your room's own frames, supervised by its structure from motion (pycolmap; sparse depth, no ground truth)."""
+    from vibe3r.video_gen.sfm_pairs import build_sfm_pairs
+
+    if gap[0] < 1 or gap[1] < gap[0]:
+        raise InputError(f"--gap {gap[0]} {gap[1]}: need 1 <= min <= max")
+    idx = build_sfm_pairs(capture, out, size=(size, size * 3 // 4), cache_dir=cache, min_gap=gap[0], max_gap=gap[1],
+                          min_common=min_common, max_pairs=max_pairs, seed=seed, threads=threads, log=Console().print)
+    per = ", ".join(f"{c['pairs']} of {c['capture']} ({c['registered']}/{c['frames']} frames registered)" for c in idx["sfm"]["captures"])
+    Console().print(f"{idx['n_pairs']} SfM pairs written to [bold]{out}[/bold]: {per}")
 
 
 def demo(
