@@ -36,10 +36,11 @@ def test_sfm_poses_of_a_real_capture_agree_with_its_gt_and_are_cached(tmp_path, 
     def no_rerun(*a, **k):  # noqa: ANN002, ANN003, ANN202
         raise AssertionError("the cached SfM was recomputed")
 
-    monkeypatch.setattr(sfm, "run_sfm", no_rerun)
+    monkeypatch.setattr(sfm, "_reconstruct", no_rerun)
     again = sfm.capture_poses(cap, tmp_path, SPEC)
     assert all(np.allclose(again[k], c2w[k]) for k in c2w)
-    assert len(list(tmp_path.glob("sfm-*.json"))) == 1 and not list(tmp_path.glob("*.tmp"))
+    assert len(list(tmp_path.glob("sfm-*.json"))) == 1 and not list(tmp_path.glob("*.tmp*"))
+    assert sfm.capture_structure(cap, tmp_path, SPEC).c2w.keys() == c2w.keys()  # the same SfM's points, cached beside
     fewer = load_capture(f"{REAL / '7scenes-redkitchen'}@0:45:3", size=320)
     set_focal(fewer, 518, 532)
     with pytest.raises(AssertionError, match="recomputed"):  # another frame set is another key

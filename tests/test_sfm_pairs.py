@@ -98,3 +98,51 @@ def test_sfm_pairs_of_a_real_capture_agree_with_its_gt_and_train(tmp_path, monke
     assert json.loads((tmp_path / "again" / "index.json").read_text())["sfm"]["captures"][0]["pairs"] == 8
     with pytest.raises(InputError, match="shares 100000"):
         build_sfm_pairs([SPEC], tmp_path / "none", size=(128, 96), cache_dir=tmp_path / "sfm", min_common=100_000)
+
+
+@needs_real
+def test_the_loops_sfm_real_stage_draws_new_pairs_each_round_and_trains_on_them(tmp_path):
+    """``loop.sfm_pairs``: each round draws its own pairs of the capture (the SfM itself runs once per run,
+    cached in the run folder), and the round's fine-tune trains on them."""
+    from pathlib import Path
+
+    from vibe3r.config import load_config
+    from vibe3r.loop.registry import Registry
+    from vibe3r.loop.stage import run_stage
+    from vibe3r.loop.stages import STAGES, _no_pairs
+
+    base = Path(__file__).resolve().parents[1] / "weights" / "recon-base"
+    cfg = load_config(None, [f"preference.captures=['{SPEC}']", "loop.sfm_pairs=6", "loop.sfm_gaps=[1,3]",
+                             "loop.image_size=[64,48]", "loop.train_steps=2", "loop.replay_fraction=0"])
+    stage = {s.name: s for s in STAGES}
+    drawn = []
+    with Registry(tmp_path) as reg:
+        for rnd in (1, 2):
+            outputs = {}
+
+            def resolve(name, rnd=rnd, outputs=outputs):  # noqa: ANN001, ANN202
+                return {"recon": base, "replay": []}.get(name, outputs.get(name))
+
+            args = {"cfg": cfg, "run_dir": tmp_path, "round": rnd, "registry": reg, "seed": 100 + rnd}
+            rec = run_stage(stage["sfm_real"], 0, args, resolve)
+            assert rec["metrics"]["pairs"] == 6 and rec["metrics"]["sfm_registered_frac"] == 1.0
+            sfm_dir = tmp_path / "rounds" / f"{rnd:04d}" / "sfm_real" / "sfm"
+            shard = PairShardDataset(sfm_dir, shuffle=False).load_shard(0)
+            drawn.append({tuple(shard["frame"][p]) for p in shard["pairs"]})
+            outputs["sfm"] = sfm_dir
+            outputs["pairs"] = tmp_path / f"empty-{rnd}"
+            _no_pairs(outputs["pairs"], 64, 48)
+            m = run_stage(stage["train_recon"], 1, args, resolve)["metrics"]
+            assert m["steps"] == 2 and m["new_pairs"] == 6 and m["train_pairs"] == 6  # all of it the SfM pairs
+            assert m["final_match_acc"] > 0  # the matching loss saw their correspondences
+    assert drawn[0] != drawn[1]  # a fresh draw each round
+    assert len(list((tmp_path / "sfm").glob("sfm-*-points.npz"))) == 1  # one SfM for both rounds
+
+
+def test_bad_sfm_settings_are_one_line_errors():
+    from vibe3r.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="sfm_gaps"):
+        load_config(None, ["loop.sfm_gaps=[3,1]"])
+    with pytest.raises(ConfigError, match="sfm_pairs"):
+        load_config(None, ["loop.sfm_pairs=-1"])

@@ -296,6 +296,10 @@ class LoopConfig(Section):
     warp_max_frames: int = Field(125, ge=0, description="warp_real stage: at most this many frames of each real capture (evenly spread) are "
                                  "re-rendered from new cameras through the live model's depth and join the round's training pairs "
                                  "(warp.views_per_frame renders each; not replayed later); 0 = off")
+    sfm_pairs: int = Field(0, ge=0, description="sfm_real stage: pairs of each real capture's own frames, supervised by its structure "
+                           "from motion (sparse SfM depth and poses; pycolmap, once per run; no ground truth), drawn afresh each round "
+                           "and joining the round's training pairs (not replayed later); 0 = off")
+    sfm_gaps: tuple[int, int] = Field((1, 25), description="(min, max) distance in capture frames of the sfm_real pairs")
     heldout_videos: int = Field(4, ge=1, description="held-out synthetic videos (scene seeds from 0), rendered once per run")
     heldout_pairs_per_video: int = Field(12, ge=1, description="held-out pairs per held-out video")
     real_pairs: list[str] = Field(
@@ -341,9 +345,10 @@ class LoopConfig(Section):
 
     @model_validator(mode="after")
     def _gaps(self) -> LoopConfig:
-        lo, hi = self.capture_gaps
-        if not 1 <= lo <= hi:
-            raise ValueError(f"capture_gaps: need 1 <= min <= max, got {lo}, {hi}")
+        for name in ("capture_gaps", "sfm_gaps"):
+            lo, hi = getattr(self, name)
+            if not 1 <= lo <= hi:
+                raise ValueError(f"{name}: need 1 <= min <= max, got {lo}, {hi}")
         return self
 
 

@@ -76,7 +76,8 @@ def replay_pairs(reg: Registry, cfg: Config, rnd: int) -> list[Path]:
 
 
 RUN_INPUTS = {"recon": live_recon, "live_recon": live_recon, "replay": replay_pairs, "generator": live_generator,
-              "warp": lambda reg, cfg, rnd: None}  # warp_real not selected: no warp pairs this round
+              "warp": lambda reg, cfg, rnd: None,  # warp_real not selected: no warp pairs this round
+              "sfm": lambda reg, cfg, rnd: None}  # nor sfm_real: no SfM pairs
 
 
 # --------------------------------------------------------------------------------------------
@@ -129,7 +130,6 @@ def warp_real(ctx: StageContext) -> StageResult:
 
     from vibe3r.loop.prefer import load_captures
     from vibe3r.recon.model import ReconModel, build_model
-    from vibe3r.video_gen.dataset import SHARD_FORMAT_VERSION
     from vibe3r.video_gen.warp import build_warp_pairs
 
     lc = ctx.cfg.loop
@@ -138,11 +138,7 @@ def warp_real(ctx: StageContext) -> StageResult:
     caps = [cap for _, cap in load_captures(ctx, None, lc.warp_max_frames)] if lc.warp_max_frames > 0 else []
 
     def nothing() -> StageResult:
-        if out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True)
-        (out / "index.json").write_text(json.dumps({"format_version": SHARD_FORMAT_VERSION, "height": H, "width": W,
-                                                    "n_pairs": 0, "shards": [], "videos": []}))
+        _no_pairs(out, W, H)
         return StageResult({"pairs": 0.0, "frames": 0.0})
 
     if not caps:
@@ -157,6 +153,51 @@ def warp_real(ctx: StageContext) -> StageResult:
     except InputError:  # the model's depth gave no usable render (an untrained model): a round without warp pairs
         return nothing()
     return StageResult({"pairs": float(index["n_pairs"]), "frames": float(index["warp"]["frames"])})
+
+
+def _no_pairs(out: Path, W: int, H: int) -> None:
+    """An empty pair dataset (a stage that had nothing to pair this round)."""
+    from vibe3r.video_gen.dataset import SHARD_FORMAT_VERSION
+
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    (out / "index.json").write_text(json.dumps({"format_version": SHARD_FORMAT_VERSION, "height": H, "width": W,
+                                                "n_pairs": 0, "shards": [], "videos": []}))
+
+
+def sfm_real(ctx: StageContext) -> StageResult:
+    """Pairs of the round's real captures' own frames supervised by their structure from motion
+    (``video_gen.sfm_pairs``): ``loop.sfm_pairs`` of each, drawn afresh each round from the pairs
+    ``loop.sfm_gaps`` apart; the SfM runs once per run and capture (cached in ``RUN/sfm``, shared with the
+    exact trainer's sfm teacher). A capture SfM cannot register is left out of the round and counted."""
+    from vibe3r.loop.prefer import load_captures
+    from vibe3r.video_gen.sfm_pairs import build_sfm_pairs
+
+    lc = ctx.cfg.loop
+    out = ctx.out("sfm")
+    W, H = lc.image_size or (ctx.cfg.render.width, ctx.cfg.render.height)
+    caps = load_captures(ctx, None) if lc.sfm_pairs > 0 else []
+    if out.exists():
+        shutil.rmtree(out)
+    idx, failed = None, 0
+    if caps:
+        ctx.progress(0, None, f"structure from motion of {len(caps)} capture(s) (cached after the first round)")
+        try:
+            idx = build_sfm_pairs(caps, out, size=(W, H), cache_dir=ctx.run_dir / "sfm", min_gap=lc.sfm_gaps[0],
+                                  max_gap=lc.sfm_gaps[1], max_pairs=lc.sfm_pairs, seed=ctx.seed, skip_failed=True,
+                                  log=lambda m: ctx.progress(0, None, m))
+        except InputError:  # no capture gave a pair: a round without SfM pairs
+            idx = None
+    if idx is None:
+        _no_pairs(out, W, H)
+        return StageResult({"pairs": 0.0, "captures": 0.0, "sfm_failed": float(len(caps))})
+    per = idx["sfm"]["captures"]
+    failed = sum(1 for c in per if c.get("failed"))
+    reg = [c["registered"] / c["frames"] for c in per if not c.get("failed")]
+    return StageResult({"pairs": float(idx["n_pairs"]), "captures": float(len(per) - failed), "sfm_failed": float(failed),
+                        "sfm_registered_frac": float(np.mean(reg)) if reg else 0.0,
+                        "valid_frac": float(np.mean([c["valid_frac"] for c in per if c.get("pairs")])) if idx["n_pairs"] else 0.0})
 
 
 # --------------------------------------------------------------------------------------------
@@ -269,7 +310,7 @@ def train_recon(ctx: StageContext) -> StageResult:
     rc.train.seed = ctx.seed
     cfg = ctx.cfg.model_copy(update={"recon": rc})
     tc = rc.train
-    new = [ctx.inputs["pairs"]] + ([ctx.inputs["warp"]] if ctx.inputs.get("warp") is not None else [])
+    new = [ctx.inputs["pairs"]] + [ctx.inputs[k] for k in ("warp", "sfm") if ctx.inputs.get(k) is not None]
     mix = mix_dataset(new, ctx.inputs["replay"], ctx.cfg.loop.replay_fraction, ctx.seed, ctx.work / "mix")
     ckpt, snaps, trash = ctx.out("recon"), ctx.work / "snapshots", ctx.work / ".trash"
     if trash.exists():
@@ -636,7 +677,9 @@ STAGES: list[Stage] = [
           help="procedural videos from the prompt writer -> pair shards"),
     Stage("warp_real", warp_real, inputs=("recon",), outputs=(("warp", "warp"),),
           help="the round's real captures re-rendered from new cameras through the live model's depth -> pair shards"),
-    Stage("train_recon", train_recon, inputs=("recon", "pairs", "warp", "replay"), outputs=(("recon", "ckpt"),), resumable=True,
+    Stage("sfm_real", sfm_real, inputs=(), outputs=(("sfm", "sfm"),),
+          help="the round's real captures' own frames paired and supervised by their structure from motion -> pair shards"),
+    Stage("train_recon", train_recon, inputs=("recon", "pairs", "warp", "sfm", "replay"), outputs=(("recon", "ckpt"),), resumable=True,
           help="fine-tune the live checkpoint on new pairs + replay"),
     *PREFERENCE_STAGES,
     *VIDEO_STAGES,

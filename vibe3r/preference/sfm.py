@@ -156,14 +156,14 @@ def capture_structure(cap: Capture, cache_dir: Path, spec: str, overlap: int = 1
 
 def capture_poses(cap: Capture, cache_dir: Path, spec: str, overlap: int = 15, threads: int = 1,
                   log=print) -> dict[int, np.ndarray]:  # noqa: ANN001
-    """``run_sfm`` of a loaded capture (its frames and first K), cached as JSON in ``cache_dir`` under a
-    key of the spec, frame count, resolution, intrinsics and settings; the file appears atomically."""
+    """The registered frames' cam2world of a loaded capture's SfM (its frames and first K), cached as JSON in
+    ``cache_dir`` under a key of the spec, frame count, resolution, intrinsics and settings; the file appears
+    atomically. One SfM serves this and ``capture_structure`` (the points are cached beside it)."""
     key, stem = _cache_key(cap, spec, overlap)
     path = cache_dir / f"{stem}.json"
     if path.is_file():
         return {int(k): np.asarray(v) for k, v in json.loads(path.read_text())["cam2world"].items()}
-    with tempfile.TemporaryDirectory() as tmp:
-        c2w = run_sfm(cap.images, cap.K[0], Path(tmp), overlap, threads, log)
+    c2w = capture_structure(cap, cache_dir, spec, overlap, threads, log).c2w
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp_path = path.with_suffix(".tmp")
     tmp_path.write_text(json.dumps({"key": json.loads(key), "cam2world": {str(k): v.tolist() for k, v in sorted(c2w.items())}}))

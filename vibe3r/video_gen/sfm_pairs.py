@@ -67,13 +67,16 @@ def choose_sfm_pairs(frames: Sequence[int], common: Any, min_gap: int, max_gap: 
     return out
 
 
-def build_sfm_pairs(captures: Sequence[str], out: str | Path, *, size: tuple[int, int] = (128, 96), cache_dir: str | Path,
-                    min_gap: int = 1, max_gap: int = 25, min_common: int = 50, radius: int = 1, max_pairs: int = 0,
-                    shard_size: int = 64, seed: int = 0, threads: int = 1, log=print) -> dict[str, Any]:  # noqa: ANN001
+def build_sfm_pairs(captures: Sequence[str | tuple[str, Capture]], out: str | Path, *, size: tuple[int, int] = (128, 96),
+                    cache_dir: str | Path, min_gap: int = 1, max_gap: int = 25, min_common: int = 50, radius: int = 1,
+                    max_pairs: int = 0, shard_size: int = 64, seed: int = 0, skip_failed: bool = False, threads: int = 1,
+                    log=print) -> dict[str, Any]:  # noqa: ANN001
     """Pair shards (``size`` = (width, height)) of real captures' frames with SfM geometry (module docstring).
 
-    ``captures``: capture specs (each needs intrinsics); the SfM of each is cached in ``cache_dir`` under
-    its spec (the loop reuses it across rounds). Frames are centre-cropped to the output's aspect ratio.
+    ``captures``: capture specs, or (spec, full-resolution Capture) when already loaded; each needs intrinsics.
+    The SfM of each is cached in ``cache_dir`` under its spec (the loop reuses it across rounds); with
+    ``skip_failed`` a capture SfM cannot register is recorded as failed instead of raising. Frames are
+    centre-cropped to the output's aspect ratio.
     The qualifying pairs are shuffled (``seed``), cut to ``max_pairs`` per capture (0: all) and written
     ``shard_size`` to a shard, so a trainer streaming shards sees the whole capture, not one stretch of it.
     Returns the index; raises ``InputError`` when no pair qualifies."""
@@ -83,17 +86,23 @@ def build_sfm_pairs(captures: Sequence[str], out: str | Path, *, size: tuple[int
     out = Path(out)
     writer = ShardWriter(out / "shards", shard_size)
     per_capture = []
-    for ci, spec in enumerate(captures):
-        cap = load_capture(spec) if isinstance(spec, (str, Path)) else spec
-        if not isinstance(cap, Capture) or len(cap) < 2:
+    for ci, item in enumerate(captures):
+        spec, cap = (str(item), load_capture(item)) if isinstance(item, (str, Path)) else (str(item[0]), item[1])
+        if len(cap) < 2:
             raise InputError(f"capture {spec} has fewer than two frames")
-        st = capture_structure(cap, Path(cache_dir), str(spec), threads=threads, log=log)
+        try:
+            st = capture_structure(cap, Path(cache_dir), spec, threads=threads, log=log)
+        except InputError as e:
+            if not skip_failed:
+                raise
+            per_capture.append({"capture": spec, "frames": len(cap), "registered": 0, "pairs": 0, "failed": str(e)})
+            continue
         pairs = choose_sfm_pairs(sorted(st.c2w), lambda i, j, st=st: len(st.common(i, j)), min_gap, max_gap, min_common)
         order = np.random.default_rng([seed, ci]).permutation(len(pairs))
         pairs = [pairs[k] for k in order[: max_pairs or None]]
         used = sorted({i for i, _, _ in pairs} | {j for _, j, _ in pairs})
         if not used:
-            per_capture.append({"capture": str(spec), "frames": len(cap), "registered": len(st.c2w), "pairs": 0})
+            per_capture.append({"capture": spec, "frames": len(cap), "registered": len(st.c2w), "pairs": 0})
             continue
         imgs, depths, Ks = [], [], []
         for f in used:
@@ -110,7 +119,7 @@ def build_sfm_pairs(captures: Sequence[str], out: str | Path, *, size: tuple[int
         n_obs = {f: len(st.obs[f]) for f in used}
         for k in range(0, len(pairs), shard_size):
             writer.add(ci * 100_000, gt, [(row[i], row[j], n / max(n_obs[i], 1)) for i, j, n in pairs[k:k + shard_size]])
-        per_capture.append({"capture": str(spec), "frames": len(cap), "registered": len(st.c2w), "pairs": len(pairs),
+        per_capture.append({"capture": spec, "frames": len(cap), "registered": len(st.c2w), "pairs": len(pairs),
                             "points": len(st.xyz), "valid_frac": float(np.mean([(d > 0).mean() for d in depths]))})
     writer.flush()
     if not writer.shards:
