@@ -146,3 +146,24 @@ def test_bad_sfm_settings_are_one_line_errors():
         load_config(None, ["loop.sfm_gaps=[3,1]"])
     with pytest.raises(ConfigError, match="sfm_pairs"):
         load_config(None, ["loop.sfm_pairs=-1"])
+
+
+def test_sfm_pairs_cli_names_what_is_missing(tmp_path):
+    """A capture without intrinsics asks for --focal; frames SfM cannot register are a one-line error too."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(3):
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(frames / f"{k:05d}.png")
+    cmd = [sys.executable, "-m", "vibe3r.cli", "video", "sfm-pairs", "--capture", str(frames), "--out", str(tmp_path / "out"),
+           "--cache", str(tmp_path / "sfm")]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 2 and "no intrinsics" in r.stderr and "--focal" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = subprocess.run(cmd + ["--focal", "60", "60"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith("error:") and "structure from motion" in r.stderr
+    assert not (tmp_path / "out" / "index.json").exists()

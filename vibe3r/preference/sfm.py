@@ -32,7 +32,7 @@ def _pycolmap():  # noqa: ANN202
         import pycolmap
     except ImportError as e:  # an optional dependency: only the sfm teacher and the pseudo-GT bench need it
         raise InputError("preference.teacher sfm needs pycolmap: pip install 'vibe3r[sfm]'") from e
-    pycolmap.logging.minloglevel = 2  # COLMAP logs every frame at INFO; run_sfm prints one summary line
+    pycolmap.logging.minloglevel = 3  # COLMAP logs every frame at INFO (and a failed model at ERROR); we print one line
     return pycolmap
 
 

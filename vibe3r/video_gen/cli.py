@@ -231,14 +231,29 @@ def sfm_pairs_cmd(
     min_common: Annotated[int, typer.Option("--min-common", min=1, help="points a pair must share")] = 50,
     max_pairs: Annotated[int, typer.Option("--max-pairs", min=0, help="at most this many pairs per capture (0: all)")] = 0,
     seed: Annotated[int, typer.Option("--seed", help="seed of the pair order and the cut")] = 0,
+    focal: Annotated[tuple[float, float] | None, typer.Option("--focal", help="fx fy at native size (a phone video has no intrinsics of its own)")] = None,
     threads: Annotated[int, typer.Option("--threads", min=1, help="COLMAP threads")] = 1,
 ) -> None:
     """Training pairs of your room's own frames, supervised by its structure from motion (pycolmap; sparse depth, no ground truth)."""
+    import numpy as np
+
+    from vibe3r.captures import load_capture
     from vibe3r.video_gen.sfm_pairs import build_sfm_pairs
 
     if gap[0] < 1 or gap[1] < gap[0]:
         raise InputError(f"--gap {gap[0]} {gap[1]}: need 1 <= min <= max")
-    idx = build_sfm_pairs(capture, out, size=(size, size * 3 // 4), cache_dir=cache, min_gap=gap[0], max_gap=gap[1],
+    caps = []
+    for spec in capture:
+        cap = load_capture(spec)
+        if focal is not None:
+            (H, W), s = cap.hw, cap.hw[1] / cap.meta["native_size"][1]
+            cap.K = np.repeat(np.array([[focal[0] * s, 0, (W - 1) / 2], [0, focal[1] * s, (H - 1) / 2], [0, 0, 1]])[None], len(cap), 0) \
+                if cap.K is None else cap.K
+            cap.K[:, 0, 0], cap.K[:, 1, 1] = focal[0] * s, focal[1] * s
+        elif cap.K is None:
+            raise InputError(f"capture {spec} has no intrinsics: give --focal FX FY (pixels of its native frames)")
+        caps.append((spec, cap))
+    idx = build_sfm_pairs(caps, out, size=(size, size * 3 // 4), cache_dir=cache, min_gap=gap[0], max_gap=gap[1],
                           min_common=min_common, max_pairs=max_pairs, seed=seed, threads=threads, log=Console().print)
     per = ", ".join(f"{c['pairs']} of {c['capture']} ({c['registered']}/{c['frames']} frames registered)" for c in idx["sfm"]["captures"])
     Console().print(f"{idx['n_pairs']} SfM pairs written to [bold]{out}[/bold]: {per}")
