@@ -281,9 +281,9 @@ def test_registry_is_wal_and_transactions_roll_back(tmp_path):
 
 
 def test_stage_selection_is_data_driven():
-    assert [s.name for s in select_stages(None)] == ["generate", "warp_real", "train_recon", "sample_real", "prefer_recon", "prefer_video", "evaluate", "promote"]
+    assert [s.name for s in select_stages(None)] == ["generate", "warp_real", "sfm_real", "train_recon", "sample_real", "prefer_recon", "prefer_video", "evaluate", "promote"]
     assert [s.name for s in select_stages(["promote", "generate"])] == ["generate", "promote"]
-    with pytest.raises(Vibe3rError, match="registered stages: generate, warp_real, train_recon"):
+    with pytest.raises(Vibe3rError, match="registered stages: generate, warp_real, sfm_real, train_recon"):
         select_stages(["dpo"])
 
 
