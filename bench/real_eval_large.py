@@ -81,13 +81,21 @@ def auc10(rt: np.ndarray) -> float:
     return pose_auc(rt.max(1), (10,))[0]
 
 
+def auc5(rt: np.ndarray) -> float:
+    return pose_auc(rt.max(1), (5,))[0]
+
+
+def auc20(rt: np.ndarray) -> float:
+    return pose_auc(rt.max(1), (20,))[0]
+
+
 def med_rot(rt: np.ndarray) -> float:
     """Median rotation error, degrees (failures count as infinite)."""
     return float(np.median(rt[:, 0]))
 
 
-METRICS = {"auc10": auc10, "med_rot": med_rot}
-LABELS = {"auc10": "AUC@10", "med_rot": "Median rotation error (deg)"}
+METRICS = {"auc5": auc5, "auc10": auc10, "auc20": auc20, "med_rot": med_rot}
+LABELS = {"auc5": "AUC@5", "auc10": "AUC@10", "auc20": "AUC@20", "med_rot": "Median rotation error (deg)"}
 
 
 def paired_interval(ref: np.ndarray, members: list[np.ndarray], metric=auc10, n_boot: int = 2000,  # noqa: ANN001
