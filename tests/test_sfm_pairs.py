@@ -136,6 +136,7 @@ def test_the_loops_sfm_real_stage_draws_new_pairs_each_round_and_trains_on_them(
             assert m["steps"] == 2 and m["new_pairs"] == 6 and m["train_pairs"] == 6  # all of it the SfM pairs
             assert m["final_match_acc"] > 0  # the matching loss saw their correspondences
     assert drawn[0] != drawn[1]  # a fresh draw each round
+    assert all(1 <= b - a <= 3 for d in drawn for a, b in d)  # the shards name the capture's frames
     assert len(list((tmp_path / "sfm").glob("sfm-*-points.npz"))) == 1  # one SfM for both rounds
 
 

@@ -104,23 +104,21 @@ def build_sfm_pairs(captures: Sequence[str | tuple[str, Capture]], out: str | Pa
         if not used:
             per_capture.append({"capture": spec, "frames": len(cap), "registered": len(st.c2w), "pairs": 0})
             continue
-        imgs, depths, Ks = [], [], []
+        # indexed by capture frame, so the shards' ``frame`` field names the real frames (only used ones are written)
+        n = used[-1] + 1
+        gt = VideoGT(images=np.zeros((n, H, W, 3), np.uint8), depth=np.zeros((n, H, W), np.float32),
+                     K=np.tile(np.eye(3, dtype=np.float32), (n, 1, 1)), c2w=np.tile(np.eye(4), (n, 1, 1)), scene_seed=-1)
         for f in used:
             img, K = crop_to_aspect(cap.images[f], cap.K[f], W, H)
             K = geometry.scale_intrinsics(torch.from_numpy(K), W / img.shape[1], H / img.shape[0]).numpy()
-            imgs.append(cv2.resize(img, (W, H), interpolation=cv2.INTER_AREA))
+            gt.images[f] = cv2.resize(img, (W, H), interpolation=cv2.INTER_AREA)
             w2c = np.linalg.inv(st.c2w[f])
-            pts = st.xyz[st.obs[f]] @ w2c[:3, :3].T + w2c[:3, 3]
-            depths.append(sparse_depth(pts, K, (H, W), radius))
-            Ks.append(K)
-        gt = VideoGT(images=np.stack(imgs), depth=np.stack(depths), K=np.stack(Ks).astype(np.float32),
-                     c2w=np.stack([st.c2w[f] for f in used]), scene_seed=-1)
-        row = {f: r for r, f in enumerate(used)}
-        n_obs = {f: len(st.obs[f]) for f in used}
+            gt.depth[f] = sparse_depth(st.xyz[st.obs[f]] @ w2c[:3, :3].T + w2c[:3, 3], K, (H, W), radius)
+            gt.K[f], gt.c2w[f] = K, st.c2w[f]
         for k in range(0, len(pairs), shard_size):
-            writer.add(ci * 100_000, gt, [(row[i], row[j], n / max(n_obs[i], 1)) for i, j, n in pairs[k:k + shard_size]])
+            writer.add(ci * 100_000, gt, [(i, j, m / max(len(st.obs[i]), 1)) for i, j, m in pairs[k:k + shard_size]])
         per_capture.append({"capture": spec, "frames": len(cap), "registered": len(st.c2w), "pairs": len(pairs),
-                            "points": len(st.xyz), "valid_frac": float(np.mean([(d > 0).mean() for d in depths]))})
+                            "points": len(st.xyz), "valid_frac": float(np.mean([(gt.depth[f] > 0).mean() for f in used]))})
     writer.flush()
     if not writer.shards:
         raise InputError(f"no frame pair {min_gap}-{max_gap} apart shares {min_common} structure-from-motion points")
