@@ -180,7 +180,7 @@ def sfm_real(ctx: StageContext) -> StageResult:
     caps = load_captures(ctx, None) if lc.sfm_pairs > 0 else []
     if out.exists():
         shutil.rmtree(out)
-    idx, failed = None, 0
+    idx = None
     if caps:
         ctx.progress(0, None, f"structure from motion of {len(caps)} capture(s) (cached after the first round)")
         try:

@@ -8,6 +8,8 @@ points (on 7-Scenes wide pairs the two-view poses disagree with this SfM by 2-5Â
 
 The loop runs it once per capture and keeps the result in the run folder (``capture_poses``), keyed by
 the capture spec, its frame count, focal lengths and the SfM settings, so resumed and later rounds reuse it.
+``capture_structure`` keeps the same SfM's points and which frames observe them, for the SfM-supervised
+training pairs of :mod:`vibe3r.video_gen.sfm_pairs`.
 """
 
 from __future__ import annotations
