@@ -76,6 +76,7 @@ def main() -> None:
     ap.add_argument("--real-pairs", type=int, default=600, help="real: pairs drawn; sfm: at most this many SfM pairs")
     ap.add_argument("--sfm-gap", type=int, nargs=2, default=(1, 25), metavar=("MIN", "MAX"), help="sfm: frame gaps of the pairs")
     ap.add_argument("--sfm-cache", type=Path, default=ROOT / "runs" / "sfm", help="sfm: where the capture's SfM is cached")
+    ap.add_argument("--sim-fraction", type=float, default=0.5, help="share of simulator pairs in the mix (not sim mode)")
     ap.add_argument("--no-eval", action="store_true", help="train only")
     ap.add_argument("--ckpt", type=Path, default=ROOT / "weights" / "recon-base")
     ap.add_argument("--sim", type=Path, default=ROOT / "data" / "sim-pairs-128")
@@ -112,8 +113,9 @@ def main() -> None:
                                    focal=(518.0, 532.0) if a.mode == "warp-gt" else None, progress=False)
             print(f"warp pairs ({idx['warp']['depth']}): {idx['n_pairs']} from {idx['warp']['frames']} frames in {time.time() - t0:.0f} s", flush=True)
     if a.mode != "sim":
+        tag += "" if a.sim_fraction == 0.5 else f"-sf{a.sim_fraction:g}"
         data = a.work / f"mix-{a.mode}-s{a.seed}{tag}"
-        mix = mix_dataset(new, [a.sim], 0.5, 0, data)
+        mix = mix_dataset(new, [a.sim], a.sim_fraction, 0, data)
         print(f"{mix['new_pairs']} {a.mode} pairs + {mix['replay_pairs']} simulator pairs", flush=True)
     else:
         data = a.sim
