@@ -191,7 +191,7 @@ def sfm_real(ctx: StageContext) -> StageResult:
             idx = None
     if idx is None:
         _no_pairs(out, W, H)
-        return StageResult({"pairs": 0.0, "captures": 0.0, "sfm_failed": float(len(caps))})
+        return StageResult({"pairs": 0.0, "captures": 0.0})
     per = idx["sfm"]["captures"]
     failed = sum(1 for c in per if c.get("failed"))
     reg = [c["registered"] / c["frames"] for c in per if not c.get("failed")]

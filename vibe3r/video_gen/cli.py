@@ -237,7 +237,10 @@ def sfm_pairs_cmd(
     """Training pairs of your room's own frames, supervised by its structure from motion (pycolmap; sparse depth, no ground truth)."""
     import numpy as np
 
+    from vibe3r import geometry
     from vibe3r.captures import load_capture
+    from vibe3r.loop.pool import DEFAULT_FOV_DEG
+    from vibe3r.preference.sampling import set_focal
     from vibe3r.video_gen.sfm_pairs import build_sfm_pairs
 
     if gap[0] < 1 or gap[1] < gap[0]:
@@ -246,10 +249,10 @@ def sfm_pairs_cmd(
     for spec in capture:
         cap = load_capture(spec)
         if focal is not None:
-            (H, W), s = cap.hw, cap.hw[1] / cap.meta["native_size"][1]
-            cap.K = np.repeat(np.array([[focal[0] * s, 0, (W - 1) / 2], [0, focal[1] * s, (H - 1) / 2], [0, 0, 1]])[None], len(cap), 0) \
-                if cap.K is None else cap.K
-            cap.K[:, 0, 0], cap.K[:, 1, 1] = focal[0] * s, focal[1] * s
+            if cap.K is None:  # any K to be overwritten: set_focal rescales the given focal to the loaded size
+                K = geometry.intrinsics_from_fov(DEFAULT_FOV_DEG, cap.hw[1], cap.hw[0]).numpy().astype(np.float64)
+                cap.K = np.repeat(K[None], len(cap), axis=0)
+            set_focal(cap, *focal)
         elif cap.K is None:
             raise InputError(f"capture {spec} has no intrinsics: give --focal FX FY (pixels of its native frames)")
         caps.append((spec, cap))
