@@ -44,14 +44,30 @@ def colour_focal(*caps) -> None:
         set_focal(c, 518.0, 532.0)
 
 
+def reward_config(a: argparse.Namespace) -> RewardConfig:
+    """The rewards' weights: ``--reward-weights CLASSICAL CYCLE ALIGNMENT`` (default: the library's)."""
+    if not a.reward_weights:
+        return RewardConfig()
+    wc, wy, wa = a.reward_weights
+    return RewardConfig(w_classical=wc, w_cycle=wy, w_alignment=wa)
+
+
+def alignment(a: argparse.Namespace) -> dict[int, np.ndarray] | None:
+    """``--align sfm``: the capture's SfM ({frame ordinal: cam2world}, ``--sfm-poses``), which the rewards' alignment
+    term compares every sample with."""
+    if a.align != "sfm":
+        return None
+    return {int(k): np.asarray(v) for k, v in json.loads(Path(a.sfm_poses).read_text()).items()}
+
+
 def sample_stage(store: PreferenceStore, ckpt: Path, a: argparse.Namespace) -> None:
     spec = str(REAL / "7scenes-redkitchen") + "@0:125"
     small, full = load_capture(spec, size=a.size), load_capture(spec)
     colour_focal(small, full)
     policy = MatchPolicy(ReconModel.from_pretrained(ckpt), temperature=a.temperature)
-    sampler = CaptureSampler(policy, small, full, RewardConfig())
+    sampler = CaptureSampler(policy, small, full, reward_config(a), poses=alignment(a))
     cap = store.add_capture(spec, "7scenes-redkitchen first half", len(small.images))
-    pairs = choose_pairs(len(small.images), a.pairs, 3, 15, a.seed)
+    pairs = choose_pairs(len(small.images), a.pairs, *a.pair_gap, a.seed)
     done = {(s.pair_id) for s in store.samples(round=1)}
     t0 = time.time()
     for k, (i, j) in enumerate(pairs):
@@ -217,6 +233,12 @@ def main() -> None:
     ap.add_argument("--divergence", default="reverse", help="exact: reverse (the RL objective) | forward (distillation)")
     ap.add_argument("--draws-per-pair", type=int, default=0, help="exact: forward and backward draws sampled per pair and step "
                     "(0: all; 1024 makes 256 px affordable)")
+    ap.add_argument("--pair-gap", type=int, nargs=2, default=[3, 15], metavar=("MIN", "MAX"),
+                    help="dpo, grpo: frame gap of the sampled pairs (ordinal frames; 15 25 = the wide pairs)")
+    ap.add_argument("--align", choices=["none", "sfm"], default="none", help="dpo, grpo: sfm = score every sample also against "
+                    "the capture's SfM (--sfm-poses), the rewards' alignment term")
+    ap.add_argument("--reward-weights", type=float, nargs=3, default=None, metavar=("CLASSICAL", "CYCLE", "ALIGNMENT"),
+                    help="dpo, grpo: weights of the combined reward (default: preference.rewards.RewardConfig's)")
     ap.add_argument("--no-eval", action="store_true", help="train only (evaluate with bench/real_eval_large.py)")
     ap.add_argument("--tag", default="", help="suffix of the variant's folder")
     ap.add_argument("--lr", type=float, default=1e-4)
@@ -235,7 +257,7 @@ def main() -> None:
         with PreferenceStore(a.out / "preferences.sqlite") as store:
             sample_stage(store, a.ckpt, a)
             if not store.preferences(round=1):
-                store.reweight(1, RewardConfig())  # samples drawn before a change of the default weights
+                store.reweight(1, reward_config(a))  # samples drawn before a change of the weights
                 n = store.prefer_by_reward(round=1, model_version="sft", min_margin=0.05, per_pair=a.per_pair)
                 print(f"{n} reward preferences", flush=True)
             print(json.dumps(store.summary(), indent=1))
@@ -247,9 +269,10 @@ def main() -> None:
         spec = str(REAL / "7scenes-redkitchen") + "@0:125"
         small, full = load_capture(spec, size=a.size), load_capture(spec)
         colour_focal(small, full)
-        sampler = CaptureSampler(MatchPolicy(ReconModel.from_pretrained(a.ckpt), temperature=a.temperature), small, full)
+        sampler = CaptureSampler(MatchPolicy(ReconModel.from_pretrained(a.ckpt), temperature=a.temperature), small, full,
+                                 reward_config(a), poses=alignment(a))
         if a.grpo_pairs:
-            pair_ij = choose_pairs(len(small.images), a.grpo_pairs, 3, 15, a.seed + 7)
+            pair_ij = choose_pairs(len(small.images), a.grpo_pairs, *a.pair_gap, a.seed + 7)
         grpo_pairs_, reward_fn, draw_fn = grpo_pairs({"7scenes": sampler}, [("7scenes", i, j) for i, j in pair_ij])
 
     for method in methods:

@@ -13,6 +13,7 @@ GT; and a ceiling: ρ between the error against the GT and against the GT pertur
 degrees (7-Scenes poses are good to ~2-4°), i.e. how well a perfect reward could rank against this GT.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/reward_validity.py --pairs 24 --n 8
+    OMP_NUM_THREADS=1 .venv/bin/python bench/reward_validity.py --size 256 --min-gap 15 --max-gap 25 --align sfm   # + alignment
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from scipy.stats import spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from vibe3r.captures import load_capture  # noqa: E402
-from vibe3r.preference.rewards import TERMS, RewardConfig  # noqa: E402
+from vibe3r.preference.rewards import TERMS, RewardConfig, combine  # noqa: E402
 from vibe3r.preference.sampling import CaptureSampler, choose_pairs, set_focal  # noqa: E402
 from vibe3r.recon.model import ReconModel  # noqa: E402
 from vibe3r.recon.policy import MatchPolicy  # noqa: E402
@@ -119,6 +120,10 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="write all rows here")
     ap.add_argument("--rows", type=Path, default=None, help="only summarise rows written earlier by --json")
     ap.add_argument("--gt-noise", type=float, default=3.0, help="degrees of GT noise for the ceiling")
+    ap.add_argument("--align", choices=["none", "sfm"], default="none", help="sfm: the capture's structure from motion (pycolmap, "
+                    "no ground truth) is the global alignment the 'alignment' term compares samples with")
+    ap.add_argument("--sfm-cache", type=Path, default=Path(__file__).resolve().parent / "out" / "sfm",
+                    help="--align sfm: folder caching the capture's SfM")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     t0 = time.time()
@@ -134,7 +139,13 @@ def main() -> None:
             for c in (small, full):
                 set_focal(c, fx, fy)
         policy = MatchPolicy(ReconModel.from_pretrained(a.ckpt), temperature=a.temperature)
-        sampler = CaptureSampler(policy, small, full, RewardConfig())
+        poses = None
+        if a.align == "sfm":
+            from vibe3r.preference.sfm import capture_poses
+
+            poses = capture_poses(full, a.sfm_cache, a.capture, threads=a.threads)
+            print(f"SfM: {len(poses)} of {len(full.images)} frames registered", flush=True)
+        sampler = CaptureSampler(policy, small, full, RewardConfig(), poses=poses)
         pairs = choose_pairs(len(small.images), a.pairs, a.min_gap, a.max_gap, a.seed)
         rows = []
         for k, (i, j) in enumerate(pairs):
@@ -180,6 +191,16 @@ def main() -> None:
         ci_p, ci_w = bootstrap(rows, term)
         print(f"{term:<12} {pooled:>10.3f} {f'[{ci_p[0]:.2f}, {ci_p[1]:.2f}]':>15} {within:>16.3f} "
               f"{f'[{ci_w[0]:.2f}, {ci_w[1]:.2f}]':>15} {n_per:>6}")
+    if any("alignment" in r for r in rows):  # re-weigh the stored terms: how much of the alignment term to take
+        print("\ncombined reward under other weights (classical, cycle, alignment), stored terms re-weighed:")
+        for wc, wy, wa in ((1, 0.25, 0), (0, 0, 1), (1, 0.25, 0.25), (1, 0.25, 1), (1, 0.25, 4), (1, 0, 1)):
+            cfg = RewardConfig(w_classical=wc, w_cycle=wy, w_alignment=wa)
+            rew = []
+            for k in sorted({r["pair"] for r in rows}):
+                rew += combine([dict(r) for r in rows if r["pair"] == k], cfg)
+            (pooled, within, _), (ci_p, ci_w) = rho(rew, "combined"), bootstrap(rew, "combined")
+            print(f"  {wc:g}, {wy:g}, {wa:g}: pooled {pooled:.3f} [{ci_p[0]:.2f}, {ci_p[1]:.2f}], within-pair {within:.3f} "
+                  f"[{ci_w[0]:.2f}, {ci_w[1]:.2f}]")
 
 
 if __name__ == "__main__":

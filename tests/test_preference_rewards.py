@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import roma
 import torch
-from _common import REAL, needs_real
+from _common import REAL, TINY_MODEL, needs_real
 
 from vibe3r import geometry
 from vibe3r.preference.rewards import PairContext, RewardConfig, score_samples
@@ -169,3 +169,28 @@ def test_draw_rewards_score_true_correspondences_above_wrong_ones():
     assert (a[:, h * w:] == 0).all() and (a_true >= 0).float().mean() > 0.9 and a_true.mean() > 0.5
     ctx.classical = Classical(np.zeros((0, 2)), np.zeros((0, 2)), None, np.zeros(0, bool))
     assert draw_rewards(ctx, [mk(true_f)], RewardConfig()) is None  # no classical pose: no per-draw credit
+
+
+def test_sampler_compares_samples_with_the_captures_global_alignment():
+    """A sampler given the capture's global alignment (e.g. its SfM, {frame: cam2world}) adds the alignment
+    term: the relative pose of the alignment scores best, and a pair with an unregistered frame goes without."""
+    from vibe3r.captures import Capture
+    from vibe3r.preference.sampling import CaptureSampler
+    from vibe3r.recon.model import ReconModelConfig, build_model
+    from vibe3r.recon.policy import MatchPolicy
+
+    gt = box_room_video(2, n_frames=4, H=32, W=32, step=0.1)
+    cap = Capture(name="box", images=gt.images, frame_names=[f"{i:05d}" for i in range(4)], K=gt.K, cam2world=None,
+                  depth=None, timestamps=None, source="test", meta={})
+    policy = MatchPolicy(build_model(ReconModelConfig(**TINY_MODEL), seed=0), temperature=0.07)
+    poses = {0: gt.c2w[0], 1: gt.c2w[1], 2: gt.c2w[2]}  # frame 3 unregistered
+    sampler = CaptureSampler(policy, cap, poses=poses, cycle=False)
+    ctx = sampler.context(0, 2)
+    T = np.linalg.inv(gt.c2w[2]) @ gt.c2w[0]
+    assert np.allclose(ctx.align_T, T, atol=1e-6)
+    exact, _ = _gt_context(gt.images, gt.depth, gt.K, gt.c2w, 0, 2)  # the true depth: no sample is degenerate
+    exact.align_T = ctx.align_T
+    rows = score_samples(exact, [_sample(_perturbed(T, 6, 2), 0), _sample(T, 1), _sample(_perturbed(T, 3, 0), 2)])
+    assert np.argsort([r["alignment"] for r in rows]).tolist() == [0, 2, 1]
+    assert sampler.context(0, 3).align_T is None
+    assert CaptureSampler(policy, cap, cycle=False).context(0, 2).align_T is None

@@ -87,3 +87,21 @@ def test_the_loops_exact_stage_trains_against_the_captures_sfm(tmp_path):
     assert m["exact_pairs"] == 2 and m["sfm_registered_frac"] == 1.0
     assert m["exact_reward"] > m["exact_reward_ref"] - 0.05 and m["exact_kl"] > 0
     assert len(list((tmp_path / "sfm").glob("sfm-*.json"))) == 1
+
+
+@needs_real
+def test_the_loops_samples_are_scored_against_the_captures_sfm(tmp_path):
+    """``preference.teacher: sfm`` with GRPO: every sampled reconstruction of the round carries the alignment term,
+    its disagreement in degrees with the capture's SfM, and the one SfM (cached) serves sampling and training."""
+    from vibe3r.preference.store import PreferenceStore
+
+    cfg = load_config(None, [f"preference.captures=['{SPEC}']", "preference.size=64", "preference.pairs=2", "preference.n=2",
+                             "preference.min_gap=2", "preference.max_gap=4", "preference.steps=1", "preference.method=grpo",
+                             "preference.teacher=sfm"])
+    rec = exact_round(tmp_path, cfg)
+    assert np.isfinite(rec["metrics"]["grpo_reward_mean"])  # GRPO trained on rewards with the alignment term
+    with PreferenceStore(tmp_path / "rounds" / "0001" / "sample_real" / "preferences.sqlite") as store:
+        rows = [s for s in store.samples(round=1) if s.degenerate is None]
+    assert rows and all(s.rewards["alignment"] <= 0 for s in rows)
+    assert len({round(s.rewards["alignment"], 6) for s in rows}) > 1  # it varies with the sample
+    assert len(list((tmp_path / "sfm").glob("sfm-*.json"))) == 1

@@ -165,6 +165,22 @@ def test_log_likelihood_of_stored_samples_is_differentiable_in_the_model():
     assert not any(n.startswith("pts_heads") for n in grads)  # the pose samples don't involve the pointmap heads
 
 
+def test_the_mode_alone_is_the_mode_drawn_beside_samples():
+    """``sample(pair, 0, include_mode=True)`` (the loop's exact and cycle path) skips the probability tables but gives
+    the same mode as when samples are drawn beside it: the same matches, pose and log-likelihood."""
+    gt = box_room_video(1, n_frames=3, H=32, W=32, step=0.12)
+    model = build_model(ReconModelConfig(**TINY_MODEL), seed=0)
+    pair = PairInput.from_uint8(gt.images[0], gt.images[2], gt.K[0], gt.K[2], model.config.patch_size)
+    policy = MatchPolicy(model, temperature=0.07)
+    alone, beside = policy.sample(pair, 0, include_mode=True)[0], policy.sample(pair, 2, seed=3, include_mode=True)[0]
+    assert alone.is_mode and beside.is_mode
+    assert np.array_equal(alone.fwd, beside.fwd) and np.array_equal(alone.bwd, beside.bwd)
+    assert (alone.T21 is None and beside.T21 is None) or np.allclose(alone.T21, beside.T21)
+    assert np.isclose(alone.logp, beside.logp, rtol=1e-5)
+    assert np.isclose(alone.logp, float(policy.log_likelihood(pair, [alone]).detach()), rtol=1e-4)
+    assert policy.sample(pair, 0) == []
+
+
 def test_matches_likelihood_counts_exactly_the_draws_of_the_cycle_consistent_matches():
     """``draws="matches"``: the log-likelihood of a sample's match set, the part of the sample its
     reconstruction depends on; a draw outside the matches gets no gradient."""

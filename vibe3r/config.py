@@ -390,7 +390,8 @@ class PreferenceConfig(Section):
     teacher: Literal["classical", "sfm"] = Field(
         "classical", description="exact: the pose a pair's matches are rewarded under: classical (two-view RootSIFT of the "
         "full-resolution pair) | sfm (the capture's structure from motion, preference.sfm: every frame registered jointly, "
-        "run once per run and capture; needs pycolmap, the sfm extra). Neither reads ground truth")
+        "run once per run and capture; needs pycolmap, the sfm extra). With sfm, every sampled reconstruction (dpo, grpo) is "
+        "also scored against the SfM: the rewards' alignment term. Neither reads ground truth")
     exact_draws: int = Field(0, ge=0, description="exact: forward and backward draws sampled per pair and step, each over every "
                              "candidate (0: all, the exact objective; about 1024 makes 256 px affordable at an unbiased estimate)")
 

@@ -60,6 +60,25 @@ def load_captures(ctx: StageContext, size: int | None, max_frames: int | None = 
     return out
 
 
+def sfm_alignment(ctx: StageContext, fulls: dict) -> dict[str, dict[int, np.ndarray]]:
+    """With ``preference.teacher: sfm``, each capture's structure from motion ({spec: {frame: cam2world}}; once per run,
+    cached in RUN/sfm): the global alignment the rewards' alignment term compares samples with, and the exact trainer's
+    teacher. Otherwise empty. A capture SfM cannot register goes without (its pairs get no alignment term, no exact pairs)."""
+    if ctx.cfg.preference.teacher != "sfm":
+        return {}
+    from vibe3r.preference.sfm import capture_poses
+
+    poses = {}
+    for spec, cap in fulls.items():
+        try:
+            poses[spec] = capture_poses(cap, ctx.run_dir / "sfm", spec, log=lambda m: ctx.progress(0, None, m))
+        except InputError as e:
+            if "pycolmap" in str(e):
+                raise
+            ctx.progress(0, None, f"{spec}: {e}; its pairs go without the SfM")
+    return poses
+
+
 def sample_real(ctx: StageContext) -> StageResult:
     from vibe3r.preference.cli import model_version
     from vibe3r.preference.sampling import CaptureSampler, choose_pairs
@@ -80,9 +99,10 @@ def sample_real(ctx: StageContext) -> StageResult:
     n_draws = 0 if pc.method == "exact" else pc.n
     total = len(smalls) * pc.pairs
     done = 0
+    poses = sfm_alignment(ctx, dict(fulls))
     with PreferenceStore(store_path) as store:
         for c, ((spec, small), (_, full)) in enumerate(zip(smalls, fulls)):
-            sampler = CaptureSampler(policy, small, full)
+            sampler = CaptureSampler(policy, small, full, poses=poses.get(spec))
             cap_id = store.add_capture(spec, small.name, len(small.images))
             for k, (i, j) in enumerate(choose_pairs(len(small.images), pc.pairs, pc.min_gap, pc.max_gap, ctx.seed + c)):
                 ctx.progress(done, total, f"capture {c + 1}/{len(smalls)} pair {k + 1}")
@@ -147,7 +167,10 @@ def prefer_recon(ctx: StageContext) -> StageResult:
         from vibe3r.recon.policy import MatchPolicy
 
         fulls = dict(load_captures(ctx, None))
-        samplers = {spec: CaptureSampler(MatchPolicy(model, temperature=pc.temperature), caps[spec], fulls[spec], cycle=False)
+        used = {r[0] for r in pair_rows}
+        poses = sfm_alignment(ctx, {s: c for s, c in fulls.items() if s in used}) or None
+        samplers = {spec: CaptureSampler(MatchPolicy(model, temperature=pc.temperature), caps[spec], fulls[spec], cycle=False,
+                                         poses=None if poses is None else poses.get(spec))
                     for spec in caps}
         if pc.method == "exact":
             from vibe3r.preference.exact import ExactConfig, ExactTrainer
@@ -156,13 +179,6 @@ def prefer_recon(ctx: StageContext) -> StageResult:
             cfg = ExactConfig(beta=pc.exact_beta, temperature=pc.temperature, lr=pc.lr, steps=pc.steps, seed=ctx.seed,
                               draws_per_pair=pc.exact_draws or None,
                               anchor_weight=pc.anchor_weight if anchor else 0.0, ckpt_every=max(1, pc.steps // 4))
-            poses = None
-            if pc.teacher == "sfm":  # once per run and capture (cached in the run folder): frames registered jointly
-                from vibe3r.preference.sfm import teacher_poses
-
-                used = {r[0] for r in pair_rows}
-                poses = teacher_poses({s: c for s, c in fulls.items() if s in used}, ctx.run_dir / "sfm",
-                                      log=lambda m: ctx.progress(0, None, m))
             items = exact_items(samplers, pair_rows, poses=poses)
             if not items:
                 raise InputError(f"none of the round's {len(pair_rows)} real pairs has a {pc.teacher} pose to reward matches with")

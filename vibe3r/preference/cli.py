@@ -77,6 +77,8 @@ def sample_cmd(
     focal: Annotated[str, typer.Option("--focal", help="override fx,fy of the native frames (e.g. 518,532 for 7-Scenes colour)")] = "",
     seed: Annotated[int, typer.Option("--seed", help="seed of the pair choice and of the samples")] = 0,
     threads: Annotated[int, typer.Option("--threads", help="torch CPU threads")] = 1,
+    align: Annotated[str, typer.Option("--align", help="none | sfm: score every sample also against the capture's structure from "
+                                       "motion (the alignment reward term; pycolmap, cached in the run folder; no ground truth)")] = "none",
 ) -> None:
     """Draw n reconstructions (+ the mode) of pairs of a real capture and store them with their rewards."""
     import torch
@@ -88,12 +90,19 @@ def sample_cmd(
     from vibe3r.recon.model import ReconModel
     from vibe3r.recon.policy import MatchPolicy
 
+    if align not in ("none", "sfm"):
+        raise InputError(f"unknown --align {align!r}; valid: none, sfm")
     torch.set_num_threads(threads)
     ck = _ckpt(ckpt)
     version = model_version(ck)
     small, full = load_capture(capture, size=size), load_capture(capture)
     _override_focal([small, full], focal)
-    sampler = CaptureSampler(MatchPolicy(ReconModel.from_pretrained(ck), temperature=temperature), small, full)
+    poses = None
+    if align == "sfm":
+        from vibe3r.preference.sfm import capture_poses
+
+        poses = capture_poses(full, run / "sfm", capture, threads=threads, log=typer.echo)
+    sampler = CaptureSampler(MatchPolicy(ReconModel.from_pretrained(ck), temperature=temperature), small, full, poses=poses)
     chosen = choose_pairs(len(small.images), pairs, min_gap, max_gap, seed)
     with PreferenceStore(run / "preferences.sqlite") as store:
         cap = store.add_capture(capture, small.name, len(small.images))

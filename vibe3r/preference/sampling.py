@@ -49,11 +49,14 @@ class CaptureSampler:
 
     ``small`` is the capture at the model's resolution, ``full`` the same frames at full resolution
     (None: the epipolar term is skipped). ``cycle``: add the rotation-cycle reward through the middle
-    frame k = (i + j) // 2 (two more mode forward passes per pair).
+    frame k = (i + j) // 2 (two more mode forward passes per pair). ``poses`` ({frame: cam2world}, e.g. the
+    capture's structure from motion, ``preference.sfm.capture_poses``): the capture's global alignment, which
+    the ``alignment`` reward term compares every sample with (pairs with an unregistered frame go without it).
     """
 
     def __init__(self, policy: MatchPolicy, small: Capture, full: Capture | None = None,
-                 reward_cfg: RewardConfig | None = None, cycle: bool = True) -> None:
+                 reward_cfg: RewardConfig | None = None, cycle: bool = True,
+                 poses: dict[int, np.ndarray] | None = None) -> None:
         if small.K is None:
             raise InputError(f"{small.name}: no intrinsics; estimate them first (recon run writes cameras.json)")
         if full is not None and len(full.images) != len(small.images):
@@ -63,6 +66,7 @@ class CaptureSampler:
         self.full = full
         self.cfg = reward_cfg or RewardConfig()
         self.cycle = cycle
+        self.poses = poses
         self._mode_cache: dict[tuple[int, int], np.ndarray | None] = {}
         self._classical: dict[tuple[int, int], Classical] = {}
 
@@ -101,6 +105,10 @@ class CaptureSampler:
             Tki, Tjk = self.mode_pose(i, k), self.mode_pose(k, j)
             if Tki is not None and Tjk is not None:
                 ctx.cycle_R = [Tjk[:3, :3] @ Tki[:3, :3]]
+        if self.poses is not None:
+            from vibe3r.preference.sfm import relative_pose
+
+            ctx.align_T = relative_pose(self.poses, i, j)
         return ctx
 
     @torch.no_grad()
@@ -164,7 +172,7 @@ def exact_items(samplers: dict[str, CaptureSampler], rows: list[tuple[str, int, 
     items = []
     for spec, i, j in rows:
         if poses is not None:
-            T21 = relative_pose(poses[spec], i, j)
+            T21 = relative_pose(poses.get(spec, {}), i, j)
         else:
             c = samplers[spec].classical(i, j)
             T21 = c.T21 if c.T21 is not None and int(c.inliers.sum()) >= min_inliers else None

@@ -225,15 +225,28 @@ class MatchPolicy:
         finally:
             self.model.train(was_training)
         logits = self.logits(out)
-        lsf, lsb, cdf_f, cdf_b = row_cdfs(logits)
         samples = []
+        if n == 0:  # the mode alone: arg-max and log-normalisers, without the (N1, N2) probability and cdf tables
+            if include_mode:  # (at 256 px those are 4 x 600 MB and most of a pair's sampling time)
+                lt = logits.T.contiguous()  # column reductions of a row-major matrix are several times slower
+                fwd, bwd = logits.argmax(1), lt.argmax(1)
+                logp = float((logits.gather(1, fwd[:, None])[:, 0] - torch.logsumexp(logits, 1)).sum()
+                             + (lt.gather(1, bwd[:, None])[:, 0] - torch.logsumexp(lt, 1)).sum())
+                samples.append(self._reconstruct(pair, out, fwd, bwd, logp, -1, is_mode=True))
+            return samples
+        lsf, lsb, cdf_f, cdf_b = row_cdfs(logits)
+
+        def logp_of(fwd: torch.Tensor, bwd: torch.Tensor) -> float:
+            return float(lsf[torch.arange(len(fwd)), fwd].sum() + lsb[torch.arange(len(bwd)), bwd].sum())
+
         if include_mode:
-            samples.append(self._reconstruct(pair, out, lsf, lsb, lsf.argmax(1), lsb.argmax(1), -1, is_mode=True))
+            fwd, bwd = lsf.argmax(1), lsb.argmax(1)
+            samples.append(self._reconstruct(pair, out, fwd, bwd, logp_of(fwd, bwd), -1, is_mode=True))
         for k in range(n):
             g = torch.Generator().manual_seed(seed + k)
             fwd = categorical_draws(cdf_f, g)
             bwd = categorical_draws(cdf_b, g)
-            samples.append(self._reconstruct(pair, out, lsf, lsb, fwd, bwd, seed + k))
+            samples.append(self._reconstruct(pair, out, fwd, bwd, logp_of(fwd, bwd), seed + k))
         return samples
 
     @torch.no_grad()
@@ -241,8 +254,8 @@ class MatchPolicy:
         """The sample with this seed (``seed = -1``: the mode)."""
         return self.sample(pair, 0, include_mode=True)[0] if seed < 0 else self.sample(pair, 1, seed)[0]
 
-    def _reconstruct(self, pair: PairInput, out: dict, lsf: torch.Tensor, lsb: torch.Tensor, fwd: torch.Tensor,
-                     bwd: torch.Tensor, seed: int, is_mode: bool = False) -> PairSample:
+    def _reconstruct(self, pair: PairInput, out: dict, fwd: torch.Tensor, bwd: torch.Tensor, logp: float, seed: int,
+                     is_mode: bool = False) -> PairSample:
         desc1, desc2 = out["desc1"][0], out["desc2"][0]
         h, w, _ = desc1.shape
         i1, i2 = cycle_matches(fwd, bwd)
@@ -251,7 +264,6 @@ class MatchPolicy:
         c2f = subpixel_refine(desc1, desc2, c1, c2) if self.subpixel and len(c1) else c2.float()
         H, W = out["pts11"].shape[1:3]
         kp1, kp2 = cells_to_px(c1.float().numpy(), (h, w), (H, W)), cells_to_px(c2f.numpy(), (h, w), (H, W))
-        logp = float(lsf[torch.arange(len(fwd)), fwd].sum() + lsb[torch.arange(len(bwd)), bwd].sum())
         K1, K2 = pair.K1, pair.K2
         T21, inl = None, np.zeros(len(kp1), bool)
         cv2.setRNGSeed(seed & 0x7FFFFFFF)  # OpenCV's RANSAC draws from a process-wide generator: reseed, so a
