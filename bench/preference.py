@@ -57,7 +57,8 @@ def alignment(a: argparse.Namespace) -> dict[int, np.ndarray] | None:
     term compares every sample with."""
     if a.align != "sfm":
         return None
-    return {int(k): np.asarray(v) for k, v in json.loads(Path(a.sfm_poses).read_text()).items()}
+    d = json.loads(Path(a.sfm_poses).read_text())
+    return {int(k): np.asarray(v) for k, v in d.get("cam2world", d).items()}  # bench/sfm_pseudo_gt.py's or sfm.capture_poses' file
 
 
 def sample_stage(store: PreferenceStore, ckpt: Path, a: argparse.Namespace) -> None:
@@ -229,7 +230,8 @@ def main() -> None:
     ap.add_argument("--exact-beta", type=float, default=1.0, help="exact: KL weight β in pixels of Sampson distance")
     ap.add_argument("--exact-teacher", default="classical", help="exact: the pose the rewards use: classical (two-view RootSIFT) | "
                     "gt (ground truth: an upper bound of the method, for the record only)")
-    ap.add_argument("--sfm-poses", default="", help="exact --exact-teacher sfm: JSON {frame ordinal: cam2world} of the capture's SfM")
+    ap.add_argument("--sfm-poses", default="", help="exact --exact-teacher sfm, --align sfm: JSON {frame ordinal: cam2world} of the "
+                    "capture's SfM (bench/sfm_pseudo_gt.py --out-poses, or a preference.sfm.capture_poses cache file)")
     ap.add_argument("--divergence", default="reverse", help="exact: reverse (the RL objective) | forward (distillation)")
     ap.add_argument("--draws-per-pair", type=int, default=0, help="exact: forward and backward draws sampled per pair and step "
                     "(0: all; 1024 makes 256 px affordable)")

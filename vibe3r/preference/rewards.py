@@ -19,8 +19,10 @@ same units. Each term returns one score per sample, **higher is better**, plus d
 * ``cycle``       rotation disagreement (degrees) with the chain of the model's mode poses through a
   third frame k, ``R_ji ≈ R_jk R_ki`` (translations of different pairs have different scales, so
   only rotations close a cycle).
-* ``alignment``   disagreement with the capture's global alignment (``recon.align``): rotation error
-  plus translation-direction error (degrees) against ``inv(c2w_j) c2w_i``.
+* ``alignment``   disagreement with the capture's global alignment — its structure from motion
+  (``preference.sfm``, handed to ``sampling.CaptureSampler`` as ``poses``): rotation error plus
+  translation-direction error (degrees) against ``inv(c2w_j) c2w_i``. The most valid term where it exists
+  (within-pair ρ 0.87 at 256 px on wide pairs, bench/reward_validity.md).
 * guards          a failed pose, fewer than ``min_inliers`` RANSAC inliers, a collapsed or exploded
   baseline (λ outside ``[min_baseline, max_baseline]`` times the median depth), or inliers that all lie
   on one plane (a homography explains ≥ ``planar_ratio`` of them: the essential matrix is then
@@ -30,7 +32,8 @@ same units. Each term returns one score per sample, **higher is better**, plus d
 photometric error ×100, pixels, degrees). The defaults come from bench/reward_validity.py on 7-Scenes
 frames 0–496 (selected on one draw of pairs, confirmed on another): classical + 0.25 · cycle ranks
 samples best; the epipolar and photometric terms are reported with weight 0 (the first adds nothing on
-top of the classical pose, the second — with the model's own depth — does not track the true error).
+top of the classical pose, the second — with the model's own depth — does not track the true error);
+with the capture's SfM, + 1 · alignment (within-pair ρ 0.66 → 0.75 at 256 px on wide pairs).
 """
 
 from __future__ import annotations
@@ -60,7 +63,8 @@ class RewardConfig(BaseModel):
                               "classical inliers, px); 0 by default: it adds nothing on top of the classical term")
     w_classical: float = Field(1.0, ge=0, description="weight of the classical-pose term (rotation + translation direction, degrees)")
     w_cycle: float = Field(0.25, ge=0, description="weight of the rotation cycle term (degrees)")
-    w_alignment: float = Field(0.25, ge=0, description="weight of the global-alignment term (degrees)")
+    w_alignment: float = Field(1.0, ge=0, description="weight of the global-alignment term (degrees; only when the sampler has "
+                               "the capture's alignment, e.g. its SfM: within-pair rho 0.75 with it at 1, 0.66 without; bench/reward_validity.md)")
     ssim_weight: float = Field(0.85, ge=0, le=1, description="SSIM share of the photometric error (rest is L1)")
     ssim_window: int = Field(5, ge=3, description="SSIM window (odd)")
     conf_quantile: float = Field(0.2, ge=0, lt=1, description="pixels below this confidence quantile are masked")
