@@ -87,5 +87,7 @@ def test_bad_input_is_one_line(setup, tmp_path):
     assert "unknown --draws 'inliers'; valid: all, matches" in str(res.exception)
     res = _run("preference", "train", "--run", tmp_path, "--out", tmp_path / "o", "--method", "exact", "--teacher", "gt")
     assert "unknown --teacher 'gt'; valid: classical, sfm" in str(res.exception)  # ground truth is never a teacher
+    res = _run("preference", "sample", "--capture", cap, "--run", tmp_path, "--align", "gt")
+    assert "unknown --align 'gt'; valid: none, sfm" in str(res.exception)  # nor an alignment
     res = _run("preference", "show", "--run", tmp_path / "nope")
     assert "no preference store" in str(res.exception)
