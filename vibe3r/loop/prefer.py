@@ -168,7 +168,7 @@ def prefer_recon(ctx: StageContext) -> StageResult:
 
         fulls = dict(load_captures(ctx, None))
         used = {r[0] for r in pair_rows}
-        poses = sfm_alignment(ctx, {s: c for s, c in fulls.items() if s in used}) or None
+        poses = sfm_alignment(ctx, {s: c for s, c in fulls.items() if s in used}) if pc.teacher == "sfm" else None
         samplers = {spec: CaptureSampler(MatchPolicy(model, temperature=pc.temperature), caps[spec], fulls[spec], cycle=False,
                                          poses=None if poses is None else poses.get(spec))
                     for spec in caps}
