@@ -119,7 +119,8 @@ def main() -> None:
         for label, members in rows:
             absrel = np.mean([np.nanmean(m[:, 0]) for m in members])
             d1 = np.mean([np.nanmean(m[:, 1]) for m in members])
-            diff = "" if members[0] is ref else f"   {absrel - np.nanmean(ref[:, 0]):+.4f} [{'%+.4f, %+.4f' % interval(ref, members)}]"
+            lo, hi = interval(ref, members)
+            diff = "" if members[0] is ref else f"   {absrel - np.nanmean(ref[:, 0]):+.4f} [{lo:+.4f}, {hi:+.4f}]"
             print(f"{label:<20}{absrel:8.4f}{d1:9.3f}{diff}", flush=True)
 
 
