@@ -31,6 +31,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from real_eval_large import paired_interval  # noqa: E402  (bench/, the script's own folder)
+
 from vibe3r.captures import load_capture, load_pairs  # noqa: E402
 from vibe3r.geometry import depth_metrics  # noqa: E402
 from vibe3r.loop.stage import file_sha256  # noqa: E402
@@ -82,16 +84,6 @@ def pair_depth(ckpt: str, cap, pairs: list[tuple[int, int]], cache: Path, tag: s
     return np.array(rows, dtype=np.float64)
 
 
-def interval(ref: np.ndarray, members: list[np.ndarray], n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """90 % interval of the members' mean AbsRel minus the reference's, resampling pairs jointly."""
-    rng = np.random.default_rng(seed)
-    d = np.empty(n_boot)
-    for b in range(n_boot):
-        k = rng.integers(0, len(ref), len(ref))
-        d[b] = np.mean([np.nanmean(m[k, 0]) for m in members]) - np.nanmean(ref[k, 0])
-    return float(np.quantile(d, 0.05)), float(np.quantile(d, 0.95))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ckpt", action="append", required=True, help="NAME=CHECKPOINT_DIR (first = reference); group/member averages")
@@ -119,8 +111,10 @@ def main() -> None:
         for label, members in rows:
             absrel = np.mean([np.nanmean(m[:, 0]) for m in members])
             d1 = np.mean([np.nanmean(m[:, 1]) for m in members])
-            lo, hi = interval(ref, members)
-            diff = "" if members[0] is ref else f"   {absrel - np.nanmean(ref[:, 0]):+.4f} [{lo:+.4f}, {hi:+.4f}]"
+            diff = ""
+            if members[0] is not ref:
+                lo, hi = paired_interval(ref, members, metric=lambda m: np.nanmean(m[:, 0]))
+                diff = f"   {absrel - np.nanmean(ref[:, 0]):+.4f} [{lo:+.4f}, {hi:+.4f}]"
             print(f"{label:<20}{absrel:8.4f}{d1:9.3f}{diff}", flush=True)
 
 

@@ -66,17 +66,9 @@ def sfm_alignment(ctx: StageContext, fulls: dict) -> dict[str, dict[int, np.ndar
     teacher. Otherwise empty. A capture SfM cannot register goes without (its pairs get no alignment term, no exact pairs)."""
     if ctx.cfg.preference.teacher != "sfm":
         return {}
-    from vibe3r.preference.sfm import capture_poses
+    from vibe3r.preference.sfm import teacher_poses
 
-    poses = {}
-    for spec, cap in fulls.items():
-        try:
-            poses[spec] = capture_poses(cap, ctx.run_dir / "sfm", spec, log=lambda m: ctx.progress(0, None, m))
-        except InputError as e:
-            if "pycolmap" in str(e):
-                raise
-            ctx.progress(0, None, f"{spec}: {e}; its pairs go without the SfM")
-    return poses
+    return teacher_poses(fulls, ctx.run_dir / "sfm", log=lambda m: ctx.progress(0, None, m), skip_failed=True)
 
 
 def sample_real(ctx: StageContext) -> StageResult:

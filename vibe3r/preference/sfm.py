@@ -173,10 +173,21 @@ def capture_poses(cap: Capture, cache_dir: Path, spec: str, overlap: int = 15, t
     return c2w
 
 
-def teacher_poses(captures: dict[str, Capture], cache_dir: Path, threads: int = 1,
-                  log=print) -> dict[str, dict[int, np.ndarray]]:  # noqa: ANN001
-    """``capture_poses`` of every capture (spec -> full-resolution capture): the exact trainer's ``sfm`` teacher."""
-    return {spec: capture_poses(cap, cache_dir, spec, threads=threads, log=log) for spec, cap in captures.items()}
+def teacher_poses(captures: dict[str, Capture], cache_dir: Path, threads: int = 1, log=print,  # noqa: ANN001
+                  skip_failed: bool = False) -> dict[str, dict[int, np.ndarray]]:
+    """``capture_poses`` of every capture (spec -> full-resolution capture): the exact trainer's ``sfm`` teacher and the
+    rewards' global alignment. ``skip_failed``: a capture SfM cannot register is logged and left out instead of raised
+    (a missing pycolmap is still an error)."""
+    if not skip_failed:
+        return {spec: capture_poses(cap, cache_dir, spec, threads=threads, log=log) for spec, cap in captures.items()}
+    _pycolmap()
+    poses = {}
+    for spec, cap in captures.items():
+        try:
+            poses[spec] = capture_poses(cap, cache_dir, spec, threads=threads, log=log)
+        except InputError as e:
+            log(f"{spec}: {e}; left out")
+    return poses
 
 
 def relative_pose(c2w: dict[int, np.ndarray], i: int, j: int) -> np.ndarray | None:
