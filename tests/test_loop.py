@@ -318,6 +318,36 @@ def test_a_regressing_round_is_recorded_but_not_promoted(tmp_path):
     assert promote.__doc__
 
 
+@pytest.mark.skipif(not REAL.is_dir(), reason="shared real data not present")
+def test_the_gate_says_when_its_validation_frames_are_trained_on(tmp_path):
+    """loop.val_capture frames that preference.captures also holds (the frames warp_real, sfm_real and the
+    preference stages train on) are counted, and promotion on val_auc10 says its figure is optimistic."""
+    from vibe3r.loop.stages import validation_overlap
+
+    seven = REAL / "7scenes-redkitchen"
+    over = lambda val, caps, *more: validation_overlap(load_config(None, [  # noqa: E731
+        f"loop.val_capture={val}", f"preference.captures={json.dumps(caps)}", *more]))
+    assert over(f"{seven}@0:125", [f"{seven}@0:125"]) == 125
+    assert over(f"{seven}@100:125", [f"{seven}@0:100"]) == 0  # a disjoint split of the same capture
+    assert over(f"{seven}@100:125", [f"{seven}@0:110", f"{seven}@120:125"]) == 15
+    assert over(f"{seven}@0:125", [str(REAL / "slambook2-dining")]) == 0  # another source
+    assert over(f"{seven}@0:125", [f"{seven}@0:125"], "loop.stages=[generate,train_recon,evaluate,promote]") == 0
+    assert validation_overlap(load_config(None)) == 125  # the embedded default: relative paths resolve to the same frames
+
+    ckpt = tmp_path / "rounds" / "0001" / "train_recon" / "ckpt"
+    ckpt.mkdir(parents=True)
+    save_file({"w": torch.zeros(2)}, str(ckpt / "model.safetensors"))
+    ev = tmp_path / "eval.json"
+    ev.write_text(json.dumps({"candidate": {"val_auc10": 30.0}, "parent": {"val_auc10": 29.0}}))
+    with Registry(tmp_path) as reg:
+        args = {**_args(reg, tmp_path), "cfg": load_config(None, [f"loop.val_capture={seven}@0:125",
+                                                                   f"preference.captures={json.dumps([f'{seven}@0:125'])}"])}
+        rec = run_stage(next(s for s in STAGES if s.name == "promote"), 3, args, {"recon": ckpt, "eval": ev}.get)
+    assert rec["checkpoint"]["promoted"] and "shares 125 frames" in rec["checkpoint"]["reason"]
+    decision = json.loads((tmp_path / "rounds" / "0001" / "promote" / "decision.json").read_text())
+    assert decision["val_train_overlap"] == 125
+
+
 def test_bootstrap_gate_holds_back_only_a_confident_regression(tmp_path):
     """``loop.promote_confidence``: a small AUC drop that per-pair noise explains (some pairs better, some
     worse) promotes, although it exceeds the tolerance; a drop of every pair does not; the bootstrap

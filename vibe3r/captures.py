@@ -1043,6 +1043,14 @@ def select_frames(
     return idx
 
 
+def capture_frames(spec: str | Path) -> tuple[Path, frozenset[int]]:
+    """The source a capture spec reads and the ordinal indices of the frames it selects, without decoding
+    any image: two specs share frames when they name the same source and their sets intersect."""
+    path, rng = parse_spec(spec)
+    src = open_source(path)
+    return path.resolve(), frozenset(select_frames(len(src), src.timestamps, frames=rng))
+
+
 def load_capture(
     spec: str | Path,
     *,

@@ -27,7 +27,7 @@ from vibe3r.errors import Vibe3rError
 from vibe3r.loop.pool import freeze_captures
 from vibe3r.loop.registry import Registry
 from vibe3r.loop.stage import Stage, config_hash, run_stage, stage_seed, write_json_atomic
-from vibe3r.loop.stages import RUN_INPUTS, STAGES, live_recon
+from vibe3r.loop.stages import CAPTURE_STAGES, RUN_INPUTS, STAGES, live_recon
 
 
 class RunLocked(Vibe3rError):
@@ -120,7 +120,7 @@ def run_round(cfg: Config, reg: Registry, rnd: int, stages: list[Stage], on_even
     round_dir = reg.run_dir / "rounds" / f"{rnd:04d}"
     round_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, round_dir)
-    if any(s.name in ("warp_real", "sfm_real", "sample_real", "prefer_recon") for s in stages):
+    if any(s.name in CAPTURE_STAGES for s in stages):
         freeze_captures(cfg, reg.run_dir, rnd)  # the round's real captures, pooled uploads included, fixed once
     resolve = _resolver(reg, cfg, rnd)
     for idx, stage in enumerate(stages):

@@ -412,6 +412,31 @@ def _write_val_list(cfg: Config, path: Path) -> dict[str, str]:
     return capture_pair_list(lc.val_capture, lc.val_pairs, capture_pairs_seed(cfg), path, "loop.val_capture", gaps=lc.capture_gaps)
 
 
+CAPTURE_STAGES = ("warp_real", "sfm_real", "sample_real", "prefer_recon")  # stages that train on the real captures' frames
+
+
+def validation_overlap(cfg: Config) -> int:
+    """Frames of ``loop.val_capture`` that a configured real capture (``preference.captures``) also holds,
+    when the round's stages train on those frames (0 otherwise): promotion decided on them is optimistic."""
+    from vibe3r.captures import capture_frames
+
+    lc = cfg.loop
+    if not lc.val_capture or lc.val_pairs <= 0 or (lc.stages is not None and not set(lc.stages) & set(CAPTURE_STAGES)):
+        return 0
+
+    def frames(spec: str) -> tuple[Path, frozenset[int]]:
+        where, at, rng = spec.partition("@")
+        return capture_frames(str(resolve_path(where)) + at + rng)
+
+    src, val = frames(lc.val_capture)
+    shared: set[int] = set()
+    for spec in cfg.preference.captures:
+        s, f = frames(spec)
+        if s == src:
+            shared |= val & f
+    return len(shared)
+
+
 def ensure_heldout(cfg: Config, run_dir: Path) -> Path:
     """The run's fixed evaluation set, built once (atomically) per evaluation config:
     ``pairs/`` held-out procedural videos (scene seeds 0..n-1, never trained on), ``synthetic.txt``
@@ -566,7 +591,8 @@ def evaluate(ctx: StageContext) -> StageResult:
             write_json_atomic(hit, res[role])
     write_json_atomic(ctx.out("eval"), {**res, "heldout": heldout.name})
     scalars = {role: {k: v for k, v in r.items() if k != PAIR_ERRORS} for role, r in res.items()}
-    return StageResult({**scalars["candidate"], **{f"parent_{k}": v for k, v in scalars["parent"].items()},
+    overlap = {"val_train_overlap": float(validation_overlap(ctx.cfg))} if "val_auc10" in scalars["candidate"] else {}
+    return StageResult({**scalars["candidate"], **overlap, **{f"parent_{k}": v for k, v in scalars["parent"].items()},
                         **{f"base_{k}": v for k, v in scalars.get("base", {}).items() if k in ("real_auc10", "val_auc10", "mean_auc10")}})
 
 
@@ -659,8 +685,11 @@ def promote(ctx: StageContext) -> StageResult:
             ok, why, _, _ = _judge(name, sign, ev["candidate"], ev["base"], "base", lc, ctx.seed + 1)
             if not ok:
                 promoted, reason = False, f"{reason}; but {why}"
+    shared = validation_overlap(ctx.cfg) if name == "val_auc10" else 0
+    if shared:
+        reason += f" (the validation capture shares {shared} frames with the captures this round trains on: its figure is optimistic)"
     ckpt = Path(ctx.inputs["recon"])
-    decision = {"promoted": promoted, "metric": name, "value": new, "parent_value": old, "regression": regression,
+    decision = {"promoted": promoted, "val_train_overlap": shared, "metric": name, "value": new, "parent_value": old, "regression": regression,
                 "regression_interval": ci, "reason": reason, "checkpoint": ckpt.relative_to(ctx.run_dir).as_posix()}
     write_json_atomic(ctx.out("decision"), decision)
     return StageResult({"promoted": float(promoted), "regression": regression},
