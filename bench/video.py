@@ -87,7 +87,7 @@ def accuracy(args: argparse.Namespace) -> None:
     models = dict(m.split("=", 1) for m in args.model)
     first = VideoGenerator.from_pretrained(next(iter(models.values())))
     mc = first.config
-    dirs = sorted(p for p in HELDOUT.iterdir() if p.is_dir())
+    dirs = sorted(p for p in Path(args.videos).iterdir() if p.is_dir())
     prompts = clip_prompts(dirs, mc.frames, mc.width, mc.height, per_video=max(1, -(-args.n // len(dirs))), stride=args.stride)
     prompts = prompts[:args.n]
     judges = {"recon": ReconJudge(args.judge), "flow": FlowJudge()}
@@ -165,6 +165,8 @@ def main() -> None:
     a.add_argument("--judge", required=True)
     a.add_argument("--model", action="append", required=True, help="name=checkpoint (repeatable)")
     a.add_argument("--n", type=int, default=40)
+    a.add_argument("--videos", default=str(HELDOUT), help="folder of held-out rendered videos the prompts are cut from "
+                   "(e.g. a loop run's RUN/heldout-*/pairs/videos)")
     a.add_argument("--stride", type=int, default=3)
     a.add_argument("--steps", type=int, default=25)
     a.add_argument("--seed", type=int, default=0)

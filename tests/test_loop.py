@@ -348,6 +348,24 @@ def test_the_gate_says_when_its_validation_frames_are_trained_on(tmp_path):
     assert decision["val_train_overlap"] == 125
 
 
+def test_the_generator_is_kept_only_when_confidently_better():
+    """``loop.generator_keep_confidence``: a candidate better on every held-out prompt replaces its parent; one
+    whose lower mean error comes from a few prompts (the rest worse) does not, though the old rule (0) kept it."""
+    from vibe3r.loop.video import keep_generator
+
+    rng = np.random.default_rng(0)
+    parent = list(rng.uniform(1.0, 3.0, 16))
+    better = [e - 0.3 for e in parent]
+    lucky = [e + (-2.0 if k < 3 else 0.25) for k, e in enumerate(parent)]  # mean -0.17, 13 of 16 prompts worse
+    assert np.mean(lucky) < np.mean(parent)
+    keep, interval = keep_generator(better, parent, 0.9, seed=0)
+    assert keep and interval[1] < 0
+    keep, interval = keep_generator(lucky, parent, 0.9, seed=0)
+    assert not keep and interval[0] < 0 < interval[1]
+    assert keep_generator(lucky, parent, 0.0, seed=0) == (True, None)
+    assert keep_generator(parent, parent, 0.0, seed=0)[0] and not keep_generator(parent, parent, 0.9, seed=0)[0]
+
+
 def test_bootstrap_gate_holds_back_only_a_confident_regression(tmp_path):
     """``loop.promote_confidence``: a small AUC drop that per-pair noise explains (some pairs better, some
     worse) promotes, although it exceeds the tolerance; a drop of every pair does not; the bootstrap

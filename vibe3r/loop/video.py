@@ -8,7 +8,8 @@
                   measured on prompts from the run's held-out videos (never trained on) by two fixed
                   judges — the base reconstruction checkpoint and DIS flow + essential RANSAC, so rounds
                   compare — and the candidate becomes the round's ``generator`` only if the base judge's
-                  rotation error did not rise; otherwise the parent passes through (recorded).
+                  rotation error is lower with ``loop.generator_keep_confidence`` (a paired bootstrap over
+                  the prompts); otherwise the parent passes through (recorded).
 
 A run without a generator (``loop.generator_checkpoint: null``) skips the stage's work and says so.
 """
@@ -18,6 +19,8 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+
+import numpy as np
 
 from vibe3r.errors import InputError
 from vibe3r.loop.registry import Registry
@@ -53,6 +56,19 @@ def _heldout_prompts(ctx: StageContext, mc):  # noqa: ANN001, ANN202
     return prompts[:n]
 
 
+def keep_generator(cand: list[float], parent: list[float], confidence: float, seed: int) -> tuple[bool, list[float] | None]:
+    """Does the candidate generator replace its parent? ``cand``/``parent``: per-prompt rotation errors on the same
+    prompts and noise. With ``confidence`` > 0 only when the ``confidence`` quantile of a paired bootstrap of
+    mean(cand − parent) is below 0 (confidently better); 0: when the mean is not higher. -> (keep, 90 % interval)."""
+    d = np.asarray(cand, float) - np.asarray(parent, float)
+    if confidence <= 0 or len(d) < 2:
+        return bool(d.mean() <= 0), None
+    rng = np.random.default_rng(seed)
+    boot = d[rng.integers(0, len(d), (2000, len(d)))].mean(1)
+    lo, hi = (float(x) for x in np.quantile(boot, [0.05, 0.95]))
+    return bool(np.quantile(boot, confidence) < 0), [lo, hi]
+
+
 def prefer_video(ctx: StageContext) -> StageResult:
     from vibe3r.video_gen.diffusion import VideoGenerator
     from vibe3r.video_gen.judge import FlowJudge, ReconJudge
@@ -85,7 +101,7 @@ def prefer_video(ctx: StageContext) -> StageResult:
     # one evaluation seed for every round: the same model measures the same in round 1 and round 5
     cand = evaluate_generator(cand_model, prompts, judges, steps=steps, seed=lc.seed, trans_weight=pcfg.trans_weight)
     par = evaluate_generator(par_model, prompts, judges, steps=steps, seed=lc.seed, trans_weight=pcfg.trans_weight)
-    keep = cand["recon"]["rot_err"] <= par["recon"]["rot_err"]
+    keep, interval = keep_generator(cand["recon"]["rot_errs"], par["recon"]["rot_errs"], lc.generator_keep_confidence, ctx.seed)
     if out.exists():
         shutil.rmtree(out)
     if keep:
@@ -96,7 +112,7 @@ def prefer_video(ctx: StageContext) -> StageResult:
     # the folder is content-hashed: no timings, no paths that depend on where the run lives
     timeless = lambda d: {k: v for k, v in d.items() if k not in ("seconds", "base", "judge")}  # noqa: E731
     rel = lambda p: str(Path(p).relative_to(ctx.run_dir)) if Path(p).is_relative_to(ctx.run_dir) else Path(p).name  # noqa: E731
-    (out / "generator.json").write_text(json.dumps({"kept_candidate": keep, "parent": rel(parent), "judge": rel(ctx.inputs["recon"]),
+    (out / "generator.json").write_text(json.dumps({"kept_candidate": keep, "rot_err_difference_interval": interval, "parent": rel(parent), "judge": rel(ctx.inputs["recon"]),
                                                     "summary": timeless(summary),
                                                     "candidate": timeless(cand), "parent_eval": timeless(par)}, indent=1, default=str))
     metrics = {
@@ -105,6 +121,7 @@ def prefer_video(ctx: StageContext) -> StageResult:
         "gen_psnr": chosen.get("psnr_to_render", float("nan")),
         "gen_candidate_rot_err": cand["recon"]["rot_err"], "gen_parent_rot_err": par["recon"]["rot_err"],
         "gen_candidate_rot_err_flow": cand["flow"]["rot_err"], "gen_parent_rot_err_flow": par["flow"]["rot_err"],
+        **({"gen_rot_diff_lo": interval[0], "gen_rot_diff_hi": interval[1]} if interval else {}),
         "gen_kept": float(keep), f"gen_{pcfg.method}_pairs": float(summary.get("pairs", summary.get("groups", 0))),
     }
     return StageResult(metrics)
@@ -112,5 +129,5 @@ def prefer_video(ctx: StageContext) -> StageResult:
 
 VIDEO_STAGES = [
     Stage("prefer_video", prefer_video, inputs=("generator", "recon", "pairs"), outputs=(("generator", "model"),),
-          help="the reconstruction candidate judges the generator's camera control; Diffusion-DPO/GRPO (LoRA); kept if held-out error does not rise"),
+          help="the reconstruction candidate judges the generator's camera control; Diffusion-DPO/GRPO (LoRA); kept if confidently better on held-out prompts"),
 ]

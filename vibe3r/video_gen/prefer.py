@@ -401,6 +401,7 @@ def evaluate_generator(model: nn.Module, prompts: list[VideoPrompt], judges: dic
         vals = {m: np.array([r[m] for r in rows], float) for m in ("rot_err", "trans_err", "cam_mc", "reward")}
         out[name] = {m: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for m, v in vals.items()}
         out[name]["rot_err_median"] = float(np.median([r["rot_err"] for r in rows]))
+        out[name]["rot_errs"] = [float(r["rot_err"]) for r in rows]  # per prompt, for paired comparisons
         out[name]["failed_frames"] = int(sum(r["failed"] for r in rows))
     if ps:
         out["psnr_to_render"] = float(np.mean(ps))
