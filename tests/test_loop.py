@@ -364,6 +364,7 @@ def test_the_generator_is_kept_only_when_confidently_better():
     assert not keep and interval[0] < 0 < interval[1]
     assert keep_generator(lucky, parent, 0.0, seed=0) == (True, None)
     assert keep_generator(parent, parent, 0.0, seed=0)[0] and not keep_generator(parent, parent, 0.9, seed=0)[0]
+    assert keep_generator([*better, float("nan")], [*parent, 2.0], 0.9, seed=0)[0]  # a failed prompt is left out
 
 
 def test_bootstrap_gate_holds_back_only_a_confident_regression(tmp_path):

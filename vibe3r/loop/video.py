@@ -59,8 +59,12 @@ def _heldout_prompts(ctx: StageContext, mc):  # noqa: ANN001, ANN202
 def keep_generator(cand: list[float], parent: list[float], confidence: float, seed: int) -> tuple[bool, list[float] | None]:
     """Does the candidate generator replace its parent? ``cand``/``parent``: per-prompt rotation errors on the same
     prompts and noise. With ``confidence`` > 0 only when the ``confidence`` quantile of a paired bootstrap of
-    mean(cand − parent) is below 0 (confidently better); 0: when the mean is not higher. -> (keep, 90 % interval)."""
+    mean(cand − parent) is below 0 (confidently better); 0: when the mean is not higher. Prompts either judge
+    failed on (NaN) are left out. -> (keep, 90 % interval)."""
     d = np.asarray(cand, float) - np.asarray(parent, float)
+    d = d[np.isfinite(d)]
+    if not len(d):
+        return False, None
     if confidence <= 0 or len(d) < 2:
         return bool(d.mean() <= 0), None
     rng = np.random.default_rng(seed)
