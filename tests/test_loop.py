@@ -195,6 +195,16 @@ def test_the_reported_real_pairs_include_a_draw_from_the_held_out_capture(uninte
         assert 12 <= gap <= 60
 
 
+@pytest.mark.skipif(not REAL.is_dir(), reason="shared real data not present")
+def test_a_round_records_the_validation_frames_it_trains_on(uninterrupted):
+    """The tiny run trains on 7 frames of 7-Scenes 0-496 (every 20th) and validates on all 125: evaluate counts
+    the 7 once (metric and eval.json), promote says so."""
+    _, run = uninterrupted
+    assert status(run)["rounds"][0]["metrics"]["evaluate/val_train_overlap"] == 7
+    assert json.loads((run / "rounds/0001/evaluate/eval.json").read_text())["val_train_overlap"] == 7
+    assert "shares 7 frames" in json.loads((run / "rounds/0001/promote/decision.json").read_text())["reason"]
+
+
 def test_capture_gaps_set_the_motion_of_the_validation_pairs(tmp_path):
     """loop.capture_gaps [15, 25] on 7-Scenes' every-4th-frame capture: every validation pair is 60-100 frames apart."""
     from vibe3r.loop.stages import _write_val_list
@@ -338,8 +348,8 @@ def test_the_gate_says_when_its_validation_frames_are_trained_on(tmp_path):
     ckpt.mkdir(parents=True)
     save_file({"w": torch.zeros(2)}, str(ckpt / "model.safetensors"))
     ev = tmp_path / "eval.json"
-    ev.write_text(json.dumps({"candidate": {"val_auc10": 30.0}, "parent": {"val_auc10": 29.0}}))
-    with Registry(tmp_path) as reg:
+    ev.write_text(json.dumps({"candidate": {"val_auc10": 30.0}, "parent": {"val_auc10": 29.0}, "val_train_overlap": 125}))
+    with Registry(tmp_path) as reg:  # the evaluate stage records the overlap in eval.json
         args = {**_args(reg, tmp_path), "cfg": load_config(None, [f"loop.val_capture={seven}@0:125",
                                                                    f"preference.captures={json.dumps([f'{seven}@0:125'])}"])}
         rec = run_stage(next(s for s in STAGES if s.name == "promote"), 3, args, {"recon": ckpt, "eval": ev}.get)

@@ -373,6 +373,12 @@ def _superglue_line(name0: str, name1: str, K0: np.ndarray, K1: np.ndarray, c2w0
     return f"{name0} {name1} 0 0 " + " ".join(f"{x:.10g}" for x in nums)
 
 
+def resolve_spec(spec: str) -> str:
+    """A capture spec with its path resolved as ``resolve_path`` does (cwd, then the project folder), its frame range kept."""
+    where, at, rng = spec.partition("@")
+    return str(resolve_path(where)) + at + rng
+
+
 def capture_pair_list(spec: str, n_pairs: int, seed: int, path: Path, what: str,
                       gaps: tuple[int, int] = (3, 15)) -> dict[str, str]:
     """``n_pairs`` pairs of a real capture with ground truth (``gaps`` = min/max distance in its frames,
@@ -381,8 +387,7 @@ def capture_pair_list(spec: str, n_pairs: int, seed: int, path: Path, what: str,
     from vibe3r.captures import load_capture
     from vibe3r.preference.sampling import choose_pairs
 
-    where, at, rng = spec.partition("@")
-    cap = load_capture(str(resolve_path(where)) + at + rng)
+    cap = load_capture(resolve_spec(spec))
     if cap.cam2world is None or cap.K is None:
         raise InputError(f"{what} {spec} has no ground-truth poses or intrinsics")
     root = Path(cap.meta["path"])
@@ -423,15 +428,10 @@ def validation_overlap(cfg: Config) -> int:
     lc = cfg.loop
     if not lc.val_capture or lc.val_pairs <= 0 or (lc.stages is not None and not set(lc.stages) & set(CAPTURE_STAGES)):
         return 0
-
-    def frames(spec: str) -> tuple[Path, frozenset[int]]:
-        where, at, rng = spec.partition("@")
-        return capture_frames(str(resolve_path(where)) + at + rng)
-
-    src, val = frames(lc.val_capture)
+    src, val = capture_frames(resolve_spec(lc.val_capture))
     shared: set[int] = set()
     for spec in cfg.preference.captures:
-        s, f = frames(spec)
+        s, f = capture_frames(resolve_spec(spec))
         if s == src:
             shared |= val & f
     return len(shared)
@@ -589,10 +589,10 @@ def evaluate(ctx: StageContext) -> StageResult:
             res[role] = evaluate_checkpoint(ckpt, heldout, loss_cfg, lc.eval_size, progress=prog, ransac=lc.eval_ransac,
                                              precision=lc.eval_precision)
             write_json_atomic(hit, res[role])
-    write_json_atomic(ctx.out("eval"), {**res, "heldout": heldout.name})
     scalars = {role: {k: v for k, v in r.items() if k != PAIR_ERRORS} for role, r in res.items()}
-    overlap = {"val_train_overlap": float(validation_overlap(ctx.cfg))} if "val_auc10" in scalars["candidate"] else {}
-    return StageResult({**scalars["candidate"], **overlap, **{f"parent_{k}": v for k, v in scalars["parent"].items()},
+    overlap = {"val_train_overlap": validation_overlap(ctx.cfg)} if "val_auc10" in scalars["candidate"] else {}
+    write_json_atomic(ctx.out("eval"), {**res, "heldout": heldout.name, **overlap})
+    return StageResult({**scalars["candidate"], **{k: float(v) for k, v in overlap.items()}, **{f"parent_{k}": v for k, v in scalars["parent"].items()},
                         **{f"base_{k}": v for k, v in scalars.get("base", {}).items() if k in ("real_auc10", "val_auc10", "mean_auc10")}})
 
 
@@ -685,7 +685,7 @@ def promote(ctx: StageContext) -> StageResult:
             ok, why, _, _ = _judge(name, sign, ev["candidate"], ev["base"], "base", lc, ctx.seed + 1)
             if not ok:
                 promoted, reason = False, f"{reason}; but {why}"
-    shared = validation_overlap(ctx.cfg) if name == "val_auc10" else 0
+    shared = ev.get("val_train_overlap", 0) if name == "val_auc10" else 0  # counted by the evaluate stage
     if shared:
         reason += f" (the validation capture shares {shared} frames with the captures this round trains on: its figure is optimistic)"
     ckpt = Path(ctx.inputs["recon"])
