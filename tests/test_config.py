@@ -32,6 +32,7 @@ def test_overrides_parse_yaml_values_and_nest():
         ("dataset.covis_min=0.99", "covis_min (0.99) > covis_max"),
         ("render", "not of the form"),
         ("loop.capture_gaps=[20, 10]", "capture_gaps: need 1 <= min <= max, got 20, 10"),
+        ("loop.val_gaps=[0, 10]", "val_gaps: need 1 <= min <= max, got 0, 10"),
         ("loop.eval_precision=fp8", "bad config value for 'loop.eval_precision'"),
     ],
 )

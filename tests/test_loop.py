@@ -219,6 +219,23 @@ def test_capture_gaps_set_the_motion_of_the_validation_pairs(tmp_path):
     assert len(lines) == 20 and min(gaps) >= 60 and max(gaps) <= 100
 
 
+def test_val_gaps_give_a_short_validation_segment_its_own_motion(tmp_path):
+    """A 25-frame validation segment split off the training frames holds only 55 pairs 15-25 apart:
+    loop.val_gaps [3, 15] draws all 208 of its pairs 12-60 frames apart, and the real captures keep capture_gaps."""
+    from vibe3r.loop.stages import _heldout_key, _write_val_list
+
+    cfg = load_config(None, ["loop.capture_gaps=[15, 25]", "loop.val_gaps=[3, 15]", "loop.val_pairs=208",
+                             f"loop.val_capture={REAL / '7scenes-redkitchen'}@100:125"])
+    _write_val_list(cfg, tmp_path / "val.txt")
+    lines = (tmp_path / "val.txt").read_text().split("\n")[:-1]
+    frame = lambda name: int(name.split("-")[1].split(".")[0])  # noqa: E731
+    pairs = {tuple(sorted((frame(ln.split()[0]), frame(ln.split()[1])))) for ln in lines}
+    gaps = [b - a for a, b in pairs]
+    assert len(lines) == len(pairs) == 208 and min(gaps) == 12 and max(gaps) == 60
+    assert min(min(p) for p in pairs) >= 400 and max(max(p) for p in pairs) <= 496
+    assert _heldout_key(cfg)["val_gaps"] == [3, 15] and "val_gaps" not in _heldout_key(load_config(None))
+
+
 # --------------------------------------------------------------------------------------------
 # The stage contract on toy stages (no rendering)
 # --------------------------------------------------------------------------------------------

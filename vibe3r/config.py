@@ -327,6 +327,9 @@ class LoopConfig(Section):
                                     "used only to check (default: 7-Scenes frames 0-496, the preference side; evaluation is 500-996)")
     val_pairs: int = Field(300, ge=0, description="pairs drawn from val_capture (frame gaps 3-15 of its frames; 300: a paired "
                            "AUC@10 difference resolved to about ±2.5, 100: ±4.5); 0 = none")
+    val_gaps: tuple[int, int] | None = Field(None, description="(min, max) distance in capture frames of the val_capture pairs; "
+                                             "None = capture_gaps (a short validation segment split off the training frames may "
+                                             "not hold enough pairs at the evaluation's wide gaps)")
     promote_metric: Literal["heldout_auc10", "heldout_loss", "real_auc10", "mean_auc10", "val_auc10"] = Field(
         "val_auc10", description="held-out metric deciding promotion (auc: higher is better; loss: lower is better); val_auc10 "
         "falls back to mean_auc10 when there is no validation capture")
@@ -349,7 +352,9 @@ class LoopConfig(Section):
 
     @model_validator(mode="after")
     def _gaps(self) -> LoopConfig:
-        for name in ("capture_gaps", "sfm_gaps"):
+        for name in ("capture_gaps", "sfm_gaps", "val_gaps"):
+            if getattr(self, name) is None:
+                continue
             lo, hi = getattr(self, name)
             if not 1 <= lo <= hi:
                 raise ValueError(f"{name}: need 1 <= min <= max, got {lo}, {hi}")

@@ -360,7 +360,8 @@ def _heldout_key(cfg: Config) -> dict[str, Any]:
             "image_size": lc.image_size, "max_frames": lc.max_frames, "videos": lc.heldout_videos, "pairs": lc.heldout_pairs_per_video,
             "seed": cfg.seed, "loop_seed": lc.seed, "real": lc.real_pairs, "real_n": lc.real_pairs_per_list,
             "val": lc.val_capture, "val_n": lc.val_pairs, "real_captures": lc.real_captures, "real_capture_n": lc.real_capture_pairs,
-            **({"capture_gaps": list(lc.capture_gaps)} if tuple(lc.capture_gaps) != (3, 15) else {})}  # default: earlier runs' key
+            **({"capture_gaps": list(lc.capture_gaps)} if tuple(lc.capture_gaps) != (3, 15) else {}),  # default: earlier runs' key
+            **({"val_gaps": list(lc.val_gaps)} if lc.val_gaps is not None else {})}
 
 
 def _short_hash(obj: Any) -> str:
@@ -414,7 +415,8 @@ def _write_val_list(cfg: Config, path: Path) -> dict[str, str]:
     lc = cfg.loop
     if not lc.val_capture or lc.val_pairs <= 0:
         return {}
-    return capture_pair_list(lc.val_capture, lc.val_pairs, capture_pairs_seed(cfg), path, "loop.val_capture", gaps=lc.capture_gaps)
+    return capture_pair_list(lc.val_capture, lc.val_pairs, capture_pairs_seed(cfg), path, "loop.val_capture",
+                             gaps=lc.val_gaps or lc.capture_gaps)
 
 
 CAPTURE_STAGES = ("warp_real", "sfm_real", "sample_real", "prefer_recon")  # stages that train on the real captures' frames
