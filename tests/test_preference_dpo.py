@@ -135,6 +135,26 @@ def test_a_few_steps_raise_the_implicit_accuracy_and_margin(data, tmp_path, draw
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file() and (tmp_path / "merged" / "model.safetensors").is_file()
 
 
+def test_the_control_run_trains_the_anchor_alone(data, tmp_path, monkeypatch):
+    """preference_weight 0 is the matched control: the anchor's steps without the policy's or the reference's
+    pass over the preference records (minutes a step at 256 px); without an anchor there is nothing to train."""
+    base, prefs, anchors = data
+
+    def untouchable(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("the control run scored a preference record")
+
+    monkeypatch.setattr(DPOTrainer, "_policy_terms", untouchable)
+    monkeypatch.setattr(DPOTrainer, "reference_log_probs", untouchable)
+    cfg = DPOConfig(steps=2, batch_size=2, lr=3e-3, anchor_weight=1.0, preference_weight=0.0, save_merged=False)
+    trainer = DPOTrainer(_lora(base), 0.07, cfg, tmp_path / "a", progress=False)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_lora_parameters()}
+    res = trainer.train(prefs, anchor_batches=anchors)
+    assert res["step"] == 2 and res["anchor_loss"] > 0 and res["kl"] == 0.0
+    assert any(not torch.equal(p, before[n]) for n, p in trainer.model.named_lora_parameters())
+    with pytest.raises(InputError, match="nothing to train"):
+        DPOTrainer(_lora(base), 0.07, cfg, tmp_path / "b", progress=False).train(prefs)
+
+
 def test_resume_equals_uninterrupted(data, tmp_path):
     base, prefs, anchors = data
     cfg = DPOConfig(steps=4, batch_size=2, lr=3e-3, anchor_weight=0.5, ckpt_every=2, save_merged=False)

@@ -254,7 +254,10 @@ class DPOTrainer:
             if p.chosen.fwd.shape != p.rejected.fwd.shape:
                 raise InputError("a preference record's chosen and rejected samples have different draw shapes")
         state, anchor = start_session(self.out, self.model, self.opt, cfg, anchor_batches, resume, {"step": 0, "cpu_s": 0.0})
-        ref_c, ref_r, ref_descs = self.reference_log_probs(prefs)
+        pref_on = cfg.preference_weight > 0  # 0: the control run, the anchor alone (no policy or reference pass)
+        if not pref_on and anchor is None:
+            raise InputError("preference_weight 0 and no anchor batches: nothing to train")
+        ref_c, ref_r, ref_descs = self.reference_log_probs(prefs) if pref_on else (None, None, None)
         log = RunLog(self.out, "dpo", {"dpo": cfg.model_dump(), "temperature": self.temperature,
                                          "lora": self.model.lora_config.model_dump()}, cfg.steps, state["step"], self.progress)
         self.model.train()
@@ -270,9 +273,12 @@ class DPOTrainer:
                 idx = epoch_batch(cfg.seed, step, cfg.batch_size, len(prefs))
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(cfg.seed * 1_000_003 + step)  # LoRA dropout
-                    pi_c, pi_r, kl = self._policy_terms(prefs, idx, ref_descs)
-                    loss, metrics = self.loss(pi_c, pi_r, ref_c[idx], ref_r[idx])
-                    loss = cfg.preference_weight * loss
+                    if pref_on:
+                        pi_c, pi_r, kl = self._policy_terms(prefs, idx, ref_descs)
+                        loss, metrics = self.loss(pi_c, pi_r, ref_c[idx], ref_r[idx])
+                        loss = cfg.preference_weight * loss
+                    else:
+                        loss, metrics, kl = torch.zeros(()), {}, 0.0
                     if anchor is not None:
                         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
                         la, d = anchor_loss_step(self.model, self.anchor_loss, anchor.next(), gen)
@@ -284,7 +290,8 @@ class DPOTrainer:
                 self.opt.step()
                 metrics |= {"loss": float(loss.detach()), "kl": kl, "lr": lr, "grad_norm": float(gnorm)}
                 end_step(self.out, self.model, self.opt, cfg, state, step, c0, metrics, anchor, log, last,
-                         f"loss {metrics['loss']:.3f} acc {metrics['accuracy']:.2f} margin {metrics['margin']:.3f} kl {kl:.3f}")
+                         f"loss {metrics['loss']:.3f} acc {metrics['accuracy']:.2f} margin {metrics['margin']:.3f} kl {kl:.3f}"
+                         if pref_on else f"anchor {metrics['anchor_loss']:.3f}")
         finally:
             log.close()
         return finish_run(self.out, self.model, cfg, state, metrics)
