@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -181,6 +182,43 @@ def test_guidance_pool_samples_each_scale_and_records_it(videos, tmp_path):  # n
         vid = sample_videos(gen, prompts[0], [seed], cfg.sample_steps, guidance=w)[0]
         assert judge_rewards(judge, prompts[0], vid, cfg.trans_weight)[0]["reward"] == pytest.approx(reward)
     assert len(pairs) == 1 and pairs[0].margin > 0
+
+
+def test_turned_cameras_differ_from_the_commanded_ones_by_the_stated_angle(videos):  # noqa: F811
+    from vibe3r.geometry import relative_pose
+    from vibe3r.video_gen.prefer import jitter_cameras
+
+    c2w = clip_prompts(sorted(videos.iterdir()), 4, 32, 24, per_video=1, stride=2)[0].c2w
+    turned = jitter_cameras(c2w, 6.0, seed=3)
+    assert np.allclose(turned[0], c2w[0]) and np.allclose(turned[:, :3, 3], c2w[:, :3, 3])
+    for f in range(1, 4):
+        a, b = relative_pose(c2w[0], c2w[f]).numpy()[:3, :3], relative_pose(turned[0], turned[f]).numpy()[:3, :3]
+        angle = np.degrees(np.arccos(np.clip((np.trace(a.T @ b) - 1) / 2, -1, 1)))
+        assert angle == pytest.approx(6.0 * f / 3, abs=1e-3)
+    assert not np.allclose(jitter_cameras(c2w, 6.0, seed=4), turned)  # the axis is the seed's
+
+
+def test_turned_candidates_are_judged_against_the_commanded_cameras(videos, tmp_path):  # noqa: F811
+    """With camera_jitter the second half of the candidates is sampled under turned cameras; every recorded
+    reward is the judge's against the commanded cameras, and the store says which candidates were turned."""
+    from vibe3r.config import GeneratorPreferConfig
+    from vibe3r.video_gen.prefer import collect_pairs, jitter_cameras, judge_rewards, sample_videos
+
+    torch.manual_seed(0)
+    gen = VideoGenerator(tiny_cfg().generator.model)
+    mc = gen.config
+    p = clip_prompts(sorted(videos.iterdir()), mc.frames, mc.width, mc.height, per_video=1, stride=2)[0]
+    cfg = GeneratorPreferConfig(n=4, sample_steps=2, min_margin=0.0, camera_jitter=8.0, trans_weight=0.5)
+    with PreferenceStore(tmp_path / "p.sqlite") as st:
+        pairs = collect_pairs(gen, FlowJudge(), [p], cfg, st, round=1, model_version="v")
+        rows = st.db.execute("SELECT seed, reward, meta FROM video_samples ORDER BY id").fetchall()
+    assert [json.loads(r[2])["source"] for r in rows] == ["sample", "sample", "sample@turned8", "sample@turned8"]
+    turned = replace(p, c2w=jitter_cameras(p.c2w, 8.0, rows[0][0]))
+    judge = FlowJudge()
+    for seed, reward, meta in rows:
+        vid = sample_videos(gen, turned if "turned" in meta else p, [seed], cfg.sample_steps)[0]
+        assert judge_rewards(judge, p, vid, cfg.trans_weight)[0]["reward"] == pytest.approx(reward)
+    assert len(pairs) == 1
 
 
 def test_store_records_judged_videos_and_pairs(tmp_path):

@@ -498,6 +498,11 @@ class GeneratorPreferConfig(Section):
     guidance_pool: list[float] = Field([1.0], min_length=1, description="DPO: camera guidance scales the n candidates of a "
                                        "prompt are sampled at, in turn (e.g. [1, 2, 3, 4]); the judge ranks them and DPO teaches "
                                        "the unguided model its choice (the spread between scales is what the judge can rank)")
+    camera_jitter: float = Field(0.0, ge=0, le=90, description="DPO: degrees; > 0: the second half of a prompt's n candidates "
+                                 "are sampled under cameras turned away from the commanded ones (about a random axis, growing "
+                                 "linearly to this angle at the last frame) and judged against the commanded ones, so a pair "
+                                 "contrasts following the commanded cameras with following others: a margin the judge resolves, "
+                                 "between the policy's own samples; 0 = every candidate under the commanded cameras")
     steps: int = Field(60, ge=1, description="DPO optimiser steps / GRPO prompt groups")
     sample_steps: int = Field(10, ge=1, description="DDIM steps of the sampled videos")
     eta: float = Field(1.0, ge=0, le=1, description="DDIM eta of GRPO rollouts (stochastic steps are the policy)")

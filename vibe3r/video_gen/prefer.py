@@ -25,7 +25,7 @@ import json
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +197,22 @@ def clip_prompts(video_dirs: list[Path], frames: int, width: int, height: int, p
     return out
 
 
+def jitter_cameras(c2w: np.ndarray, degrees: float, seed: int) -> np.ndarray:
+    """The cameras turned away from ``c2w`` (F, 4, 4): frame f rotates about one random axis (in the camera's
+    frame) by ``degrees`` · f / (F − 1), positions unchanged, so the first frame stays put and the relative
+    rotation to frame f differs from the commanded one by exactly that angle."""
+    import roma
+
+    F_ = len(c2w)
+    axis = np.random.default_rng(seed).normal(size=3)
+    axis /= np.linalg.norm(axis)
+    angles = np.deg2rad(degrees) * np.arange(F_) / max(F_ - 1, 1)
+    R_extra = roma.rotvec_to_rotmat(torch.as_tensor(angles[:, None] * axis[None], dtype=torch.float64)).numpy()
+    out = np.array(c2w, dtype=np.float64, copy=True)
+    out[:, :3, :3] = out[:, :3, :3] @ R_extra
+    return out.astype(np.asarray(c2w).dtype)
+
+
 def sample_videos(model: nn.Module, prompt: VideoPrompt, seeds: list[int], steps: int, eta: float = 0.0,
                   shared_noise: int | None = None, keep_trajectory: bool = False, guidance: float = 1.0
                   ) -> tuple[np.ndarray, list]:
@@ -248,17 +264,21 @@ class PreferencePair:
 def collect_pairs(model: VideoGenerator, judge: Any, prompts: list[VideoPrompt], cfg: VideoPreferConfig,
                   store: Any = None, round: int = 0, model_version: str = "", progress: Any = None) -> list[PreferencePair]:
     """n videos per prompt from ``model`` at the camera guidance scales of ``guidance_pool`` in turn (with
-    ``pool_reference``: plus the renderer's frames and the frozen clip), judged; best vs worst when the reward
-    margin ≥ ``min_margin``."""
+    ``camera_jitter``: the second half under cameras turned away from the commanded ones; with
+    ``pool_reference``: plus the renderer's frames and the frozen clip), all judged against the commanded
+    cameras; best vs worst when the reward margin ≥ ``min_margin``."""
     pairs = []
     scales = [cfg.guidance_pool[i % len(cfg.guidance_pool)] for i in range(cfg.n)]
+    jittered = [cfg.camera_jitter > 0 and i >= cfg.n - cfg.n // 2 for i in range(cfg.n)]
     for k, p in enumerate(prompts):
         seeds = [cfg.seed * 1_000_003 + k * 101 + i for i in range(cfg.n)]
         vids = np.empty((cfg.n, len(p.c2w), *p.first_frame.shape), np.uint8)
-        for w in sorted(set(scales)):  # one batch per guidance scale
-            idx = [i for i, s in enumerate(scales) if s == w]
-            vids[idx] = sample_videos(model, p, [seeds[i] for i in idx], cfg.sample_steps, guidance=w)[0]
-        sources = ["sample" if w == 1.0 else f"sample@g{w:g}" for w in scales]
+        turned = replace(p, c2w=jitter_cameras(p.c2w, cfg.camera_jitter, seeds[0])) if cfg.camera_jitter > 0 else p
+        for w, j in sorted(set(zip(scales, jittered))):  # one batch per guidance scale and camera set
+            idx = [i for i in range(cfg.n) if (scales[i], jittered[i]) == (w, j)]
+            vids[idx] = sample_videos(model, turned if j else p, [seeds[i] for i in idx], cfg.sample_steps, guidance=w)[0]
+        sources = [("sample" if w == 1.0 else f"sample@g{w:g}") + (f"@turned{cfg.camera_jitter:g}" if j else "")
+                   for w, j in zip(scales, jittered)]
         if cfg.pool_reference:  # off-policy candidates: the renderer's answer, and not moving at all
             extra = ([p.reference] if p.reference is not None else []) + [np.repeat(p.first_frame[None], len(p.c2w), 0)]
             sources += (["reference"] if p.reference is not None else []) + ["frozen"]
