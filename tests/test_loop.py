@@ -359,7 +359,8 @@ def test_the_gate_says_when_its_validation_frames_are_trained_on(tmp_path):
     assert over(f"{seven}@100:125", [f"{seven}@0:110", f"{seven}@120:125"]) == 15
     assert over(f"{seven}@0:125", [str(REAL / "slambook2-dining")]) == 0  # another source
     assert over(f"{seven}@0:125", [f"{seven}@0:125"], "loop.stages=[generate,train_recon,evaluate,promote]") == 0
-    assert validation_overlap(load_config(None)) == 125  # the embedded default: relative paths resolve to the same frames
+    assert validation_overlap(load_config(None)) == 0  # the embedded default splits the capture (relative paths resolved)
+    assert validation_overlap(load_config(None, ["loop.val_capture=../shared/data/real/7scenes-redkitchen@0:125"])) == 100
 
     ckpt = tmp_path / "rounds" / "0001" / "train_recon" / "ckpt"
     ckpt.mkdir(parents=True)

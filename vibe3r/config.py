@@ -322,11 +322,12 @@ class LoopConfig(Section):
     eval_ransac: Literal["ransac", "usac_accurate", "magsac"] = Field(
         "usac_accurate", description="essential-matrix estimator of the pair-pose evaluation (usac_accurate: the preference "
         "policy's and the benches'; ransac: the SuperGlue protocol)")
-    val_capture: str | None = Field("../shared/data/real/7scenes-redkitchen@0:125", description="real capture with GT poses whose "
+    val_capture: str | None = Field("../shared/data/real/7scenes-redkitchen@100:125", description="real capture with GT poses whose "
                                     "pairs decide promotion (val_auc10) and are never reported as the held-out real figure; GT is "
-                                    "used only to check (default: 7-Scenes frames 0-496, the preference side; evaluation is 500-996)")
-    val_pairs: int = Field(300, ge=0, description="pairs drawn from val_capture (frame gaps 3-15 of its frames; 300: a paired "
-                           "AUC@10 difference resolved to about ±2.5, 100: ±4.5); 0 = none")
+                                    "used only to check (default: 7-Scenes frames 400-496, split off the preference side 0-396 that "
+                                    "the stages train on, so the gate sees no trained frame; evaluation is 500-996)")
+    val_pairs: int = Field(208, ge=0, description="pairs drawn from val_capture (frame gaps 3-15 of its frames; 208: every such "
+                           "pair of the default's 25 frames; 300: a paired AUC@10 difference resolved to about ±2.5, 100: ±4.5); 0 = none")
     val_gaps: tuple[int, int] | None = Field(None, description="(min, max) distance in capture frames of the val_capture pairs; "
                                              "None = capture_gaps (a short validation segment split off the training frames may "
                                              "not hold enough pairs at the evaluation's wide gaps)")
@@ -365,9 +366,10 @@ class PreferenceConfig(Section):
     """Preference stage of the loop: sample and score reconstructions of real captures, then DPO or GRPO
     of the reconstruction model (``vibe3r.preference``; the CLI ``vibe3r preference`` takes the same knobs)."""
 
-    captures: list[str] = Field(["../shared/data/real/7scenes-redkitchen@0:125"],
+    captures: list[str] = Field(["../shared/data/real/7scenes-redkitchen@0:100"],
                                 description="real capture specs with intrinsics (relative paths: cwd, then the project folder); "
-                                            "the default is 7-Scenes frames 0-496, the preference-training side")
+                                            "the default is 7-Scenes frames 0-396, the preference-training side without the "
+                                            "frames 400-496 the loop's gate validates on (loop.val_capture)")
     capture_pool: str | None = Field(None, description="folder of captures contributed through the web app (`vibe3r serve --data DIR`: "
                                      "DIR/captures, its index.jsonl); every pooled capture joins the real captures of the next round")
     pool_max_frames: int = Field(24, ge=2, description="frames kept of each pooled capture (evenly spread): phone videos are long")
