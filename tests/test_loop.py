@@ -197,12 +197,13 @@ def test_the_reported_real_pairs_include_a_draw_from_the_held_out_capture(uninte
 
 @pytest.mark.skipif(not REAL.is_dir(), reason="shared real data not present")
 def test_a_round_records_the_validation_frames_it_trains_on(uninterrupted):
-    """The tiny run trains on 7 frames of 7-Scenes 0-496 (every 20th) and validates on all 125: evaluate counts
-    the 7 once (metric and eval.json), promote says so."""
+    """The tiny run trains on 7 frames of 7-Scenes 0-496 (every 20th capture frame) and validates on the default's
+    frames 400-496, two of which (400, 480) it trains on: evaluate counts them once (metric and eval.json), promote
+    says so."""
     _, run = uninterrupted
-    assert status(run)["rounds"][0]["metrics"]["evaluate/val_train_overlap"] == 7
-    assert json.loads((run / "rounds/0001/evaluate/eval.json").read_text())["val_train_overlap"] == 7
-    assert "shares 7 frames" in json.loads((run / "rounds/0001/promote/decision.json").read_text())["reason"]
+    assert status(run)["rounds"][0]["metrics"]["evaluate/val_train_overlap"] == 2
+    assert json.loads((run / "rounds/0001/evaluate/eval.json").read_text())["val_train_overlap"] == 2
+    assert "shares 2 frames" in json.loads((run / "rounds/0001/promote/decision.json").read_text())["reason"]
 
 
 def test_capture_gaps_set_the_motion_of_the_validation_pairs(tmp_path):
