@@ -206,6 +206,22 @@ def test_a_round_records_the_validation_frames_it_trains_on(uninterrupted):
     assert "shares 2 frames" in json.loads((run / "rounds/0001/promote/decision.json").read_text())["reason"]
 
 
+def test_a_round_whose_generator_samples_tie_keeps_the_parent(tmp_path):
+    """When the judge tells no prompt's videos apart (every margin below min_margin), prefer_video records a round
+    without a candidate and the parent generator stays: the round does not stop (it did, in a 3-round default run)."""
+    cfg = tiny_config(tmp_path)
+    run = tmp_path / "run"
+    iterate(load_config(cfg, ["generator.prefer.min_margin=1000", "loop.stages=[generate,train_recon,prefer_video]"]), run)
+    out = run / "rounds/0001/prefer_video/model"
+    gj = json.loads((out / "generator.json").read_text())
+    assert gj["kept_candidate"] is False and gj["candidate"] is None and gj["summary"]["pairs"] == 0
+    assert gj["parent_eval"]["recon"]["rot_err"] >= 0
+    m = status(run)["rounds"][0]["metrics"]
+    assert m["prefer_video/gen_kept"] == 0 and m["prefer_video/gen_dpo_pairs"] == 0 and "prefer_video/gen_candidate_rot_err" not in m
+    parent = tiny_generator(tmp_path)
+    assert (out / "model.safetensors").read_bytes() == (parent / "model.safetensors").read_bytes()
+
+
 def test_capture_gaps_set_the_motion_of_the_validation_pairs(tmp_path):
     """loop.capture_gaps [15, 25] on 7-Scenes' every-4th-frame capture: every validation pair is 60-100 frames apart."""
     from vibe3r.loop.stages import _write_val_list

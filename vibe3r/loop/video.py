@@ -76,7 +76,7 @@ def keep_generator(cand: list[float], parent: list[float], confidence: float, se
 def prefer_video(ctx: StageContext) -> StageResult:
     from vibe3r.video_gen.diffusion import VideoGenerator
     from vibe3r.video_gen.judge import FlowJudge, ReconJudge
-    from vibe3r.video_gen.prefer import evaluate_generator, run_prefer
+    from vibe3r.video_gen.prefer import NoPreferencePairs, evaluate_generator, run_prefer
 
     out = ctx.out("generator")
     parent = ctx.inputs["generator"]
@@ -90,10 +90,13 @@ def prefer_video(ctx: StageContext) -> StageResult:
     if train_dir.exists():  # a killed attempt: start the (seeded) stage over
         shutil.rmtree(train_dir)
     ctx.progress(0, None, f"generator {pcfg.method}: sampling + judging {pcfg.prompts} prompts")
-    summary = run_prefer(pcfg, parent, ctx.inputs["recon"], ctx.inputs["pairs"], train_dir, round=ctx.round, progress=False,
-                         plane_depth=ctx.cfg.generator.sample.plane_depth)
+    try:
+        summary = run_prefer(pcfg, parent, ctx.inputs["recon"], ctx.inputs["pairs"], train_dir, round=ctx.round, progress=False,
+                             plane_depth=ctx.cfg.generator.sample.plane_depth)
+        cand_model = VideoGenerator.from_pretrained(train_dir / "model")
+    except NoPreferencePairs as e:  # the judge could not tell this round's samples apart: no candidate, the parent stays
+        summary, cand_model = {"method": pcfg.method, "pairs": 0, "skipped": str(e)}, None
     ctx.progress(0, None, "generator: held-out camera accuracy, candidate vs parent")
-    cand_model = VideoGenerator.from_pretrained(train_dir / "model")
     par_model = VideoGenerator.from_pretrained(parent)
     prompts = _heldout_prompts(ctx, par_model.config)
     from vibe3r.loop.stages import resolve_path
@@ -103,9 +106,11 @@ def prefer_video(ctx: StageContext) -> StageResult:
     judges = {"recon": ReconJudge(base_judge), "flow": FlowJudge()}
     steps = ctx.cfg.generator.sample.steps
     # one evaluation seed for every round: the same model measures the same in round 1 and round 5
-    cand = evaluate_generator(cand_model, prompts, judges, steps=steps, seed=lc.seed, trans_weight=pcfg.trans_weight)
+    cand = None if cand_model is None else \
+        evaluate_generator(cand_model, prompts, judges, steps=steps, seed=lc.seed, trans_weight=pcfg.trans_weight)
     par = evaluate_generator(par_model, prompts, judges, steps=steps, seed=lc.seed, trans_weight=pcfg.trans_weight)
-    keep, interval = keep_generator(cand["recon"]["rot_errs"], par["recon"]["rot_errs"], lc.generator_keep_confidence, ctx.seed)
+    keep, interval = (False, None) if cand is None else \
+        keep_generator(cand["recon"]["rot_errs"], par["recon"]["rot_errs"], lc.generator_keep_confidence, ctx.seed)
     if out.exists():
         shutil.rmtree(out)
     if keep:
@@ -118,13 +123,13 @@ def prefer_video(ctx: StageContext) -> StageResult:
     rel = lambda p: str(Path(p).relative_to(ctx.run_dir)) if Path(p).is_relative_to(ctx.run_dir) else Path(p).name  # noqa: E731
     (out / "generator.json").write_text(json.dumps({"kept_candidate": keep, "rot_err_difference_interval": interval, "parent": rel(parent), "judge": rel(ctx.inputs["recon"]),
                                                     "summary": timeless(summary),
-                                                    "candidate": timeless(cand), "parent_eval": timeless(par)}, indent=1, default=str))
+                                                    "candidate": timeless(cand) if cand else None, "parent_eval": timeless(par)}, indent=1, default=str))
     metrics = {
         "gen_rot_err": chosen["recon"]["rot_err"], "gen_trans_err": chosen["recon"]["trans_err"],
         "gen_cam_mc": chosen["recon"]["cam_mc"], "gen_rot_err_flow": chosen["flow"]["rot_err"],
         "gen_psnr": chosen.get("psnr_to_render", float("nan")),
-        "gen_candidate_rot_err": cand["recon"]["rot_err"], "gen_parent_rot_err": par["recon"]["rot_err"],
-        "gen_candidate_rot_err_flow": cand["flow"]["rot_err"], "gen_parent_rot_err_flow": par["flow"]["rot_err"],
+        **({"gen_candidate_rot_err": cand["recon"]["rot_err"], "gen_candidate_rot_err_flow": cand["flow"]["rot_err"]} if cand else {}),
+        "gen_parent_rot_err": par["recon"]["rot_err"], "gen_parent_rot_err_flow": par["flow"]["rot_err"],
         **({"gen_rot_diff_lo": interval[0], "gen_rot_diff_hi": interval[1]} if interval else {}),
         "gen_kept": float(keep), f"gen_{pcfg.method}_pairs": float(summary.get("pairs", summary.get("groups", 0))),
     }

@@ -300,11 +300,15 @@ def collect_pairs(model: VideoGenerator, judge: Any, prompts: list[VideoPrompt],
     return pairs
 
 
+class NoPreferencePairs(InputError):
+    """Every prompt's videos were judged within ``min_margin`` of each other: nothing for DPO to learn."""
+
+
 def train_dpo(policy: LoraVideoGenerator, pairs: list[PreferencePair], cfg: VideoPreferConfig, log: Any = None
               ) -> list[dict[str, float]]:
     """Diffusion-DPO steps on judged pairs; only the adapters move."""
     if not pairs:
-        raise InputError("no preference pairs: every prompt's videos were judged within min_margin of each other")
+        raise NoPreferencePairs("no preference pairs: every prompt's videos were judged within min_margin of each other")
     opt = torch.optim.AdamW(policy.lora_parameters(), lr=cfg.lr, weight_decay=0.0)
     gen = policy.base_model
     conds = [p.prompt.cond() for p in pairs]
