@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from _common import REAL, TINY_MODEL
+from _common import REAL, TINY_MODEL, needs_real
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
@@ -222,6 +222,7 @@ def test_a_round_whose_generator_samples_tie_keeps_the_parent(tmp_path):
     assert (out / "model.safetensors").read_bytes() == (parent / "model.safetensors").read_bytes()
 
 
+@needs_real
 def test_capture_gaps_set_the_motion_of_the_validation_pairs(tmp_path):
     """loop.capture_gaps [15, 25] on 7-Scenes' every-4th-frame capture: every validation pair is 60-100 frames apart."""
     from vibe3r.loop.stages import _write_val_list
@@ -236,6 +237,7 @@ def test_capture_gaps_set_the_motion_of_the_validation_pairs(tmp_path):
     assert len(lines) == 20 and min(gaps) >= 60 and max(gaps) <= 100
 
 
+@needs_real
 def test_val_gaps_give_a_short_validation_segment_its_own_motion(tmp_path):
     """A 25-frame validation segment split off the training frames holds only 55 pairs 15-25 apart:
     loop.val_gaps [3, 15] draws all 208 of its pairs 12-60 frames apart, and the real captures keep capture_gaps."""
