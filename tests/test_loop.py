@@ -55,7 +55,8 @@ def tiny_config(tmp_path: Path) -> Path:
         "render": {"width": 32, "height": 24, "supersample": 1, "adaptive_supersample": 0},
         "loop": {"max_frames": 12, "base_checkpoint": None, "recipe": "config", "image_size": [32, 24], "videos_per_round": 2,
                  "pairs_per_video": 8, "train_steps": 12, "warmup_steps": 1, "lr": 0.002, "heldout_videos": 1,
-                 "heldout_pairs_per_video": 6, "real_pairs_per_list": 2 if REAL.is_dir() else 0, "eval_size": 32,
+                 "heldout_pairs_per_video": 6, "heldout_min_baseline": 0.0,  # this draw's one held-out video is a pan
+                 "real_pairs_per_list": 2 if REAL.is_dir() else 0, "eval_size": 32,
                  "val_pairs": 2 if REAL.is_dir() else 0,
                  "real_capture_pairs": 2 if REAL.is_dir() else 0,
                  "real_pairs": [str(REAL / "eval-pairs" / "tum-fr3-long-office-sequence.txt")],
@@ -154,10 +155,11 @@ def test_second_process_on_a_run_is_refused(tmp_path):
 
 
 def test_status_shows_rounds_stages_metrics_and_live_checkpoint(uninterrupted):
-    _, run = uninterrupted
+    cfg, run = uninterrupted
     st = status(run)
     (r,) = st["rounds"]
-    assert [s["name"] for s in r["stages"]] == [s.name for s in STAGES if REAL.is_dir() or s.name not in ("sample_real", "prefer_recon")]
+    planned = yaml.safe_load(Path(cfg).read_text())["loop"]["stages"]  # None: all; without the shared data the tiny four
+    assert [s["name"] for s in r["stages"]] == [s.name for s in STAGES if planned is None or s.name in planned]
     assert all(s["state"] == "done" for s in r["stages"])
     assert r["metrics"]["evaluate/heldout_loss"] > 0 and "evaluate/heldout_auc10" in r["metrics"]
     last = "prefer_recon" if REAL.is_dir() else "train_recon"  # the round's last recon-producing stage
@@ -253,6 +255,34 @@ def test_val_gaps_give_a_short_validation_segment_its_own_motion(tmp_path):
     assert len(lines) == len(pairs) == 208 and min(gaps) == 12 and max(gaps) == 60
     assert min(min(p) for p in pairs) >= 400 and max(max(p) for p in pairs) <= 496
     assert _heldout_key(cfg)["val_gaps"] == [3, 15] and "val_gaps" not in _heldout_key(load_config(None))
+
+
+def test_the_held_out_pose_list_leaves_out_pairs_without_baseline(tmp_path):
+    """A pan or a tilt has no translation direction to score: such held-out pairs stay out of synthetic.txt
+    (they failed every model), the rest are written with their GT, and the loss/depth set keeps them all."""
+    from vibe3r.loop.stages import _baseline_ratio, _heldout_key, ensure_heldout
+
+    base = ["render.width=32", "render.height=24", "render.supersample=1", "render.adaptive_supersample=0",
+            "loop.max_frames=12", "loop.image_size=[32, 24]", "loop.heldout_videos=4", "loop.heldout_pairs_per_video=8",
+            "loop.real_pairs_per_list=0", "loop.real_capture_pairs=0", "loop.val_pairs=0"]
+    kept = {}
+    for thr in (0.0, 0.02):
+        cfg = load_config(None, [*base, f"loop.heldout_min_baseline={thr}"])
+        held = ensure_heldout(cfg, tmp_path / str(thr))
+        kept[thr] = (held / "synthetic.txt").read_text().split("\n")[:-1]
+        pairs, ratios = 0, []
+        for f in sorted((held / "pairs" / "shards").iterdir()):
+            with np.load(f) as z:
+                pairs += len(z["pairs"])
+                ratios += [_baseline_ratio(z["c2w"][a], z["c2w"][b], z["depth"][a]) for a, b in z["pairs"]]
+        assert pairs == 32  # the loss and depth evaluation keeps every pair
+        assert len(kept[thr]) == sum(r >= thr for r in ratios)
+        for ln in kept[thr]:  # the written GT: T_0to1's translation is the baseline
+            assert np.linalg.norm(np.array(ln.split()[-16:], float).reshape(4, 4)[:3, 3]) > (1e-6 if thr else -1)
+    left = json.loads(next((tmp_path / "0.02").glob("heldout-*/synthetic_left_out.json")).read_text())
+    assert left["pairs"] == len(kept[0.0]) - len(kept[0.02]) > 0  # this draw has pans: some pairs are left out
+    assert set(kept[0.02]) < set(kept[0.0])
+    assert "min_baseline" not in _heldout_key(load_config(None, ["loop.heldout_min_baseline=0"]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -539,3 +569,13 @@ def test_a_round_resumes_under_code_that_added_a_config_key():
     assert same_config(json.dumps(old), config_hash(cfg))
     assert not same_config(json.dumps({**old, "loop": {**old["loop"], "gone": 1}}), config_hash(cfg))
     assert not same_config(json.dumps({**old, "seed": 7}), config_hash(cfg))
+
+
+def test_a_held_out_set_without_pose_pairs_is_refused_before_a_round_starts(tmp_path):
+    """The tiny config's one held-out video is a pan: with the default baseline floor it has no pose pair to score,
+    and the loop says so before any stage runs."""
+    cfg = load_config(tiny_config(tmp_path), ["loop.heldout_min_baseline=0.02"])
+    with pytest.raises(Vibe3rError, match="heldout_min_baseline 0.02: none of the 6 held-out synthetic pairs"):
+        iterate(cfg, tmp_path / "run", rounds=1)
+    with Registry(tmp_path / "run") as reg:
+        assert reg.last_round() is None

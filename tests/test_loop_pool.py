@@ -100,7 +100,7 @@ def test_pool_entries_and_errors(tmp_path, setup):
     with pytest.raises(InputError, match="capture not found"):
         resolve_captures(load_config(None, [f"preference.captures=['{tmp_path}/nope.mp4']"]))
     with pytest.raises(InputError, match="no capture pool"):
-        resolve_captures(load_config(None, [f"preference.capture_pool={tmp_path}/nope"]))
+        resolve_captures(load_config(None, [f"preference.captures=['{configured}']", f"preference.capture_pool={tmp_path}/nope"]))
 
 
 def test_iterate_captures_option_replaces_the_configured_captures(tmp_path, monkeypatch):

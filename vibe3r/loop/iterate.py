@@ -27,7 +27,7 @@ from vibe3r.errors import Vibe3rError
 from vibe3r.loop.pool import freeze_captures
 from vibe3r.loop.registry import Registry
 from vibe3r.loop.stage import Stage, config_hash, run_stage, stage_seed, write_json_atomic
-from vibe3r.loop.stages import CAPTURE_STAGES, RUN_INPUTS, STAGES, live_recon
+from vibe3r.loop.stages import CAPTURE_STAGES, RUN_INPUTS, STAGES, ensure_heldout, live_recon
 
 
 class RunLocked(Vibe3rError):
@@ -176,6 +176,8 @@ def iterate(cfg: Config, run_dir: str | Path, rounds: int | None = None, on_even
             names = json.loads(last["stages_json"])
             run_round(cfg, reg, last["round"], [s for s in STAGES if s.name in names], on_event)
             worked.append(last["round"])
+        if len(worked) < n and any(s.name == "evaluate" for s in stages):
+            ensure_heldout(cfg, run_dir)  # a held-out config that gives no pose pair fails here, before a round starts
         while len(worked) < n:
             rnd = (reg.last_round()["round"] if reg.last_round() else 0) + 1
             reg.start_round(rnd, chash, json.loads(cfg.model_dump_json()), [s.name for s in stages])

@@ -361,7 +361,14 @@ def _heldout_key(cfg: Config) -> dict[str, Any]:
             "seed": cfg.seed, "loop_seed": lc.seed, "real": lc.real_pairs, "real_n": lc.real_pairs_per_list,
             "val": lc.val_capture, "val_n": lc.val_pairs, "real_captures": lc.real_captures, "real_capture_n": lc.real_capture_pairs,
             **({"capture_gaps": list(lc.capture_gaps)} if tuple(lc.capture_gaps) != (3, 15) else {}),  # default: earlier runs' key
-            **({"val_gaps": list(lc.val_gaps)} if lc.val_gaps is not None else {})}
+            **({"val_gaps": list(lc.val_gaps)} if lc.val_gaps is not None else {}),
+            **({"min_baseline": lc.heldout_min_baseline} if lc.heldout_min_baseline > 0 else {})}
+
+
+def _baseline_ratio(c2w0: np.ndarray, c2w1: np.ndarray, depth0: np.ndarray) -> float:
+    """Camera baseline of a pair over the median valid depth of its first view (inf without valid depth)."""
+    d = depth0[np.isfinite(depth0) & (depth0 > 0)]
+    return float(np.linalg.norm(c2w1[:3, 3] - c2w0[:3, 3]) / np.median(d)) if d.size else math.inf
 
 
 def _short_hash(obj: Any) -> str:
@@ -458,14 +465,21 @@ def ensure_heldout(cfg: Config, run_dir: Path) -> Path:
         f"dataset.n_videos={lc.heldout_videos}", f"dataset.pairs_per_video={lc.heldout_pairs_per_video}",
         "dataset.scene_seed_start=0", f"prompts.max_frames={lc.max_frames}", *_with_image_size(cfg)])
     index = build_dataset(hcfg, work / "pairs", progress=False)
-    lines = []
+    lines, short = [], 0
     for s in index["shards"]:
         with np.load(work / "pairs" / "shards" / s["file"]) as z:
-            K, c2w, video, frame, pairs = z["K"], z["c2w"], z["video"], z["frame"], z["pairs"]
+            K, c2w, video, frame, pairs, depth = z["K"], z["c2w"], z["video"], z["frame"], z["pairs"], z["depth"]
         for a, b in pairs:
+            if lc.heldout_min_baseline > 0 and _baseline_ratio(c2w[a], c2w[b], depth[a]) < lc.heldout_min_baseline:
+                short += 1
+                continue
             names = [f"{index['videos'][video[i]]['dir']}/frames/{frame[i]:05d}.png" for i in (a, b)]
             lines.append(_superglue_line(names[0], names[1], K[a], K[b], c2w[a], c2w[b]))
+    if not lines:
+        raise InputError(f"loop.heldout_min_baseline {lc.heldout_min_baseline}: none of the {short} held-out synthetic pairs has "
+                         "that much baseline; lower it or raise loop.heldout_videos")
     (work / "synthetic.txt").write_text("\n".join(lines) + "\n")
+    (work / "synthetic_left_out.json").write_text(json.dumps({"pairs": short, "min_baseline": lc.heldout_min_baseline}))
     roots = {}
     for pl in lc.real_pairs if lc.real_pairs_per_list > 0 else []:
         src = resolve_path(pl)
