@@ -8,7 +8,8 @@ seeds >= 1000); evaluation prompts from the held-out videos (``data/synthetic-he
 DPO pairs are collected once (n videos per prompt, judged by the reconstruction model, best vs worst) and
 shared by every DPO variant. Every variant is measured by both judges (recon = the one optimised against;
 flow = DIS optical flow + essential RANSAC, no learned part) and by PSNR to the renderer's frames for the
-same cameras. Variants: ``dpo``, ``dpo-nosft`` (no winner denoising term), ``grpo``; ``--set k=v`` edits
+same cameras. Variants: ``dpo``, ``dpo-nosft`` (no winner denoising term), ``best`` (reward-ranked fine-tuning:
+the denoising loss on the DPO pairs' winners alone), ``grpo``; ``--set k=v`` edits
 ``generator.prefer`` for all of them (``--set generator.prefer.with_render=true``: train and evaluate in the
 render-conditioned mode, the first frame's ground-truth depth splatted into the commanded cameras). Prompts
 without depth are conditioned like ``vibe3r video generate``'s: on a plane ``generator.sample.plane_depth``
@@ -39,6 +40,7 @@ def main() -> None:
         collect_pairs,
         evaluate_generator,
         prompts_from,
+        train_best,
         train_dpo,
         train_grpo,
     )
@@ -77,16 +79,16 @@ def main() -> None:
     pairs = None
     for variant in args.variant:
         t0 = time.perf_counter()
-        vcfg = cfg.model_copy(update={"method": "grpo" if variant.startswith("grpo") else "dpo"})
+        vcfg = cfg.model_copy(update={"method": "grpo" if variant.startswith("grpo") else "best" if variant.startswith("best") else "dpo"})
         if variant == "dpo-nosft":
             vcfg = vcfg.model_copy(update={"sft_weight": 0.0})
         policy = LoraVideoGenerator(VideoGenerator.from_pretrained(args.ckpt), vcfg.rank, vcfg.alpha, vcfg.seed)
-        if vcfg.method == "dpo":
+        if vcfg.method in ("dpo", "best"):
             if pairs is None:
                 pairs = collect_pairs(base, judge, train_prompts, vcfg)
                 print(f"{len(pairs)} pairs from {len(train_prompts)} prompts, mean margin "
                       f"{np.mean([p.margin for p in pairs]):.2f} deg ({time.perf_counter() - t0:.0f} s)", flush=True)
-            hist = train_dpo(policy, pairs, vcfg)
+            hist = (train_dpo if vcfg.method == "dpo" else train_best)(policy, pairs, vcfg)
         else:
             hist = train_grpo(policy, judge, train_prompts, vcfg)
         train_s = time.perf_counter() - t0

@@ -12,6 +12,7 @@ import torch
 from _common import REAL, TINY_MODEL, needs_real
 from test_video_diffusion import tiny_cfg, videos  # noqa: F401 - the module fixture
 
+from vibe3r.errors import InputError
 from vibe3r.preference.store import PreferenceStore
 from vibe3r.video_gen.diffusion import VideoGenerator
 from vibe3r.video_gen.judge import FlowJudge, camera_score, judge_video
@@ -23,6 +24,7 @@ from vibe3r.video_gen.prefer import (
     group_advantages,
     grpo_step_loss,
     sample_videos,
+    train_best,
     train_dpo,
     train_grpo,
 )
@@ -101,6 +103,30 @@ def test_dpo_learns_to_prefer_the_winner(videos):  # noqa: F811
     first, last = np.mean([h["loss"] for h in hist[:5]]), np.mean([h["loss"] for h in hist[-5:]])
     assert last < first - 0.05, (first, last)
     assert np.mean([h["accuracy"] for h in hist[-5:]]) > 0.7
+
+
+def test_best_of_n_fine_tune_fits_the_winners_alone_and_keeps_the_reference(videos):  # noqa: F811
+    """Reward-ranked fine-tuning: the policy's denoising error on the winners falls below the frozen reference's,
+    the losers play no part (any loser gives the same steps), and only the adapters move."""
+    cfg = tiny_cfg("generator.prefer.steps=20", "generator.prefer.batch_size=2", "generator.prefer.lr=0.01").generator.prefer
+    prompts = clip_prompts(sorted(videos.iterdir()), 4, 32, 24, per_video=1, stride=2)
+    runs = []
+    for loser_seed in (0, 1):
+        frozen, policy = _policy(2)
+        rng = np.random.default_rng(loser_seed)
+        pairs = [PreferencePair(p, p.reference, (rng.random(p.reference.shape) * 255).astype(np.uint8), 1.0, ({}, {}))
+                 for p in prompts]
+        hist = train_best(policy, pairs, cfg)
+        runs.append(hist)
+        base_now = {k.replace("base_model.model.", "").replace(".base_layer.", "."): v
+                    for k, v in policy.peft.state_dict().items() if "lora_" not in k}
+        assert all(torch.equal(base_now[k], v) for k, v in frozen.items())
+    assert runs[0] == runs[1]  # the loser is never read
+    hist = runs[0]
+    assert hist[0]["ref_gap_w"] == pytest.approx(0.0, abs=1e-7)  # step 1: the policy is the reference
+    assert np.mean([h["ref_gap_w"] for h in hist[-5:]]) < -0.1 * np.mean([h["err_w"] for h in hist[-5:]])
+    with pytest.raises(InputError, match="no preference pairs"):
+        train_best(policy, [], cfg)
 
 
 def test_grpo_runs_groups_with_shared_noise_and_keeps_the_reference(videos):  # noqa: F811

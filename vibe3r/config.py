@@ -492,12 +492,14 @@ class GeneratorSampleConfig(Section):
 class GeneratorPreferConfig(Section):
     """Preference training of the generator (``vibe3r video prefer``)."""
 
-    method: Literal["dpo", "grpo"] = Field("dpo", description="Diffusion-DPO on judged pairs, or GRPO on judged rollouts")
+    method: Literal["dpo", "grpo", "best"] = Field(
+        "dpo", description="Diffusion-DPO on judged pairs, GRPO on judged rollouts, or best: reward-ranked fine-tuning (RAFT, "
+        "Dong et al. 2023) — the plain denoising loss on each prompt's best-judged video of the DPO pairs, no loser term")
     prompts: int = Field(24, ge=1, description="prompts (first frame + clip cameras) cut from the --data videos")
     stride: int = Field(3, ge=1, description="frame stride of a prompt's clip in its source video")
     with_render: bool = Field(False, description="prompts carry the first frame's depth, so videos are conditioned on its render "
                               "(the reconstruction-conditioned mode of `vibe3r video room`)")
-    n: int = Field(4, ge=2, description="videos per prompt (DPO: best vs worst; GRPO: the group)")
+    n: int = Field(4, ge=2, description="videos per prompt (DPO: best vs worst; best: the best; GRPO: the group)")
     pool_reference: bool = Field(False, description="DPO: two more candidates join each prompt's n samples before the judge ranks "
                                  "them: the renderer's frames for the commanded cameras (where the prompt has them) and the "
                                  "frozen clip (frame 0 repeated); best vs worst as usual")

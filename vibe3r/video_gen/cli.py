@@ -159,7 +159,7 @@ def prefer_cmd(
     judge: Annotated[Path, typer.Option("--judge", help="reconstruction checkpoint that judges the videos' cameras")],
     data: Annotated[list[Path], typer.Option("--data", "-d", help="video folders the prompts (first frame + cameras) are cut from")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder: adapter/, model/ (merged), history.jsonl, tb/")],
-    method: Annotated[str | None, typer.Option("--method", help="dpo | grpo (default generator.prefer.method)")] = None,
+    method: Annotated[str | None, typer.Option("--method", help="dpo | grpo | best (default generator.prefer.method)")] = None,
     store: Annotated[Path | None, typer.Option("--store", help="preference store (default OUT/preferences.sqlite)")] = None,
     round: Annotated[int, typer.Option("--round", help="round recorded with the judged videos")] = 0,  # noqa: A002
     config: ConfigOpt = None,
@@ -171,7 +171,7 @@ def prefer_cmd(
 
     cfg = load_config(config, [*(set or []), *([f"generator.prefer.method={method}"] if method else [])])
     s = run_prefer(cfg.generator.prefer, ckpt, judge, data, out, store_path=store, round=round, plane_depth=cfg.generator.sample.plane_depth)
-    extra = f"{s['pairs']} pairs (mean margin {s['mean_margin']:.2f} deg)" if s["method"] == "dpo" else f"{s['groups']} groups"
+    extra = f"{s['pairs']} pairs (mean margin {s['mean_margin']:.2f} deg)" if "pairs" in s else f"{s['groups']} groups"
     Console().print(f"{s['method']}: {s['prompts']} prompts, {extra}, {s['seconds']:.0f} s; generator in [bold]{out / 'model'}[/bold]")
 
 

@@ -343,6 +343,40 @@ def train_dpo(policy: LoraVideoGenerator, pairs: list[PreferencePair], cfg: Vide
     return history
 
 
+def train_best(policy: LoraVideoGenerator, pairs: list[PreferencePair], cfg: VideoPreferConfig, log: Any = None
+               ) -> list[dict[str, float]]:
+    """Reward-ranked fine-tuning (RAFT): the denoising loss on each pair's winner (the prompt's best-judged
+    sample, a margin ahead of its worst) under the commanded cameras; the loser is not used. Only the adapters
+    move. Logs the winners' error and its gap to the frozen reference's on the same t and noise."""
+    if not pairs:
+        raise NoPreferencePairs("no preference pairs: every prompt's videos were judged within min_margin of each other")
+    opt = torch.optim.AdamW(policy.lora_parameters(), lr=cfg.lr, weight_decay=0.0)
+    gen = policy.base_model
+    conds = [p.prompt.cond() for p in pairs]
+    xw = [to_model_images(p.winner) for p in pairs]
+    rng = np.random.default_rng(cfg.seed)
+    history = []
+    for step in range(cfg.steps):
+        idx = rng.choice(len(pairs), size=min(cfg.batch_size, len(pairs)), replace=False)
+        c, w = torch.stack([conds[i] for i in idx]), torch.stack([xw[i] for i in idx])
+        g = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        t = torch.randint(0, gen.config.train_timesteps, (len(idx),), generator=g)
+        noise = torch.randn(w.shape, generator=g)
+        err = gen.denoising_error(w, c, t, noise)
+        with torch.no_grad(), policy.reference():
+            ref = gen.denoising_error(w, c, t, noise)
+        loss = err.mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        stats = {"step": step + 1, "loss": float(loss.detach()), "err_w": float(err.mean().detach()),
+                 "ref_gap_w": float((err.detach() - ref).mean())}
+        history.append(stats)
+        if log is not None:
+            log(stats)
+    return history
+
+
 def train_grpo(policy: LoraVideoGenerator, judge: Any, prompts: list[VideoPrompt], cfg: VideoPreferConfig, log: Any = None,
                store: Any = None, round: int = 0, model_version: str = "") -> list[dict[str, float]]:
     """GRPO over ``cfg.steps`` groups (prompts cycled): rollouts with shared x_T, judged, clipped ratio + KL."""
@@ -501,11 +535,11 @@ def run_prefer(cfg: VideoPreferConfig, ckpt: str | Path, judge_ckpt: str | Path,
             TimeRemainingColumn())
     t0 = time.perf_counter()
     with PreferenceStore(store_path or out / "preferences.sqlite") as store, Progress(*cols, disable=not progress) as bar:
-        if cfg.method == "dpo":
+        if cfg.method in ("dpo", "best"):
             task = bar.add_task("sample + judge", total=len(prompts))
             pairs = collect_pairs(base, judge, prompts, cfg, store, round, version, progress=lambda k, n: bar.update(task, completed=k))
-            task = bar.add_task("diffusion-dpo", total=cfg.steps)
-            history = train_dpo(policy, pairs, cfg, log=lambda s: (log(s), bar.advance(task)))
+            task = bar.add_task("diffusion-dpo" if cfg.method == "dpo" else "best-of-n fine-tune", total=cfg.steps)
+            history = (train_dpo if cfg.method == "dpo" else train_best)(policy, pairs, cfg, log=lambda s: (log(s), bar.advance(task)))
             info = {"pairs": len(pairs), "mean_margin": float(np.mean([p.margin for p in pairs]))}
         else:
             task = bar.add_task("grpo", total=cfg.steps)
