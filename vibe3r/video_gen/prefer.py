@@ -304,35 +304,27 @@ class NoPreferencePairs(InputError):
     """Every prompt's videos were judged within ``min_margin`` of each other: nothing for DPO to learn."""
 
 
-def train_dpo(policy: LoraVideoGenerator, pairs: list[PreferencePair], cfg: VideoPreferConfig, log: Any = None
-              ) -> list[dict[str, float]]:
-    """Diffusion-DPO steps on judged pairs; only the adapters move."""
+def _fit_pairs(policy: LoraVideoGenerator, pairs: list[PreferencePair], cfg: VideoPreferConfig, objective: Any,
+               log: Any = None, losers: bool = True) -> list[dict[str, float]]:
+    """The loop shared by the pair trainers: ``cfg.steps`` AdamW steps on the adapters, each on ``cfg.batch_size``
+    seeded pairs with one t and noise per pair; ``objective(c, w, l, t, noise) -> (loss, stats)`` (``l`` None
+    without ``losers``)."""
     if not pairs:
         raise NoPreferencePairs("no preference pairs: every prompt's videos were judged within min_margin of each other")
     opt = torch.optim.AdamW(policy.lora_parameters(), lr=cfg.lr, weight_decay=0.0)
-    gen = policy.base_model
     conds = [p.prompt.cond() for p in pairs]
     xw = [to_model_images(p.winner) for p in pairs]
-    xl = [to_model_images(p.loser) for p in pairs]
+    xl = [to_model_images(p.loser) for p in pairs] if losers else None
     rng = np.random.default_rng(cfg.seed)
     history = []
     for step in range(cfg.steps):
         idx = rng.choice(len(pairs), size=min(cfg.batch_size, len(pairs)), replace=False)
-        c = torch.stack([conds[i] for i in idx])
-        w, l = torch.stack([xw[i] for i in idx]), torch.stack([xl[i] for i in idx])
+        c, w = torch.stack([conds[i] for i in idx]), torch.stack([xw[i] for i in idx])
+        l = torch.stack([xl[i] for i in idx]) if xl is not None else None  # noqa: E741
         g = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        t = torch.randint(0, gen.config.train_timesteps, (len(idx),), generator=g)
-        noise = torch.randn(w.shape, generator=g)  # the same t and noise for winner and loser
-        x0, cc = torch.cat([w, l]), torch.cat([c, c])
-        tt, nn_ = torch.cat([t, t]), torch.cat([noise, noise])
-        with torch.no_grad(), policy.reference():
-            ref = gen.denoising_error(x0, cc, tt, nn_)
-        err = gen.denoising_error(x0, cc, tt, nn_)
-        b = len(idx)
-        loss, stats = diffusion_dpo_loss(err[:b], err[b:], ref[:b], ref[b:], cfg.beta)
-        if cfg.sft_weight > 0:
-            loss = loss + cfg.sft_weight * err[:b].mean() / ref[:b].mean().clamp_min(1e-8)
-            stats["total_loss"] = float(loss.detach())
+        t = torch.randint(0, policy.base_model.config.train_timesteps, (len(idx),), generator=g)
+        noise = torch.randn(w.shape, generator=g)
+        loss, stats = objective(c, w, l, t, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -343,38 +335,41 @@ def train_dpo(policy: LoraVideoGenerator, pairs: list[PreferencePair], cfg: Vide
     return history
 
 
+def train_dpo(policy: LoraVideoGenerator, pairs: list[PreferencePair], cfg: VideoPreferConfig, log: Any = None
+              ) -> list[dict[str, float]]:
+    """Diffusion-DPO steps on judged pairs (the same t and noise for winner and loser); only the adapters move."""
+    gen = policy.base_model
+
+    def objective(c, w, l, t, noise):  # noqa: ANN001, ANN202, E741
+        x0, cc, tt, nn_ = torch.cat([w, l]), torch.cat([c, c]), torch.cat([t, t]), torch.cat([noise, noise])
+        with torch.no_grad(), policy.reference():
+            ref = gen.denoising_error(x0, cc, tt, nn_)
+        err = gen.denoising_error(x0, cc, tt, nn_)
+        b = len(w)
+        loss, stats = diffusion_dpo_loss(err[:b], err[b:], ref[:b], ref[b:], cfg.beta)
+        if cfg.sft_weight > 0:
+            loss = loss + cfg.sft_weight * err[:b].mean() / ref[:b].mean().clamp_min(1e-8)
+            stats["total_loss"] = float(loss.detach())
+        return loss, stats
+
+    return _fit_pairs(policy, pairs, cfg, objective, log)
+
+
 def train_best(policy: LoraVideoGenerator, pairs: list[PreferencePair], cfg: VideoPreferConfig, log: Any = None
                ) -> list[dict[str, float]]:
     """Reward-ranked fine-tuning (RAFT): the denoising loss on each pair's winner (the prompt's best-judged
     sample, a margin ahead of its worst) under the commanded cameras; the loser is not used. Only the adapters
     move. Logs the winners' error and its gap to the frozen reference's on the same t and noise."""
-    if not pairs:
-        raise NoPreferencePairs("no preference pairs: every prompt's videos were judged within min_margin of each other")
-    opt = torch.optim.AdamW(policy.lora_parameters(), lr=cfg.lr, weight_decay=0.0)
     gen = policy.base_model
-    conds = [p.prompt.cond() for p in pairs]
-    xw = [to_model_images(p.winner) for p in pairs]
-    rng = np.random.default_rng(cfg.seed)
-    history = []
-    for step in range(cfg.steps):
-        idx = rng.choice(len(pairs), size=min(cfg.batch_size, len(pairs)), replace=False)
-        c, w = torch.stack([conds[i] for i in idx]), torch.stack([xw[i] for i in idx])
-        g = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        t = torch.randint(0, gen.config.train_timesteps, (len(idx),), generator=g)
-        noise = torch.randn(w.shape, generator=g)
+
+    def objective(c, w, l, t, noise):  # noqa: ANN001, ANN202, E741, ARG001
         err = gen.denoising_error(w, c, t, noise)
         with torch.no_grad(), policy.reference():
             ref = gen.denoising_error(w, c, t, noise)
         loss = err.mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        stats = {"step": step + 1, "loss": float(loss.detach()), "err_w": float(err.mean().detach()),
-                 "ref_gap_w": float((err.detach() - ref).mean())}
-        history.append(stats)
-        if log is not None:
-            log(stats)
-    return history
+        return loss, {"loss": float(loss.detach()), "err_w": float(err.mean().detach()), "ref_gap_w": float((err.detach() - ref).mean())}
+
+    return _fit_pairs(policy, pairs, cfg, objective, log, losers=False)
 
 
 def train_grpo(policy: LoraVideoGenerator, judge: Any, prompts: list[VideoPrompt], cfg: VideoPreferConfig, log: Any = None,
