@@ -11,7 +11,8 @@ flow = DIS optical flow + essential RANSAC, no learned part) and by PSNR to the 
 same cameras. Variants: ``dpo``, ``dpo-nosft`` (no winner denoising term), ``best`` (reward-ranked fine-tuning:
 the denoising loss on the DPO pairs' winners alone), ``grpo``; ``--set k=v`` edits
 ``generator.prefer`` for all of them (``--set generator.prefer.with_render=true``: train and evaluate in the
-render-conditioned mode, the first frame's ground-truth depth splatted into the commanded cameras). Prompts
+render-conditioned mode, the first frame's ground-truth depth splatted into the commanded cameras); ``--train-judge
+flow`` ranks the training candidates by the flow judge instead (then the recon judge is the independent one). Prompts
 without depth are conditioned like ``vibe3r video generate``'s: on a plane ``generator.sample.plane_depth``
 metres away (``--set generator.sample.plane_depth=null``: Plücker rays alone, the mode of the earlier tables).
 """
@@ -47,7 +48,9 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ckpt", required=True)
-    ap.add_argument("--judge", required=True)
+    ap.add_argument("--judge", required=True, help="reconstruction checkpoint of the recon judge")
+    ap.add_argument("--train-judge", choices=("recon", "flow"), default="recon",
+                    help="the judge that ranks the training candidates (both judges always measure)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--variant", action="append", default=[])
     ap.add_argument("--prompts", type=int, default=32)
@@ -64,8 +67,8 @@ def main() -> None:
     cfg, plane = full.generator.prefer, full.generator.sample.plane_depth
     base = VideoGenerator.from_pretrained(args.ckpt)
     mc = base.config
-    judge = ReconJudge(args.judge)
-    judges = {"recon": judge, "flow": FlowJudge()}
+    judges = {"recon": ReconJudge(args.judge), "flow": FlowJudge()}
+    judge = judges[args.train_judge]
     heldout = sorted(p for p in HELDOUT.iterdir() if p.is_dir())
     eval_prompts = clip_prompts(heldout, mc.frames, mc.width, mc.height, per_video=max(1, -(-args.eval // len(heldout))),
                                 stride=cfg.stride, with_depth=cfg.with_render, plane_depth=plane)[:args.eval]
