@@ -57,6 +57,8 @@ def main() -> None:
     ap.add_argument("--train-data", action="append", default=[], help=f"simulator video folders the training prompts are cut "
                     f"from (default {TRAIN}; scene seeds >= 1000)")
     ap.add_argument("--eval", type=int, default=40)
+    ap.add_argument("--eval-seeds", type=int, default=4, help="sampled videos per held-out prompt (errors averaged per prompt; "
+                    "one draw moves a model's mean error by about ±0.2 deg between seeds)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], help="generator.prefer.KEY=VALUE")
     args = ap.parse_args()
@@ -77,7 +79,7 @@ def main() -> None:
           flush=True)
     results = {}
     t0 = time.perf_counter()
-    results["sft"] = evaluate_generator(base, eval_prompts, judges, steps=25)
+    results["sft"] = evaluate_generator(base, eval_prompts, judges, steps=25, n_seeds=args.eval_seeds)
     print(f"sft evaluated ({time.perf_counter() - t0:.0f} s)", flush=True)
     pairs = None
     for variant in args.variant:
@@ -98,10 +100,10 @@ def main() -> None:
         merged = policy.merged()
         merged.save_pretrained(out / variant)
         (out / variant / "history.json").write_text(json.dumps(hist))
-        results[variant] = evaluate_generator(merged, eval_prompts, judges, steps=25)
+        results[variant] = evaluate_generator(merged, eval_prompts, judges, steps=25, n_seeds=args.eval_seeds)
         results[variant]["train_seconds"] = train_s
         print(f"{variant}: trained in {train_s:.0f} s; last {hist[-1]}", flush=True)
-    print(f"\n{len(eval_prompts)} held-out prompts, 25 DDIM steps; camera errors in degrees (mean over frames 1..7)")
+    print(f"\n{len(eval_prompts)} held-out prompts x {args.eval_seeds} seeds, 25 DDIM steps; camera errors in degrees (mean over frames 1..7)")
     print(f"{'model':10s} {'recon rot':>9s} {'(median)':>8s} {'recon tr':>8s} {'recon mc':>8s} {'flow rot':>8s} {'flow tr':>7s} "
           f"{'PSNR':>5s} {'std':>5s} {'dt':>5s}")
     for name, r in results.items():

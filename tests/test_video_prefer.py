@@ -166,6 +166,25 @@ def test_judges_prefer_the_true_camera_motion(videos):  # noqa: F811
     assert failed.failed == 3 and failed.rot_err > 1.0
 
 
+def test_held_out_errors_average_each_prompts_videos_over_sampling_seeds(videos):  # noqa: F811
+    """evaluate_generator with n_seeds = 2: a prompt's error is the mean of the judge's errors on its two videos,
+    the first drawn with the single-seed evaluation's seed (so n_seeds = 1 is the earlier figure)."""
+    from vibe3r.video_gen.prefer import evaluate_generator, judge_rewards
+
+    _, policy = _policy(3)
+    model = policy.merged()
+    prompts = clip_prompts(sorted(videos.iterdir()), 4, 32, 24, per_video=1, stride=2)
+    judges = {"flow": FlowJudge()}
+    one = evaluate_generator(model, prompts, judges, steps=2, seed=5)
+    two = evaluate_generator(model, prompts, judges, steps=2, seed=5, n_seeds=2)
+    for k, p in enumerate(prompts):
+        vids = sample_videos(model, p, [5 * 7919 + k, 5 * 7919 + k + 100003], 2)[0]
+        errs = [r["rot_err"] for r in judge_rewards(judges["flow"], p, vids, 0.25)]
+        assert one["flow"]["rot_errs"][k] == pytest.approx(errs[0])
+        assert two["flow"]["rot_errs"][k] == pytest.approx(np.mean(errs))
+    assert two["n_seeds"] == 2 and two["flow"]["rot_err"] == pytest.approx(np.mean(two["flow"]["rot_errs"]))
+
+
 def test_pooled_reference_candidates_are_judged_and_recorded(videos, tmp_path):  # noqa: F811
     """With pool_reference the renderer's frames and the frozen clip join the samples; the judge ranks the true
     frames above the frozen clip, and the store says where each candidate came from."""

@@ -435,21 +435,29 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def evaluate_generator(model: nn.Module, prompts: list[VideoPrompt], judges: dict[str, Any], steps: int, seed: int = 0,
-                       trans_weight: float = 0.25, guidance: float = 1.0) -> dict[str, Any]:
+                       trans_weight: float = 0.25, guidance: float = 1.0, n_seeds: int = 1) -> dict[str, Any]:
     """Camera error by each judge, PSNR to the rendered frames (frames 1..F-1) and pixel statistics, on
-    deterministic DDIM samples (the same seeds for every model compared; ``guidance``: camera guidance)."""
+    deterministic DDIM samples (the same seeds for every model compared; ``guidance``: camera guidance).
+
+    ``n_seeds`` videos per prompt (seeds ``seed * 7919 + k + 100003 * s``; the first is the single-seed draw): a
+    prompt's errors are the means over its videos. One draw per prompt is a noisy figure: a fine-tune that
+    barely moves the weights still changes every sample, and a model's mean flow-judge error over 40 prompts
+    moves by ±0.2° between sampling seeds (bench/video.md, session 17)."""
     per: dict[str, list] = {name: [] for name in judges}
     ps, stats = [], []
     t0 = time.perf_counter()
     for k, p in enumerate(prompts):
-        vid = sample_videos(model, p, [seed * 7919 + k], steps, guidance=guidance)[0][0]
+        vids = sample_videos(model, p, [seed * 7919 + k + 100003 * s for s in range(n_seeds)], steps, guidance=guidance)[0]
         for name, j in judges.items():
-            per[name].append(judge_rewards(j, p, vid[None], trans_weight)[0])
-        if p.reference is not None:
-            ps.append(psnr(vid[1:], p.reference[1:]))
-        stats.append([float(vid[1:].mean()), float(vid[1:].std()),
-                      float(np.abs(np.diff(vid.astype(np.float32), axis=0)).mean())])
-    out: dict[str, Any] = {"n": len(prompts), "seconds": time.perf_counter() - t0}
+            rw = judge_rewards(j, p, vids, trans_weight)
+            per[name].append({m: float(np.nanmean([r[m] for r in rw])) if np.isfinite([r[m] for r in rw]).any() else math.nan
+                              for m in ("rot_err", "trans_err", "cam_mc", "reward")} | {"failed": sum(r["failed"] for r in rw)})
+        for vid in vids:
+            if p.reference is not None:
+                ps.append(psnr(vid[1:], p.reference[1:]))
+            stats.append([float(vid[1:].mean()), float(vid[1:].std()),
+                          float(np.abs(np.diff(vid.astype(np.float32), axis=0)).mean())])
+    out: dict[str, Any] = {"n": len(prompts), "n_seeds": n_seeds, "seconds": time.perf_counter() - t0}
     for name, rows in per.items():
         vals = {m: np.array([r[m] for r in rows], float) for m in ("rot_err", "trans_err", "cam_mc", "reward")}
         out[name] = {m: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for m, v in vals.items()}
