@@ -213,10 +213,12 @@ def test_a_round_whose_generator_samples_tie_keeps_the_parent(tmp_path):
     without a candidate and the parent generator stays: the round does not stop (it did, in a 3-round default run)."""
     cfg = tiny_config(tmp_path)
     run = tmp_path / "run"
-    iterate(load_config(cfg, ["generator.prefer.min_margin=1000", "loop.stages=[generate,train_recon,prefer_video]"]), run)
+    iterate(load_config(cfg, ["generator.prefer.min_margin=1000", "loop.stages=[generate,train_recon,prefer_video]",
+                              "loop.generator_eval_seeds=2"]), run)
     out = run / "rounds/0001/prefer_video/model"
     gj = json.loads((out / "generator.json").read_text())
     assert gj["kept_candidate"] is False and gj["candidate"] is None and gj["summary"]["pairs"] == 0
+    assert gj["parent_eval"]["n_seeds"] == 2  # each held-out prompt judged over two sampled videos
     assert gj["parent_eval"]["recon"]["rot_err"] >= 0
     m = status(run)["rounds"][0]["metrics"]
     assert m["prefer_video/gen_kept"] == 0 and m["prefer_video/gen_dpo_pairs"] == 0 and "prefer_video/gen_candidate_rot_err" not in m

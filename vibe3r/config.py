@@ -350,6 +350,9 @@ class LoopConfig(Section):
                                              "(relative paths: cwd, then the project folder); None = no generator stage")
     generator_prompts: int = Field(12, ge=1, description="prompts (first frame + clip cameras of this round's videos) the generator is judged on")
     generator_eval_prompts: int = Field(16, ge=1, description="held-out prompts measuring the generator's camera error, candidate vs parent")
+    generator_eval_seeds: int = Field(1, ge=1, description="sampled videos per held-out prompt, a prompt's error their mean (one draw "
+                                      "moves a generator's mean flow error by about ±0.2 deg between seeds, bench/video.md; each "
+                                      "seed adds one evaluation's sampling and judging to the stage)")
     generator_keep_confidence: float = Field(
         0.9, ge=0, lt=1, description="the generator's candidate replaces its parent only when a paired bootstrap over the held-out "
         "prompts says its mean rotation error is lower with this confidence; 0: whenever the mean is not higher (on 16 prompts "

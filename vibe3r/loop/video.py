@@ -106,9 +106,9 @@ def prefer_video(ctx: StageContext) -> StageResult:
     judges = {"recon": ReconJudge(base_judge), "flow": FlowJudge()}
     steps = ctx.cfg.generator.sample.steps
     # one evaluation seed for every round: the same model measures the same in round 1 and round 5
-    cand = None if cand_model is None else \
-        evaluate_generator(cand_model, prompts, judges, steps=steps, seed=lc.seed, trans_weight=pcfg.trans_weight)
-    par = evaluate_generator(par_model, prompts, judges, steps=steps, seed=lc.seed, trans_weight=pcfg.trans_weight)
+    ev = dict(steps=steps, seed=lc.seed, trans_weight=pcfg.trans_weight, n_seeds=lc.generator_eval_seeds)
+    cand = None if cand_model is None else evaluate_generator(cand_model, prompts, judges, **ev)
+    par = evaluate_generator(par_model, prompts, judges, **ev)
     keep, interval = (False, None) if cand is None else \
         keep_generator(cand["recon"]["rot_errs"], par["recon"]["rot_errs"], lc.generator_keep_confidence, ctx.seed)
     if out.exists():
