@@ -450,8 +450,9 @@ def ensure_heldout(cfg: Config, run_dir: Path) -> Path:
     """The run's fixed evaluation set, built once (atomically) per evaluation config:
     ``pairs/`` held-out procedural videos (scene seeds 0..n-1, never trained on), ``synthetic.txt``
     their pairs as a SuperGlue list (without pairs shorter in baseline than ``loop.heldout_min_baseline``:
-    a pan has no translation direction to score; ``synthetic_left_out.json`` counts them), ``real-<name>.txt`` evenly spaced subsets of the real lists with
-    ``real_roots.json`` (the folders their images live in)."""
+    a pan has no translation direction to score; ``synthetic_left_out.json`` counts them),
+    ``real-<name>.txt`` evenly spaced subsets of the real lists with ``real_roots.json`` (the folders
+    their images live in)."""
     from vibe3r.captures import load_pairs
     from vibe3r.video_gen.dataset import build_dataset
 
