@@ -36,13 +36,12 @@ def main() -> None:
     from vibe3r.video_gen.diffusion import VideoGenerator
     from vibe3r.video_gen.judge import FlowJudge, ReconJudge
     from vibe3r.video_gen.prefer import (
+        PAIR_TRAINERS,
         LoraVideoGenerator,
         clip_prompts,
         collect_pairs,
         evaluate_generator,
         prompts_from,
-        train_best,
-        train_dpo,
         train_grpo,
     )
 
@@ -88,12 +87,12 @@ def main() -> None:
         if variant == "dpo-nosft":
             vcfg = vcfg.model_copy(update={"sft_weight": 0.0})
         policy = LoraVideoGenerator(VideoGenerator.from_pretrained(args.ckpt), vcfg.rank, vcfg.alpha, vcfg.seed)
-        if vcfg.method in ("dpo", "best"):
+        if vcfg.method in PAIR_TRAINERS:
             if pairs is None:
                 pairs = collect_pairs(base, judge, train_prompts, vcfg)
                 print(f"{len(pairs)} pairs from {len(train_prompts)} prompts, mean margin "
                       f"{np.mean([p.margin for p in pairs]):.2f} deg ({time.perf_counter() - t0:.0f} s)", flush=True)
-            hist = (train_dpo if vcfg.method == "dpo" else train_best)(policy, pairs, vcfg)
+            hist = PAIR_TRAINERS[vcfg.method](policy, pairs, vcfg)
         else:
             hist = train_grpo(policy, judge, train_prompts, vcfg)
         train_s = time.perf_counter() - t0

@@ -372,6 +372,9 @@ def train_best(policy: LoraVideoGenerator, pairs: list[PreferencePair], cfg: Vid
     return _fit_pairs(policy, pairs, cfg, objective, log, losers=False)
 
 
+PAIR_TRAINERS = {"dpo": train_dpo, "best": train_best}  # the methods that train on judged pairs (collect_pairs)
+
+
 def train_grpo(policy: LoraVideoGenerator, judge: Any, prompts: list[VideoPrompt], cfg: VideoPreferConfig, log: Any = None,
                store: Any = None, round: int = 0, model_version: str = "") -> list[dict[str, float]]:
     """GRPO over ``cfg.steps`` groups (prompts cycled): rollouts with shared x_T, judged, clipped ratio + KL."""
@@ -538,11 +541,11 @@ def run_prefer(cfg: VideoPreferConfig, ckpt: str | Path, judge_ckpt: str | Path,
             TimeRemainingColumn())
     t0 = time.perf_counter()
     with PreferenceStore(store_path or out / "preferences.sqlite") as store, Progress(*cols, disable=not progress) as bar:
-        if cfg.method in ("dpo", "best"):
+        if cfg.method in PAIR_TRAINERS:
             task = bar.add_task("sample + judge", total=len(prompts))
             pairs = collect_pairs(base, judge, prompts, cfg, store, round, version, progress=lambda k, n: bar.update(task, completed=k))
             task = bar.add_task("diffusion-dpo" if cfg.method == "dpo" else "best-of-n fine-tune", total=cfg.steps)
-            history = (train_dpo if cfg.method == "dpo" else train_best)(policy, pairs, cfg, log=lambda s: (log(s), bar.advance(task)))
+            history = PAIR_TRAINERS[cfg.method](policy, pairs, cfg, log=lambda s: (log(s), bar.advance(task)))
             info = {"pairs": len(pairs), "mean_margin": float(np.mean([p.margin for p in pairs]))}
         else:
             task = bar.add_task("grpo", total=cfg.steps)
