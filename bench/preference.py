@@ -150,8 +150,27 @@ def exact_items(a: argparse.Namespace) -> list:
         keep = [r for r in keep if r["i"] in c2w and r["j"] in c2w] if isinstance(c2w, dict) else keep
         for r in keep:
             r["T21"] = (np.linalg.inv(c2w[r["j"]]) @ c2w[r["i"]]).tolist()
-    return [ExactItem(PairInput.from_uint8(small.images[r["i"]], small.images[r["j"]], small.K[r["i"]], small.K[r["j"]], patch),
-                      np.asarray(r["T21"])) for r in keep]
+    st = None
+    if a.exact_teacher == "sfm-points":  # the SfM's poses and, per cell, its points: rewards point to point where a point is
+        from vibe3r.preference.sfm import capture_structure
+
+        full = load_capture(spec)
+        colour_focal(full)  # the SfM's camera is the policy's (rescaled): its points project onto the frames' content
+        st = capture_structure(full, Path(a.sfm_cache), spec, threads=1)
+        keep = [r for r in keep if r["i"] in st.c2w and r["j"] in st.c2w]
+        for r in keep:
+            r["T21"] = (np.linalg.inv(st.c2w[r["j"]]) @ st.c2w[r["i"]]).tolist()
+    items = [ExactItem(PairInput.from_uint8(small.images[r["i"]], small.images[r["j"]], small.K[r["i"]], small.K[r["j"]], patch),
+                       np.asarray(r["T21"])) for r in keep]
+    if st is not None:
+        with torch.no_grad():
+            grid = tuple(ReconModel.from_pretrained(a.ckpt)(items[0].pair.img1, items[0].pair.img2)["desc1"].shape[1:3])
+        for r, it in zip(keep, items):
+            it.depth1 = st.cell_depth(r["i"], small.K[r["i"]], grid, tuple(it.pair.hw))
+            it.depth2 = st.cell_depth(r["j"], small.K[r["j"]], grid, tuple(it.pair.hw))
+        cover = np.mean([(it.depth1 > 0).mean() for it in items])
+        print(f"exact: {len(items)} pairs with SfM points on {100 * cover:.1f} % of their cells ({grid[1]}x{grid[0]} grid)", flush=True)
+    return items
 
 
 def train_variant(method: str, recs: list, pairs_for_grpo: list, reward_fn, a: argparse.Namespace, draw_fn=None) -> Path:
@@ -229,7 +248,10 @@ def main() -> None:
     ap.add_argument("--exact-min-inliers", type=int, default=50, help="exact: pairs whose classical pose has fewer inliers are dropped")
     ap.add_argument("--exact-beta", type=float, default=1.0, help="exact: KL weight β in pixels of Sampson distance")
     ap.add_argument("--exact-teacher", default="classical", help="exact: the pose the rewards use: classical (two-view RootSIFT) | "
+                    "sfm (--sfm-poses) | sfm-points (the capture's SfM, run here and cached in --sfm-cache: its poses, and "
+                    "point-to-point rewards on the cells its points land on) | "
                     "gt (ground truth: an upper bound of the method, for the record only)")
+    ap.add_argument("--sfm-cache", default="runs/sfm", help="exact --exact-teacher sfm-points: folder of the SfM cache")
     ap.add_argument("--sfm-poses", default="", help="exact --exact-teacher sfm, --align sfm: JSON {frame ordinal: cam2world} of the "
                     "capture's SfM (bench/sfm_pseudo_gt.py --out-poses, or a preference.sfm.capture_poses cache file)")
     ap.add_argument("--divergence", default="reverse", help="exact: reverse (the RL objective) | forward (distillation)")

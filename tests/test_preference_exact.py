@@ -203,3 +203,80 @@ def test_sampled_draws_take_the_loops_31_bit_seeds(posed, tmp_path):
     model = LoraReconModel(copy.deepcopy(base), LoRAConfig(r=4))
     cfg = ExactConfig(steps=1, batch_size=2, lr=3e-3, beta=1.0, draws_per_pair=64, seed=2**31 - 2)
     assert ExactTrainer(model, cfg, tmp_path, progress=False).train(items)["step"] == 1
+
+
+def _cell_depth(depth: np.ndarray, grid_hw: tuple[int, int]) -> np.ndarray:
+    """The rendered depth at each cell centre (cells 2x2 pixels)."""
+    h, w = grid_hw
+    ys, xs = (np.arange(h) * 2 + 0.5).round().astype(int), (np.arange(w) * 2 + 0.5).round().astype(int)
+    return depth[np.ix_(ys, xs)].astype(np.float32)
+
+
+def test_point_rewards_pick_the_true_match_off_the_epipolar_line():
+    """With a cell's depth, the reward peaks where its point projects; the Sampson reward is flat along the
+    whole epipolar line. Cells without a depth keep the Sampson reward; the backward table uses view 2's depth."""
+    from vibe3r.preference.rewards import point_match_rewards
+
+    gt = box_room_video(0, n_frames=3, H=32, W=32, step=0.12)
+    T21 = np.linalg.inv(gt.c2w[2]) @ gt.c2w[0]
+    d1, d2 = _cell_depth(gt.depth[0], (16, 16)), _cell_depth(gt.depth[2], (16, 16))
+    d1_half = d1.copy()
+    d1_half[:, 8:] = 0  # the right half has no points
+    S = epipolar_match_rewards(T21, gt.K[0], gt.K[2], (16, 16), (32, 32), 4.0)
+    P = point_match_rewards(T21, gt.K[0], gt.K[2], (16, 16), (32, 32), 4.0, d1_half)
+    assert P.shape == S.shape and np.array_equal(P.reshape(16, 16, -1)[:, 8:], S.reshape(16, 16, -1)[:, 8:])
+    checked = 0
+    for i in (5 * 16 + 5, 8 * 16 + 3, 10 * 16 + 6):
+        x, y = (i % 16 + 0.5) * 2 - 0.5, (i // 16 + 0.5) * 2 - 0.5
+        x2 = gt.K[2] @ (T21[:3, :3] @ (np.linalg.inv(gt.K[0]) @ np.array([x, y, 1.0]) * d1[i // 16, i % 16]) + T21[:3, 3])
+        u, v = x2[:2] / x2[2]
+        if not (0 <= u < 32 and 0 <= v < 32):
+            continue
+        j = int((v + 0.5) // 2) * 16 + int((u + 0.5) // 2)
+        assert P[i].argmax() == j and P[i, j] > -1.5
+        assert (S[i] > -0.5).sum() > 3 * (P[i] > -1.5).sum()  # the epipolar band admits many cells, the point few
+        checked += 1
+    assert checked >= 2
+    # backward: view-2 cells over view-1 cells, from view 2's depth; true partners agree both ways
+    item = ExactItem(PairInput.from_uint8(gt.images[0], gt.images[2], gt.K[0], gt.K[2], 4), T21, d1, d2)
+    fwd, bwd = item.reward_tables((16, 16), 4.0)
+    assert fwd.shape == bwd.shape == (256, 256) and not np.array_equal(bwd, fwd.T)
+    j_of_i = fwd.argmax(1)
+    mutual = bwd.argmax(1)[j_of_i] == np.arange(256)
+    assert mutual.mean() > 0.3  # a cycle-consistent correspondence field, not two unrelated ones
+    cols = np.arange(0, 256, 7)
+    assert np.array_equal(item.reward_tables((16, 16), 4.0, rows=cols, cols=cols)[1], bwd[cols])
+
+
+def test_cell_depth_puts_each_sfm_point_on_its_cell():
+    from vibe3r.preference.sfm import SfmStructure
+
+    K = np.array([[40.0, 0, 31.5], [0, 40.0, 23.5], [0, 0, 1]])  # a 64x48 image, grid 32x24
+    c2w = np.eye(4)
+    c2w[:3, 3] = [0.1, -0.2, 0.3]
+    cam = np.array([[0.0, 0.0, 2.0], [0.5, 0.25, 4.0], [0.375, 0.1875, 3.0], [0.0, 0.0, -1.0]])  # camera frame; one behind
+    st = SfmStructure({7: c2w}, cam + c2w[:3, 3], {7: np.arange(4)})
+    d = st.cell_depth(7, K, (24, 32), (48, 64))
+    # pixel (31.5, 23.5) -> cell ((31.5 + 0.5) / 2 - 0.5, ...) = (15.5, 11.5): rounds to (16, 12)
+    assert d.shape == (24, 32) and d[12, 16] == pytest.approx(2.0)
+    u, v = 40 * 0.5 / 4 + 31.5, 40 * 0.25 / 4 + 23.5  # both off-centre points share a ray: the nearest wins
+    assert d[int(round((v + 0.5) / 2 - 0.5)), int(round((u + 0.5) / 2 - 0.5))] == pytest.approx(3.0)
+    assert (d > 0).sum() == 2
+    assert st.cell_depth(8, K, (24, 32), (48, 64)).max() == 0  # a frame without points
+
+
+def test_training_on_point_rewards_raises_the_expected_reward(posed, tmp_path):
+    base, items = posed
+    pitems = []
+    for s, it in enumerate(items):
+        gt = box_room_video(s, n_frames=3, H=32, W=32, step=0.12)
+        grid = tuple(base(it.pair.img1, it.pair.img2)["desc1"].shape[1:3])
+        assert grid == (16, 16)
+        pitems.append(ExactItem(it.pair, it.T21, _cell_depth(gt.depth[0], grid), _cell_depth(gt.depth[2], grid)))
+    model = LoraReconModel(copy.deepcopy(base), LoRAConfig(r=4))
+    trainer = ExactTrainer(model, ExactConfig(steps=6, batch_size=2, lr=3e-3, beta=1.0, draws_per_pair=64), tmp_path,
+                           progress=False)
+    r0 = [_expected_reward(trainer, it) for it in pitems]
+    trainer.train(pitems)
+    r1 = [_expected_reward(trainer, it) for it in pitems]
+    assert all(b > a + 0.05 for a, b in zip(r0, r1)), (r0, r1)

@@ -49,7 +49,7 @@ from vibe3r.config import ReconLossConfig
 from vibe3r.errors import InputError
 from vibe3r.preference.dpo import anchor_loss_step, match_kl, wrap_model
 from vibe3r.preference.lora import LoraReconModel
-from vibe3r.preference.rewards import epipolar_match_rewards
+from vibe3r.preference.rewards import epipolar_match_rewards, point_match_rewards
 from vibe3r.preference.trainer_common import (
     AdapterTrainConfig,
     RunLog,
@@ -84,10 +84,27 @@ class ExactConfig(AdapterTrainConfig):
 @dataclass
 class ExactItem:
     """A training pair and the relative pose its reward is measured against (camera 1 → camera 2;
-    the classical full-resolution estimate — its translation's scale does not matter)."""
+    the classical full-resolution estimate — its translation's scale does not matter). With the cells'
+    depths ``depth1``/``depth2`` (h, w of the descriptor grid, 0 = unknown, in the units of ``T21``'s
+    translation: the capture's SfM points, ``SfmStructure.cell_depth``) a cell with a depth is rewarded
+    point to point (``rewards.point_match_rewards``), the others by their Sampson distance."""
 
     pair: PairInput
     T21: np.ndarray
+    depth1: np.ndarray | None = None
+    depth2: np.ndarray | None = None
+
+    def reward_tables(self, grid_hw: tuple[int, int], trunc_px: float, rows: np.ndarray | None = None,
+                      cols: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The forward table (view-1 cells ``rows`` over every view-2 cell) and the backward one (view-2
+        cells ``cols`` over every view-1 cell), each (draws, candidates)."""
+        hw, K1, K2 = tuple(self.pair.hw), self.pair.K1, self.pair.K2
+        if self.depth1 is None or self.depth2 is None:
+            return (epipolar_match_rewards(self.T21, K1, K2, grid_hw, hw, trunc_px, rows=rows),
+                    np.ascontiguousarray(epipolar_match_rewards(self.T21, K1, K2, grid_hw, hw, trunc_px, cols=cols).T))
+        T12 = np.linalg.inv(self.T21)
+        return (point_match_rewards(self.T21, K1, K2, grid_hw, hw, trunc_px, self.depth1, rows=rows),
+                point_match_rewards(T12, K2, K1, grid_hw, hw, trunc_px, self.depth2, rows=cols))
 
 
 def draw_losses(logits: torch.Tensor, ref_logits: torch.Tensor, rewards: torch.Tensor, beta: float,
@@ -102,12 +119,20 @@ def draw_losses(logits: torch.Tensor, ref_logits: torch.Tensor, rewards: torch.T
     return kl, (p.detach() * rewards).sum(-1), lp.detach()
 
 
-def exact_loss(logits: torch.Tensor, ref_logits: torch.Tensor, rewards: torch.Tensor, beta: float,
-               divergence: str = "reverse") -> tuple[torch.Tensor, dict[str, float]]:
+def _fwd_bwd(rewards: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(forward (N1, N2), backward (N2, N1)) reward tables: one table serves both ways when the reward is
+    symmetric (the Sampson distance), the point reward gives two."""
+    return tuple(rewards) if isinstance(rewards, tuple | list) else (rewards, rewards.T)
+
+
+def exact_loss(logits: torch.Tensor, ref_logits: torch.Tensor, rewards: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+               beta: float, divergence: str = "reverse") -> tuple[torch.Tensor, dict[str, float]]:
     """KL between the policy and the tilted reference ``π* ∝ π_ref · exp(r/β)``, per draw (the mean over
-    the rows — forward draws — and the columns — backward draws). logits, ref_logits, rewards (N1, N2)."""
-    parts = [draw_losses(lg, rf, r, beta, divergence) for lg, rf, r in ((logits, ref_logits, rewards),
-                                                                        (logits.T, ref_logits.T, rewards.T))]
+    the rows — forward draws — and the columns — backward draws). logits, ref_logits (N1, N2); rewards
+    (N1, N2), or a (forward (N1, N2), backward (N2, N1)) pair of tables."""
+    r_fwd, r_bwd = _fwd_bwd(rewards)
+    parts = [draw_losses(lg, rf, r, beta, divergence) for lg, rf, r in ((logits, ref_logits, r_fwd),
+                                                                        (logits.T, ref_logits.T, r_bwd))]
     loss = torch.cat([kl for kl, _, _ in parts]).mean()
     return loss, {"exact_loss": float(loss.detach()), "reward": float(torch.cat([r for _, r, _ in parts]).mean())}
 
@@ -140,10 +165,12 @@ def sampled_exact_loss(desc: tuple[torch.Tensor, torch.Tensor], ref_desc: tuple[
                   "reward_ref": float(torch.cat(exp_r_ref).mean()), "kl": float(torch.cat(kl_ref).mean())}
 
 
-def expected_reward(logits: torch.Tensor, rewards: torch.Tensor) -> float:
-    """The per-draw expected reward of a match policy (mean over its forward and backward draws)."""
+def expected_reward(logits: torch.Tensor, rewards: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> float:
+    """The per-draw expected reward of a match policy (mean over its forward and backward draws); rewards as
+    in ``exact_loss``."""
+    r_fwd, r_bwd = _fwd_bwd(rewards)
     with torch.no_grad():
-        return float(torch.cat([(torch.softmax(logits, -1) * rewards).sum(-1), (torch.softmax(logits, 0) * rewards).sum(0)]).mean())
+        return float(torch.cat([(torch.softmax(logits, -1) * r_fwd).sum(-1), (torch.softmax(logits.T, -1) * r_bwd).sum(-1)]).mean())
 
 
 class ExactTrainer:
@@ -187,19 +214,18 @@ class ExactTrainer:
         n = h * w
         g = torch.Generator().manual_seed(((cfg.seed * 1_000_003 + step) * 10_007 + k) % 2**63)  # the loop's 31-bit seeds overflow int64
         draws = (torch.randperm(n, generator=g)[:cfg.draws_per_pair], torch.randperm(n, generator=g)[:cfg.draws_per_pair])
-        hw_img = tuple(item.pair.hw)
-        r_fwd = epipolar_match_rewards(item.T21, item.pair.K1, item.pair.K2, (h, w), hw_img, cfg.trunc_px, rows=draws[0].numpy())
-        r_bwd = epipolar_match_rewards(item.T21, item.pair.K1, item.pair.K2, (h, w), hw_img, cfg.trunc_px, cols=draws[1].numpy()).T
+        r_fwd, r_bwd = item.reward_tables((h, w), cfg.trunc_px, rows=draws[0].numpy(), cols=draws[1].numpy())
         D = out["desc1"].shape[-1]
         ref = tuple(d.reshape(-1, D) for d in self.reference_desc(k, item.pair))
         return sampled_exact_loss((out["desc1"][0].reshape(-1, D), out["desc2"][0].reshape(-1, D)), ref,
-                                  (torch.from_numpy(r_fwd), torch.from_numpy(np.ascontiguousarray(r_bwd))), draws,
+                                  (torch.from_numpy(r_fwd), torch.from_numpy(r_bwd)), draws,
                                   cfg.beta, cfg.temperature, cfg.divergence)
 
-    def rewards(self, item: ExactItem, out: dict[str, torch.Tensor]) -> torch.Tensor:
+    def rewards(self, item: ExactItem, out: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The full forward (N1, N2) and backward (N2, N1) reward tables of an item."""
         h, w = out["desc1"].shape[1:3]
-        return torch.from_numpy(epipolar_match_rewards(item.T21, item.pair.K1, item.pair.K2, (h, w),
-                                                       tuple(item.pair.hw), self.cfg.trunc_px))
+        fwd, bwd = item.reward_tables((h, w), self.cfg.trunc_px)
+        return torch.from_numpy(fwd), torch.from_numpy(bwd)
 
     def train(self, items: list[ExactItem], anchor_batches: Any = None, resume: bool = False,
               stop_at: int | None = None) -> dict[str, float]:

@@ -236,6 +236,36 @@ def epipolar_match_rewards(T21: np.ndarray, K1: np.ndarray, K2: np.ndarray, grid
     return -np.minimum(sampson_table_px(T21, c1, c2, K1, K2), trunc_px).astype(np.float32)
 
 
+def point_match_rewards(T_ba: np.ndarray, Ka: np.ndarray, Kb: np.ndarray, grid_hw: tuple[int, int],
+                        image_hw: tuple[int, int], trunc_px: float, depth_a: np.ndarray,
+                        rows: np.ndarray | None = None) -> np.ndarray:
+    """Reward (len(rows), N) of matching query cell i of view a with cell j of view b, where view a's cells
+    have a depth ``depth_a`` (h, w; 0 = unknown, in the units of ``T_ba``'s translation — e.g. the points of
+    the capture's structure from motion, never ground truth). A cell with a depth is a 3D point: its reward
+    is minus the distance (image pixels, truncated at ``trunc_px``) from j's centre to where that point
+    projects in view b — the point-to-point counterpart of the Sampson distance, which only asks j to lie
+    on an epipolar line. Cells without a depth keep the epipolar reward. ``rows``: the query cells
+    (default all). With ``a, b = 1, 2`` this is the forward table of ``epipolar_match_rewards``; with
+    ``T_ba = inv(T21)`` and view 2's depth, the transposed backward one."""
+    h, w = grid_hw
+    cells = np.arange(h * w) if rows is None else np.asarray(rows)
+    centres_b = cells_to_px(np.stack([np.arange(h * w) % w, np.arange(h * w) // w], -1), grid_hw, image_hw)
+    out = epipolar_match_rewards(T_ba, Ka, Kb, grid_hw, image_hw, trunc_px, rows=cells)
+    z = np.asarray(depth_a, np.float64).reshape(-1)[cells]
+    known = z > 0
+    if known.any():
+        ca = cells_to_px(np.stack([cells[known] % w, cells[known] // w], -1), grid_hw, image_hw)
+        X = (np.linalg.inv(Ka) @ np.c_[ca, np.ones(len(ca))].T).T * z[known, None]  # M,3 in camera a
+        Xb = X @ T_ba[:3, :3].T + T_ba[:3, 3]
+        uvw = Xb @ Kb.T
+        front = uvw[:, 2] > 1e-9
+        uv = uvw[:, :2] / np.where(front, uvw[:, 2], 1.0)[:, None]
+        d = np.sqrt(((uv[:, None, :] - centres_b[None]) ** 2).sum(-1))  # M,N
+        d[~front] = trunc_px  # a point behind camera b: nothing there is its match
+        out[known] = -np.minimum(d, trunc_px)
+    return out.astype(np.float32)
+
+
 def draw_rewards(ctx: PairContext, samples: list, cfg: RewardConfig) -> np.ndarray | None:
     """Per-draw rewards (n, N1 + N2), forward then backward draws as ``recon.policy.per_draw_log_probs``:
     the ``match_rewards`` entry of every drawn match (cell i of view 1, cell j of view 2) — the dense

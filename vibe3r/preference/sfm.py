@@ -109,6 +109,21 @@ class SfmStructure:
         """Indices of the points both frames observe."""
         return np.intersect1d(self.obs.get(i, np.zeros(0, np.int64)), self.obs.get(j, np.zeros(0, np.int64)))
 
+    def cell_depth(self, frame: int, K: np.ndarray, grid_hw: tuple[int, int], image_hw: tuple[int, int]) -> np.ndarray:
+        """Depth (h, w) of a frame's descriptor cells (``grid_hw``) in its SfM camera and the SfM's scale: each
+        point the frame observes lands on the cell its projection under ``K`` (pixels of an ``image_hw``
+        image) falls in, the nearest point winning; 0 where no point lands (everywhere for an unregistered
+        frame) — the exact trainer's point reward."""
+        from vibe3r.video_gen.sfm_pairs import sparse_depth
+
+        (h, w), (H, W) = grid_hw, image_hw
+        S = np.array([[w / W, 0, 0.5 * w / W - 0.5], [0, h / H, 0.5 * h / H - 0.5], [0, 0, 1]])  # pixels -> cells
+        if frame not in self.c2w:  # not registered: no point of it is known
+            return np.zeros((h, w), np.float32)
+        w2c = np.linalg.inv(self.c2w[frame])
+        pts = self.xyz[self.obs.get(frame, np.zeros(0, np.int64))]
+        return sparse_depth(pts @ w2c[:3, :3].T + w2c[:3, 3], S @ np.asarray(K, np.float64), (h, w), radius=0)
+
 
 def structure_of(rec, max_error: float = 2.0, min_track: int = 3) -> SfmStructure:  # noqa: ANN001
     """The points of a pycolmap model whose mean reprojection error is under ``max_error`` px and which
