@@ -127,3 +127,14 @@ def test_subpixel_refinement_reduces_match_error_of_half_resolution_descriptors(
         return torch.stack(errs).median()
 
     assert median_error(True) < 0.8 * median_error(False)
+
+
+def test_matches_without_motion_give_no_pose_instead_of_an_error():
+    """A frozen video's matches all have zero motion: the essential matrix is undefined, so no pose — never
+    an exception from the solver (OpenCV 5 asserts on this input)."""
+    from vibe3r.recon.pose import estimate_pose_essential
+
+    grid = np.stack(np.meshgrid(np.arange(2.0, 126, 2), np.arange(2.0, 94, 2)), -1).reshape(-1, 2)
+    K = np.array([[113.5, 0, 63.5], [0, 113.5, 47.5], [0, 0, 1]])
+    res = estimate_pose_essential(grid, grid.copy(), K, K)
+    assert res is None or np.allclose(res[0], np.eye(3), atol=1e-6)

@@ -147,10 +147,13 @@ def test_grpo_runs_groups_with_shared_noise_and_keeps_the_reference(videos):  # 
 
 
 def test_judges_prefer_the_true_camera_motion(videos):  # noqa: F811
-    """On a rendered clip, both judges score the true frames far better than a frozen or reversed video."""
+    """On a rendered clip that translates, the flow judge scores the true frames far better than a frozen or
+    reversed video. (Not on the pure pan: an essential matrix is undefined without translation, and which wrong
+    rotation RANSAC returns there depends on the OpenCV/numpy build — it was better than frozen on one machine
+    and worse on a fresh one.)"""
     prompts = clip_prompts(sorted(videos.iterdir()), 4, 64, 48, per_video=1, stride=2)
     judge = FlowJudge()
-    for p in prompts:
+    for p in prompts[:1]:  # v0: "truck right 0.4"
         true = judge_video(judge, p.reference, p.K, p.c2w)
         frozen = judge_video(judge, np.repeat(p.reference[:1], 4, 0), p.K, p.c2w)
         reverse = judge_video(judge, p.reference[::-1].copy(), p.K, p.c2w)
@@ -180,8 +183,8 @@ def test_held_out_errors_average_each_prompts_videos_over_sampling_seeds(videos)
     for k, p in enumerate(prompts):
         vids = sample_videos(model, p, [5 * 7919 + k, 5 * 7919 + k + 100003], 2)[0]
         errs = [r["rot_err"] for r in judge_rewards(judges["flow"], p, vids, 0.25)]
-        assert one["flow"]["rot_errs"][k] == pytest.approx(errs[0])
-        assert two["flow"]["rot_errs"][k] == pytest.approx(np.mean(errs))
+        assert one["flow"]["rot_errs"][k] == pytest.approx(errs[0], abs=0.05)
+        assert two["flow"]["rot_errs"][k] == pytest.approx(np.mean(errs), abs=0.05)  # batched with another seed: float order
     assert two["n_seeds"] == 2 and two["flow"]["rot_err"] == pytest.approx(np.mean(two["flow"]["rot_errs"]))
 
 

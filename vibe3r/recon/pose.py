@@ -61,7 +61,10 @@ def estimate_pose_essential(
     k0 = (kpts0 - K0[[0, 1], [2, 2]][None]) / K0[[0, 1], [0, 1]][None]
     k1 = (kpts1 - K1[[0, 1], [2, 2]][None]) / K1[[0, 1], [0, 1]][None]
     norm_thresh = thresh_px / np.mean([K0[0, 0], K1[1, 1], K0[0, 0], K1[1, 1]])
-    E, mask = cv2.findEssentialMat(k0, k1, np.eye(3), threshold=norm_thresh, prob=conf, method=RANSAC_METHODS[method])
+    try:
+        E, mask = cv2.findEssentialMat(k0, k1, np.eye(3), threshold=norm_thresh, prob=conf, method=RANSAC_METHODS[method])
+    except cv2.error:  # degenerate input (e.g. every match has zero motion): OpenCV 5's solver asserts instead of failing
+        return None
     if E is None or E.shape[0] < 3:
         return None
     best = None
