@@ -139,33 +139,30 @@ def exact_items(a: argparse.Namespace) -> list:
         cache.write_text(json.dumps(rows))
     from vibe3r.recon.policy import PairInput
 
-    patch = ReconModel.from_pretrained(a.ckpt).config.patch_size
+    mcfg = ReconModel.from_pretrained(a.ckpt).config
     keep = [r for r in rows if r["T21"] is not None and r["inliers"] >= a.exact_min_inliers]
     print(f"exact: {len(keep)} of {len(rows)} pairs have a classical pose with >= {a.exact_min_inliers} inliers", flush=True)
-    if a.exact_teacher in ("gt", "sfm"):  # gt: an upper bound of the method, never a method — the same pairs under the true pose
+    st = None
+    if a.exact_teacher in ("gt", "sfm", "sfm-points"):  # gt: an upper bound of the method, never a method — the same pairs under the true pose
         if a.exact_teacher == "gt":
             c2w = small.cam2world
-        else:  # the capture's own structure from motion (no ground truth): {frame: cam2world}
+        elif a.exact_teacher == "sfm":  # the capture's own structure from motion (no ground truth): {frame: cam2world}
             c2w = {int(k): np.asarray(v) for k, v in json.loads(Path(a.sfm_poses).read_text()).items()}
+        else:  # the SfM's poses and, per cell, its points: rewards point to point where a point lands
+            from vibe3r.preference.sfm import capture_structure
+
+            full = load_capture(spec)
+            colour_focal(full)  # the SfM's camera is the policy's (rescaled): its points project onto the frames' content
+            st = capture_structure(full, Path(a.sfm_cache), spec, threads=1)
+            c2w = st.c2w
         keep = [r for r in keep if r["i"] in c2w and r["j"] in c2w] if isinstance(c2w, dict) else keep
         for r in keep:
             r["T21"] = (np.linalg.inv(c2w[r["j"]]) @ c2w[r["i"]]).tolist()
-    st = None
-    if a.exact_teacher == "sfm-points":  # the SfM's poses and, per cell, its points: rewards point to point where a point is
-        from vibe3r.preference.sfm import capture_structure
-
-        full = load_capture(spec)
-        colour_focal(full)  # the SfM's camera is the policy's (rescaled): its points project onto the frames' content
-        st = capture_structure(full, Path(a.sfm_cache), spec, threads=1)
-        keep = [r for r in keep if r["i"] in st.c2w and r["j"] in st.c2w]
-        for r in keep:
-            r["T21"] = (np.linalg.inv(st.c2w[r["j"]]) @ st.c2w[r["i"]]).tolist()
-    items = [ExactItem(PairInput.from_uint8(small.images[r["i"]], small.images[r["j"]], small.K[r["i"]], small.K[r["j"]], patch),
-                       np.asarray(r["T21"])) for r in keep]
+    items = [ExactItem(PairInput.from_uint8(small.images[r["i"]], small.images[r["j"]], small.K[r["i"]], small.K[r["j"]],
+                                            mcfg.patch_size), np.asarray(r["T21"])) for r in keep]
     if st is not None:
-        with torch.no_grad():
-            grid = tuple(ReconModel.from_pretrained(a.ckpt)(items[0].pair.img1, items[0].pair.img2)["desc1"].shape[1:3])
         for r, it in zip(keep, items):
+            grid = (it.pair.hw[0] // mcfg.desc_stride, it.pair.hw[1] // mcfg.desc_stride)  # the descriptor grid
             it.depth1 = st.cell_depth(r["i"], small.K[r["i"]], grid, tuple(it.pair.hw))
             it.depth2 = st.cell_depth(r["j"], small.K[r["j"]], grid, tuple(it.pair.hw))
         cover = np.mean([(it.depth1 > 0).mean() for it in items])

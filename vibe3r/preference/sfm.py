@@ -117,9 +117,9 @@ class SfmStructure:
         from vibe3r.video_gen.sfm_pairs import sparse_depth
 
         (h, w), (H, W) = grid_hw, image_hw
-        S = np.array([[w / W, 0, 0.5 * w / W - 0.5], [0, h / H, 0.5 * h / H - 0.5], [0, 0, 1]])  # pixels -> cells
         if frame not in self.c2w:  # not registered: no point of it is known
             return np.zeros((h, w), np.float32)
+        S = np.array([[w / W, 0, 0.5 * w / W - 0.5], [0, h / H, 0.5 * h / H - 0.5], [0, 0, 1]])  # pixels -> cells (cells_to_px inverted)
         w2c = np.linalg.inv(self.c2w[frame])
         pts = self.xyz[self.obs.get(frame, np.zeros(0, np.int64))]
         return sparse_depth(pts @ w2c[:3, :3].T + w2c[:3, 3], S @ np.asarray(K, np.float64), (h, w), radius=0)
